@@ -1,0 +1,113 @@
+"""The ``lastream`` command. Each subcommand parses options, then calls a ``run``-style
+function that tests import directly; no logic lives here beyond wiring."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+from rich.console import Console
+from rich.logging import RichHandler
+
+from lastream_stream.broker import LocalBroker, MissingTool
+from lastream_stream.kafka_clients import BrokerUnreachable, KafkaClients, project_topics
+from lastream_stream.settings import LastreamSettings
+
+console = Console(stderr=True)
+log = logging.getLogger("lastream")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
+    )
+
+
+class FriendlyErrors(click.Group):
+    """Known operational failures print one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (MissingTool, BrokerUnreachable) as exc:
+            console.print(f"[red]error:[/] {exc}")
+            sys.exit(2)
+
+
+@click.group(cls=FriendlyErrors)
+@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING (default: LASTREAM_LOG_LEVEL or INFO).")
+@click.pass_context
+def main(ctx: click.Context, log_level: str | None) -> None:
+    """LaStream: a Kafka-native autoscaler for stream-processing operators.
+
+    Configuration comes from LASTREAM_* environment variables, e.g.
+    LASTREAM_KAFKA_BOOTSTRAP=127.0.0.1:9092.
+    """
+    settings = LastreamSettings()
+    setup_logging(log_level or settings.log_level)
+    ctx.obj = settings
+
+
+@main.group()
+def kafka() -> None:
+    """Run a local single-node Apache Kafka broker (KRaft) for development and tests."""
+
+
+@kafka.command("start")
+@click.pass_obj
+def kafka_start(settings: LastreamSettings) -> None:
+    """Start the broker (fetching its jars with Maven the first time) and wait until it answers."""
+    status = LocalBroker(settings.broker).start()
+    console.print(f"Kafka running: pid {status.pid}, bootstrap {status.bootstrap}, log {status.log_file}")
+
+
+@kafka.command("stop")
+@click.pass_obj
+def kafka_stop(settings: LastreamSettings) -> None:
+    """Stop the broker cleanly (SIGTERM, then SIGKILL after 30 s)."""
+    was_running = LocalBroker(settings.broker).stop()
+    console.print("Kafka stopped" if was_running else "Kafka was not running")
+
+
+@kafka.command("status")
+@click.pass_obj
+def kafka_status(settings: LastreamSettings) -> None:
+    """Say whether the local broker runs; exit code 1 when it does not."""
+    status = LocalBroker(settings.broker).status()
+    if status.running:
+        console.print(f"Kafka running: pid {status.pid}, bootstrap {status.bootstrap}, log {status.log_file}")
+    else:
+        console.print(f"Kafka not running (log: {status.log_file})")
+        sys.exit(1)
+
+
+@main.group()
+def topics() -> None:
+    """Manage LaStream's own topics."""
+
+
+@topics.command("ensure")
+@click.pass_obj
+def topics_ensure(settings: LastreamSettings) -> None:
+    """Create the metrics, control (compacted), acks, decisions and dead-letter topics if missing."""
+    specs = project_topics(settings.topics)
+    created = KafkaClients(settings.kafka).ensure_topics(specs)
+    for spec in specs:
+        state = "created" if spec.name in created else "exists"
+        console.print(f"{spec.name:<28} {spec.partitions:>3} partition(s)  {state}")
+
+
+@main.command("schemas")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Directory (default: the repo's schemas/).")
+def schemas_export(out: str | None) -> None:
+    """Export the JSON Schema of every wire message."""
+    from pathlib import Path
+
+    from lastream_stream import schemas
+
+    for path in schemas.export(Path(out) if out else schemas.SCHEMA_DIR):
+        console.print(f"wrote {path}")

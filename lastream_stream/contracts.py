@@ -1,0 +1,128 @@
+"""Wire messages between the parts of LaStream: JSON on Kafka, one pydantic model each.
+
+Every message carries ``schema_version``; a consumer that meets a version it does not know
+sends the message to the dead-letter topic instead of guessing (see ``deadletter.py``).
+Validation bounds are deliberately generous but finite: a report claiming 10^12 records in
+one interval is a broken producer, not a busy one, and must not steer scaling decisions.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+
+# Upper bounds that no real operator instance reaches in one reporting interval.
+MAX_RECORDS_PER_INTERVAL = 1_000_000_000
+MAX_LAG = 10_000_000_000
+MAX_LATENCY_MS = 86_400_000.0
+MAX_PARALLELISM = 10_000
+
+Name = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._\-]+$")
+
+
+class WireMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class MetricsReport(WireMessage):
+    """What one operator instance did in one reporting interval.
+
+    Rates follow DS2: ``records_in / interval_s`` is the observed input rate, and
+    ``records_in / useful_time_s`` the true processing rate (records per second of actual
+    work, excluding time spent waiting for input or blocked on output).
+    """
+
+    app: str = Name
+    operator: str = Name
+    instance_id: str = Field(min_length=1, max_length=200)
+    interval_end: float = Field(gt=0, description="end of the interval, epoch seconds")
+    interval_s: float = Field(gt=0, le=3600, description="length of the interval, seconds")
+    records_in: int = Field(ge=0, le=MAX_RECORDS_PER_INTERVAL)
+    records_out: int = Field(ge=0, le=MAX_RECORDS_PER_INTERVAL)
+    useful_time_s: float = Field(ge=0, description="busy seconds in the interval")
+    lag: int | None = Field(default=None, ge=0, le=MAX_LAG, description="consumer lag of the partitions assigned to this instance, records")
+    latency_p50_ms: float | None = Field(default=None, ge=0, le=MAX_LATENCY_MS)
+    latency_p99_ms: float | None = Field(default=None, ge=0, le=MAX_LATENCY_MS)
+    cpu_percent: float = Field(default=0.0, ge=0, le=100_000)
+    memory_bytes: int = Field(default=0, ge=0)
+    parallelism: int = Field(ge=1, le=MAX_PARALLELISM, description="current instances of this operator")
+    upstreams: list[str] = Field(default_factory=list, description="operators feeding this one")
+    input_partitions: int | None = Field(default=None, ge=1, le=MAX_PARALLELISM)
+
+    @property
+    def interval_start(self) -> float:
+        return self.interval_end - self.interval_s
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MetricsReport:
+        # A little slack: busy time is measured with a different clock than the interval.
+        if self.useful_time_s > self.interval_s * 1.1 + 0.05:
+            raise ValueError("useful_time_s exceeds the interval length")
+        if self.operator in self.upstreams:
+            raise ValueError("an operator cannot be its own upstream")
+        return self
+
+
+class ScalingCommand(WireMessage):
+    """Target parallelism per operator for one app. Keyed by app on the compacted control topic."""
+
+    app: str = Name
+    decision_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1)
+    generation: int = Field(ge=1, description="strictly increasing per app")
+    target: dict[str, int] = Field(min_length=1)
+    reason: str = ""
+    issued_at: float = Field(default_factory=time.time)
+
+    @model_validator(mode="after")
+    def _positive(self) -> ScalingCommand:
+        for op, n in self.target.items():
+            if not 1 <= n <= MAX_PARALLELISM:
+                raise ValueError(f"target parallelism of {op!r} out of range: {n}")
+        return self
+
+
+AckStatus = Literal["applied", "partial", "rejected", "stale"]
+
+
+class CommandAck(WireMessage):
+    """What the supervisor actually reached for a command."""
+
+    app: str = Name
+    decision_id: str = Field(min_length=1)
+    generation: int = Field(ge=0)
+    status: AckStatus
+    applied: dict[str, int] = Field(default_factory=dict, description="parallelism now running")
+    clamped: dict[str, int] = Field(default_factory=dict, description="operators whose target was clamped: requested value")
+    error: str | None = None
+    acked_at: float = Field(default_factory=time.time)
+
+
+class DeadLetter(WireMessage):
+    """A message some consumer could not use, kept whole with the reason."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    key_b64: str | None = None
+    payload_b64: str
+    error: str
+    consumer: str
+    at: float = Field(default_factory=time.time)
+
+
+WIRE_MODELS: dict[str, type[WireMessage]] = {
+    "metrics_report": MetricsReport,
+    "scaling_command": ScalingCommand,
+    "command_ack": CommandAck,
+    "dead_letter": DeadLetter,
+}

@@ -1,0 +1,176 @@
+"""The one thin layer between LaStream and librdkafka.
+
+Every producer, consumer and admin client in the project is made here, so connection
+options are merged in exactly one place (``KafkaClients.config``) and every client first
+proves the cluster answers, failing within ``timeout_s`` with a readable message instead
+of retrying forever in the background as librdkafka would.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
+
+from lastream_stream.settings import KafkaSettings, TopicSettings
+
+log = logging.getLogger(__name__)
+# librdkafka's own log lines (connection failures and the like) go through Python logging.
+rdkafka_log = logging.getLogger("lastream.librdkafka")
+
+
+class BrokerUnreachable(RuntimeError):
+    """The cluster did not answer a metadata request in time."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int = 1
+    config: tuple[tuple[str, str], ...] = ()
+
+
+def project_topics(topics: TopicSettings) -> list[TopicSpec]:
+    """The topics LaStream itself uses. The control topic is compacted: the latest command
+    per app (its key) is the desired state a restarting supervisor rebuilds from."""
+    rf = topics.replication_factor
+    return [
+        TopicSpec(topics.metrics, topics.metrics_partitions, rf, (("retention.ms", str(6 * 3600 * 1000)),)),
+        TopicSpec(
+            topics.control,
+            topics.control_partitions,
+            rf,
+            (("cleanup.policy", "compact"), ("min.cleanable.dirty.ratio", "0.1"), ("segment.ms", "600000")),
+        ),
+        TopicSpec(topics.acks, topics.acks_partitions, rf),
+        TopicSpec(topics.decisions, topics.decisions_partitions, rf),
+        TopicSpec(topics.deadletter, topics.deadletter_partitions, rf),
+    ]
+
+
+class KafkaClients:
+    """Factory of confluent-kafka clients for one cluster. Clients are created on demand
+    and handed out as context managers that flush or close them on exit."""
+
+    def __init__(self, settings: KafkaSettings | None = None) -> None:
+        self.settings = settings or KafkaSettings()
+        self._reachable = False
+
+    def config(self, **overrides: object) -> dict[str, object]:
+        s = self.settings
+        conf: dict[str, object] = {
+            "bootstrap.servers": s.bootstrap,
+            "client.id": s.client_id,
+            "security.protocol": s.security_protocol,
+            "logger": rdkafka_log,
+        }
+        if s.sasl_mechanism:
+            conf["sasl.mechanism"] = s.sasl_mechanism
+        if s.sasl_username:
+            conf["sasl.username"] = s.sasl_username
+        if s.sasl_password is not None:
+            conf["sasl.password"] = s.sasl_password.get_secret_value()
+        conf.update(s.extra)
+        conf.update(overrides)
+        return conf
+
+    def admin(self) -> AdminClient:
+        return AdminClient(self.config())
+
+    def metadata(self, timeout_s: float | None = None) -> ClusterMetadata:
+        """Ask the cluster for its metadata; raise ``BrokerUnreachable`` after the timeout."""
+        timeout = self.settings.timeout_s if timeout_s is None else timeout_s
+        # The probe stays quiet: when it fails, BrokerUnreachable says it once, readably.
+        probe = AdminClient(self.config(log_level=0))
+        try:
+            md = probe.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            raise BrokerUnreachable(
+                f"Kafka at {self.settings.bootstrap} did not answer within {timeout:.0f} s "
+                f"({exc.args[0].str() if exc.args else exc}). Start one with `lastream kafka start` "
+                "or point LASTREAM_KAFKA_BOOTSTRAP at a running cluster."
+            ) from None
+        self._reachable = True
+        return md
+
+    def ensure_reachable(self) -> None:
+        if not self._reachable:
+            self.metadata()
+
+    @contextmanager
+    def producer(self, **overrides: object) -> Iterator[Producer]:
+        self.ensure_reachable()
+        conf = {"linger.ms": 5, "message.timeout.ms": int(self.settings.timeout_s * 3000)}
+        conf.update(overrides)
+        producer = Producer(self.config(**conf))
+        try:
+            yield producer
+        finally:
+            remaining = producer.flush(self.settings.timeout_s)
+            if remaining:
+                log.warning("%d message(s) still unsent when the producer closed", remaining)
+
+    @contextmanager
+    def consumer(self, group_id: str, topics: list[str] | None = None, **overrides: object) -> Iterator[Consumer]:
+        self.ensure_reachable()
+        conf = {
+            "group.id": group_id,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": True,
+            "session.timeout.ms": 10000,
+            "heartbeat.interval.ms": 1000,
+        }
+        conf.update(overrides)
+        consumer = Consumer(self.config(**conf))
+        try:
+            if topics:
+                consumer.subscribe(topics)
+            yield consumer
+        finally:
+            consumer.close()
+
+    def ensure_topics(self, specs: list[TopicSpec]) -> list[str]:
+        """Create the topics that do not exist yet; return the names created. Idempotent."""
+        existing = set(self.metadata().topics)
+        missing = [s for s in specs if s.name not in existing]
+        if not missing:
+            return []
+        admin = self.admin()  # must outlive the futures, or librdkafka cancels them
+        futures = admin.create_topics(
+            [NewTopic(s.name, s.partitions, s.replication_factor, config=dict(s.config)) for s in missing],
+            operation_timeout=self.settings.timeout_s,
+        )
+        created = []
+        for name, future in futures.items():
+            try:
+                future.result(timeout=self.settings.timeout_s)
+                created.append(name)
+            except KafkaException as exc:
+                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                    raise
+        self.wait_for_topics([s.name for s in missing])
+        return created
+
+    def wait_for_topics(self, names: list[str], timeout_s: float | None = None) -> None:
+        """Block until every topic has leaders for all its partitions, asking the broker."""
+        deadline = time.monotonic() + (timeout_s or self.settings.timeout_s)
+        while True:
+            md = self.metadata()
+            ready = all(
+                name in md.topics
+                and md.topics[name].error is None
+                and md.topics[name].partitions
+                and all(p.leader >= 0 for p in md.topics[name].partitions.values())
+                for name in names
+            )
+            if ready:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics not ready: {names}")
+            time.sleep(0.1)

@@ -1,0 +1,177 @@
+"""The application graph the policy reasons about, built from a window of ``MetricsReport``s.
+
+Quantities follow DS2 (Kalavri et al., OSDI'18):
+
+* observed rate: records per wall-clock second, summed over an operator's instances;
+* true rate: records per second of *useful* time (busy time, excluding waiting for input),
+  i.e. what the operator could do if it were never idle. We keep it per instance, as the
+  mean over instances that did any work.
+
+Assumptions: instances of one operator are interchangeable, so the per-instance true rate
+is the same for all of them; the topology is a DAG declared through ``upstreams``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from lastream_stream.contracts import MetricsReport
+
+
+@dataclass
+class OperatorStats:
+    name: str
+    upstreams: list[str]
+    parallelism: int
+    partitions: int | None  # parallelism cap; None when the operator has no input topic
+    observed_input_rate: float  # records/s in, all instances
+    observed_output_rate: float  # records/s out, all instances
+    true_input_rate: float  # per instance: records_in / useful_time; 0 when unknown
+    true_output_rate: float  # per instance: records_out / useful_time; 0 when unknown
+    busy_ratio: float  # useful time / wall time, mean over instances, in [0, 1]
+    lag: int  # records waiting in the input, summed over instances' latest reports
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    instances_reporting: int
+
+    @property
+    def is_source(self) -> bool:
+        return not self.upstreams
+
+    @property
+    def selectivity(self) -> float:
+        """records out per record in; 1.0 when nothing came in yet."""
+        if self.observed_input_rate > 0:
+            return self.observed_output_rate / self.observed_input_rate
+        if self.true_input_rate > 0:
+            return self.true_output_rate / self.true_input_rate
+        return 1.0
+
+
+@dataclass
+class AppGraph:
+    app: str
+    operators: dict[str, OperatorStats]  # in topological order
+    window_s: float = 0.0
+    downstreams: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.operators)
+
+    @property
+    def parallelism(self) -> dict[str, int]:
+        return {name: op.parallelism for name, op in self.operators.items()}
+
+    @property
+    def edges(self) -> list[tuple[str, str]]:
+        return [(up, name) for name, op in self.operators.items() for up in op.upstreams]
+
+    @property
+    def total_lag(self) -> int:
+        return sum(op.lag for op in self.operators.values())
+
+    @property
+    def latency_ms(self) -> float:
+        """End-to-end latency: the worst p50 reported by a sink (an operator with no downstream)."""
+        sinks = [op for name, op in self.operators.items() if not self.downstreams.get(name)]
+        values = [op.latency_p50_ms for op in sinks if op.latency_p50_ms is not None]
+        return max(values) if values else 0.0
+
+
+def topological_order(upstreams: dict[str, list[str]]) -> list[str]:
+    """Kahn's algorithm; upstreams that never reported are ignored. Raises on a cycle."""
+    known = set(upstreams)
+    pending = {name: {u for u in ups if u in known} for name, ups in upstreams.items()}
+    order: list[str] = []
+    ready = sorted(name for name, ups in pending.items() if not ups)
+    while ready:
+        name = ready.pop(0)
+        order.append(name)
+        for other, ups in pending.items():
+            if name in ups:
+                ups.discard(name)
+                if not ups and other not in order and other not in ready:
+                    ready.append(other)
+        ready.sort()
+    if len(order) != len(upstreams):
+        raise ValueError(f"operator graph has a cycle among {sorted(set(upstreams) - set(order))}")
+    return order
+
+
+def build_graph(reports: Iterable[MetricsReport]) -> AppGraph:
+    """Aggregate a window of reports (one app) into per-operator statistics.
+
+    Instances with zero useful time contribute to observed rates but not to true rates,
+    so an idle or just-started instance does not divide by zero or drag the mean to 0.
+    """
+    by_op: dict[str, list[MetricsReport]] = defaultdict(list)
+    apps = set()
+    for report in reports:
+        by_op[report.operator].append(report)
+        apps.add(report.app)
+    if len(apps) > 1:
+        raise ValueError(f"reports from several apps in one window: {sorted(apps)}")
+    if not by_op:
+        raise ValueError("no reports in the window")
+
+    upstreams = {op: sorted({u for r in rs for u in r.upstreams}) for op, rs in by_op.items()}
+    order = topological_order(upstreams)
+    window_s = max(r.interval_end for rs in by_op.values() for r in rs) - min(
+        r.interval_start for rs in by_op.values() for r in rs
+    )
+
+    operators: dict[str, OperatorStats] = {}
+    for name in order:
+        operators[name] = _aggregate(name, [u for u in upstreams[name] if u in by_op], by_op[name])
+    downstreams: dict[str, list[str]] = {name: [] for name in order}
+    for name, op in operators.items():
+        for up in op.upstreams:
+            downstreams[up].append(name)
+    return AppGraph(app=apps.pop(), operators=operators, window_s=window_s, downstreams=downstreams)
+
+
+def _aggregate(name: str, upstreams: list[str], reports: list[MetricsReport]) -> OperatorStats:
+    latest = max(reports, key=lambda r: r.interval_end)
+    by_instance: dict[str, list[MetricsReport]] = defaultdict(list)
+    for r in reports:
+        by_instance[r.instance_id].append(r)
+
+    # Observed rates: per instance, records over the time it covered; then summed.
+    observed_in = observed_out = 0.0
+    true_in: list[float] = []
+    true_out: list[float] = []
+    busy: list[float] = []
+    for rs in by_instance.values():
+        wall = sum(r.interval_s for r in rs)
+        records_in = sum(r.records_in for r in rs)
+        records_out = sum(r.records_out for r in rs)
+        useful = sum(r.useful_time_s for r in rs)
+        observed_in += records_in / wall
+        observed_out += records_out / wall
+        busy.append(min(1.0, useful / wall))
+        if useful > 0 and (records_in > 0 or records_out > 0):
+            true_in.append(records_in / useful)
+            true_out.append(records_out / useful)
+
+    # Each instance reports the lag of the partitions assigned to it: the latest of each sums up.
+    lags = [lag for rs in by_instance.values() if (lag := max(rs, key=lambda r: r.interval_end).lag) is not None]
+    p50 = [r.latency_p50_ms for r in reports if r.latency_p50_ms is not None]
+    p99 = [r.latency_p99_ms for r in reports if r.latency_p99_ms is not None]
+    return OperatorStats(
+        name=name,
+        upstreams=upstreams,
+        parallelism=latest.parallelism,
+        partitions=latest.input_partitions,
+        observed_input_rate=observed_in,
+        observed_output_rate=observed_out,
+        true_input_rate=sum(true_in) / len(true_in) if true_in else 0.0,
+        true_output_rate=sum(true_out) / len(true_out) if true_out else 0.0,
+        busy_ratio=sum(busy) / len(busy),
+        lag=sum(lags),
+        latency_p50_ms=sorted(p50)[len(p50) // 2] if p50 else None,
+        latency_p99_ms=max(p99) if p99 else None,
+        instances_reporting=len(by_instance),
+    )

@@ -1,0 +1,240 @@
+"""``MetricsReporter``: what any Kafka app embeds to tell LaStream how its operator is doing.
+
+Counting follows DS2: ``records_in``/``records_out`` per interval, and *useful time*, the
+time spent actually processing records (wrap the per-record work in ``reporter.busy()``),
+so time spent waiting for input does not make an operator look slow.
+
+Reports are published on a fixed interval from a background thread, which works the same
+under a plain poll loop, Faust or any asyncio app. When the broker is down, librdkafka's
+queue is bounded (``max_pending`` reports) and reports that do not fit are dropped and
+counted: memory stays bounded and the app is never blocked by its monitoring.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import psutil
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from lastream_stream.contracts import MetricsReport
+from lastream_stream.kafka_clients import KafkaClients
+from lastream_stream.settings import LastreamSettings
+
+log = logging.getLogger(__name__)
+
+LATENCY_SAMPLES = 2048
+
+
+def consumer_lag(consumer: Consumer, timeout_s: float = 2.0) -> int | None:
+    """Records behind the log end on the partitions assigned to ``consumer``."""
+    assignment = consumer.assignment()
+    if not assignment:
+        return 0
+    positions = consumer.position(assignment)
+    lag = 0
+    for tp in positions:
+        _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=timeout_s, cached=False)
+        if tp.offset >= 0:
+            lag += max(0, high - tp.offset)
+        else:
+            committed = consumer.committed([TopicPartition(tp.topic, tp.partition)], timeout=timeout_s)[0].offset
+            low, _ = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=timeout_s)
+            lag += max(0, high - (committed if committed >= 0 else low))
+    return lag
+
+
+class MetricsReporter:
+    """Counts one operator instance's work and publishes a ``MetricsReport`` every interval."""
+
+    def __init__(
+        self,
+        *,
+        app: str,
+        operator: str,
+        upstreams: list[str] | tuple[str, ...] = (),
+        parallelism: int | Callable[[], int] = 1,
+        input_partitions: int | None = None,
+        lag: Callable[[], int | None] | None = None,
+        instance_id: str | None = None,
+        interval_s: float = 2.0,
+        settings: LastreamSettings | None = None,
+        max_pending: int = 1000,
+    ) -> None:
+        self.app = app
+        self.operator = operator
+        self.upstreams = list(upstreams)
+        self.input_partitions = input_partitions
+        self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}-{operator}"
+        self.interval_s = interval_s
+        self.settings = settings or LastreamSettings()
+        self.max_pending = max_pending
+        self._parallelism = parallelism
+        self._lag = lag
+        self._lock = threading.Lock()
+        self._process = psutil.Process()
+        self._process.cpu_percent()  # first call only primes the counter
+        self._rng = random.Random()
+        self._interval_started = time.time()
+        self._records_in = 0
+        self._records_out = 0
+        self._useful_s = 0.0
+        self._latencies: list[float] = []
+        self._latency_seen = 0
+        self._producer: Producer | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.reports_sent = 0
+        self.reports_dropped = 0
+
+    # Counting: called from the app's processing path, so cheap and thread-safe.
+    def record_in(self, n: int = 1) -> None:
+        with self._lock:
+            self._records_in += n
+
+    def record_out(self, n: int = 1) -> None:
+        with self._lock:
+            self._records_out += n
+
+    def add_useful_time(self, seconds: float) -> None:
+        with self._lock:
+            self._useful_s += seconds
+
+    @contextmanager
+    def busy(self, records_in: int = 1) -> Iterator[None]:
+        """Wrap the work done for ``records_in`` input record(s): counts them and their useful time."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            with self._lock:
+                self._records_in += records_in
+                self._useful_s += elapsed
+
+    def observe_latency(self, ms: float) -> None:
+        """End-to-end latency of one record; reservoir-sampled so memory stays bounded."""
+        with self._lock:
+            self._latency_seen += 1
+            if len(self._latencies) < LATENCY_SAMPLES:
+                self._latencies.append(ms)
+            else:
+                slot = self._rng.randrange(self._latency_seen)
+                if slot < LATENCY_SAMPLES:
+                    self._latencies[slot] = ms
+
+    def snapshot(self, now: float | None = None) -> MetricsReport:
+        """Close the current interval and return its report (counters restart from zero)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            started, self._interval_started = self._interval_started, now
+            records_in, self._records_in = self._records_in, 0
+            records_out, self._records_out = self._records_out, 0
+            useful, self._useful_s = self._useful_s, 0.0
+            latencies, self._latencies = sorted(self._latencies), []
+            self._latency_seen = 0
+        interval = max(now - started, 1e-3)
+        lag = self._read_lag()
+        parallelism = self._parallelism() if callable(self._parallelism) else self._parallelism
+        return MetricsReport(
+            app=self.app,
+            operator=self.operator,
+            instance_id=self.instance_id,
+            interval_end=now,
+            interval_s=interval,
+            records_in=records_in,
+            records_out=records_out,
+            useful_time_s=min(useful, interval),
+            lag=lag,
+            latency_p50_ms=_percentile(latencies, 0.50),
+            latency_p99_ms=_percentile(latencies, 0.99),
+            cpu_percent=self._process.cpu_percent(),
+            memory_bytes=self._process.memory_info().rss,
+            parallelism=max(1, parallelism),
+            upstreams=self.upstreams,
+            input_partitions=self.input_partitions,
+        )
+
+    def _read_lag(self) -> int | None:
+        if self._lag is None:
+            return None
+        try:
+            return self._lag()
+        except Exception as exc:  # a monitoring read must never take the reporter down
+            log.warning("lag of %s unavailable: %s", self.operator, exc)
+            return None
+
+    def publish(self, report: MetricsReport) -> None:
+        producer = self._ensure_producer()
+        try:
+            producer.produce(self.settings.topics.metrics, key=f"{self.app}/{self.operator}".encode(), value=report.to_bytes())
+            self.reports_sent += 1
+        except BufferError:
+            self.reports_dropped += 1
+            log.warning("metrics queue full (%d pending): dropped a report of %s", len(producer), self.operator)
+        producer.poll(0)
+
+    def flush_once(self) -> MetricsReport:
+        report = self.snapshot()
+        self.publish(report)
+        return report
+
+    def _ensure_producer(self) -> Producer:
+        if self._producer is None:
+            clients = KafkaClients(self.settings.kafka)
+            self._producer = Producer(
+                clients.config(
+                    **{
+                        "queue.buffering.max.messages": self.max_pending,
+                        "message.timeout.ms": max(1000, int(self.interval_s * 1000 * 5)),
+                        "linger.ms": 20,
+                    }
+                )
+            )
+        return self._producer
+
+    def start(self) -> MetricsReporter:
+        """Publish every ``interval_s`` from a daemon thread until ``stop()``."""
+        if self._thread is None:
+            self._interval_started = time.time()
+            self._thread = threading.Thread(target=self._loop, name=f"metrics-{self.operator}", daemon=True)
+            self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        next_at = time.monotonic() + self.interval_s
+        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+            next_at += self.interval_s
+            try:
+                self.flush_once()
+            except Exception:
+                log.exception("publishing metrics of %s failed", self.operator)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the thread, publish the last partial interval, flush what the broker will take."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+            self.flush_once()
+        if self._producer is not None:
+            self._producer.flush(timeout_s)
+
+    def __enter__(self) -> MetricsReporter:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _percentile(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
