@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import psutil
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
 from lastream_stream.contracts import MetricsReport
 from lastream_stream.kafka_clients import KafkaClients
@@ -33,21 +33,21 @@ log = logging.getLogger(__name__)
 LATENCY_SAMPLES = 2048
 
 
-def consumer_lag(consumer: Consumer, timeout_s: float = 2.0) -> int | None:
-    """Records behind the log end on the partitions assigned to ``consumer``."""
+def consumer_lag(consumer: Consumer) -> int | None:
+    """Records behind the log end on the partitions assigned to ``consumer``.
+
+    Uses the high watermarks cached from fetch responses: asking the broker instead would
+    queue behind the consumer's own long-poll fetch and stall the app. Partitions not
+    fetched yet are left out until their first fetch answers.
+    """
     assignment = consumer.assignment()
     if not assignment:
         return 0
-    positions = consumer.position(assignment)
     lag = 0
-    for tp in positions:
-        _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=timeout_s, cached=False)
-        if tp.offset >= 0:
+    for tp in consumer.position(assignment):
+        _, high = consumer.get_watermark_offsets(tp, cached=True)
+        if high >= 0 and tp.offset >= 0:
             lag += max(0, high - tp.offset)
-        else:
-            committed = consumer.committed([TopicPartition(tp.topic, tp.partition)], timeout=timeout_s)[0].offset
-            low, _ = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=timeout_s)
-            lag += max(0, high - (committed if committed >= 0 else low))
     return lag
 
 

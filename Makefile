@@ -1,0 +1,16 @@
+.PHONY: install test kafka-start kafka-stop schemas
+
+install:  ## create .venv and install the project
+	scripts/bootstrap.sh
+
+test:  ## fresh machine -> venv, install, local Kafka, full test suite
+	scripts/test.sh
+
+kafka-start:
+	.venv/bin/lastream kafka start
+
+kafka-stop:
+	.venv/bin/lastream kafka stop
+
+schemas:  ## re-export the JSON Schemas of the wire messages
+	.venv/bin/lastream schemas
