@@ -1,0 +1,30 @@
+"""What a supervisor needs to know about an app: how to start one worker of each operator.
+
+A worker is an OS process started from ``command``; the supervisor sets in its environment
+``LASTREAM_WORKER_OPERATOR``, ``LASTREAM_WORKER_INDEX`` (0-based slot) and
+``LASTREAM_WORKER_STATE`` (a JSON file the supervisor keeps current with the operator's
+parallelism, so running workers report the right figure after a rescale).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, Field
+
+
+class WorkerSpec(BaseModel):
+    command: list[str] = Field(min_length=1)
+    partitions: int = Field(ge=1, description="partition count of the input topic: the parallelism cap")
+    scalable: bool = True
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class AppSpec(BaseModel):
+    app: str
+    operators: dict[str, WorkerSpec] = Field(min_length=1)
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> AppSpec:
+        return cls.model_validate(yaml.safe_load(path.read_text()))

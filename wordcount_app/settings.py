@@ -1,0 +1,65 @@
+"""WordCount configuration, from ``LASTREAM_WC_*`` environment variables.
+
+The per-record costs are I/O-like waits (``asyncio.sleep``) so that parallelism matters on
+a small machine without burning its cores. With the defaults, 50 sentences/s of ~6.9
+words each need: splitter 50 x 30 ms = 1.5 busy seconds per second, so two instances (one
+is saturated); counter ~345 words/s x 5 ms = 1.7, so two instances; sink ~0.35, one. Faust's
+own per-event overhead comes on top; the DS2 rule works from the measured useful time.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+OPERATORS = ("source", "splitter", "counter", "sink")
+UPSTREAMS: dict[str, list[str]] = {"source": [], "splitter": ["source"], "counter": ["splitter"], "sink": ["counter"]}
+
+
+class WordCountSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LASTREAM_WC_", extra="ignore")
+
+    app: str = "wordcount"
+    # Prefix of topic names and Faust app ids (= consumer groups); tests make it unique.
+    prefix: str = "wc"
+    partitions: int = Field(default=8, ge=1)
+    rate: float = Field(default=50.0, gt=0, description="sentences per second from the source")
+    # e.g. "0:100,60:250,120:50" (seconds:rate steps) or "sine:100,50,120" (base, amplitude, period s)
+    schedule: str | None = None
+    # Send the corpus this many times then stop (0 = forever): gives tests a finite input.
+    repeat: int = Field(default=0, ge=0)
+    cost_splitter_ms: float = Field(default=30.0, ge=0)
+    cost_counter_ms: float = Field(default=5.0, ge=0)
+    cost_sink_ms: float = Field(default=1.0, ge=0)
+    metrics_interval_s: float = Field(default=2.0, gt=0)
+    metrics_enabled: bool = True
+    topk: int = Field(default=10, ge=1)
+    topk_interval_s: float = Field(default=5.0, gt=0)
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}.{name}"
+
+    @property
+    def sentences_topic(self) -> str:
+        return self.topic("sentences")
+
+    @property
+    def words_topic(self) -> str:
+        return self.topic("words")
+
+    @property
+    def counts_topic(self) -> str:
+        return self.topic("counts")
+
+    @property
+    def topk_topic(self) -> str:
+        return self.topic("topk")
+
+    def faust_id(self, operator: str) -> str:
+        return f"{self.prefix}-{operator}"
+
+    def cost_s(self, operator: str) -> float:
+        return getattr(self, f"cost_{operator}_ms") / 1000.0
+
+    def input_topic(self, operator: str) -> str | None:
+        return {"splitter": self.sentences_topic, "counter": self.words_topic, "sink": self.counts_topic}.get(operator)

@@ -1,0 +1,190 @@
+"""One WordCount worker process: a Faust app running a single operator.
+
+Each operator is its own Faust app id, hence its own consumer group, so the supervisor
+scales it alone by starting or stopping processes like this one. The operator comes from
+``LASTREAM_WORKER_OPERATOR`` (set by the supervisor) and its slot from ``LASTREAM_WORKER_INDEX``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import faust
+from faust.types import TP, EventT, StreamT
+
+from lastream_stream.reporter import MetricsReporter
+from lastream_stream.settings import LastreamSettings
+from wordcount_app import topics
+from wordcount_app.settings import UPSTREAMS, WordCountSettings
+
+log = logging.getLogger(__name__)
+
+
+class ReporterSensor(faust.Sensor):
+    """Feeds a ``MetricsReporter`` from inside Faust, DS2-style: useful time runs from
+    ``on_stream_event_in`` to ``on_stream_event_out``, so waiting for input never counts."""
+
+    def __init__(self, reporter: MetricsReporter, output_topic: str | None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.reporter = reporter
+        self.output_topic = output_topic
+        self.next_offsets: dict[TP, int] = {}
+
+    def on_stream_event_in(self, tp: TP, offset: int, stream: StreamT, event: EventT) -> dict:
+        self.next_offsets[tp] = offset + 1
+        return {"started": time.perf_counter()}
+
+    def on_stream_event_out(self, tp: TP, offset: int, stream: StreamT, event: EventT, state: dict | None = None) -> None:
+        if state is None:
+            return
+        self.reporter.add_useful_time(time.perf_counter() - state["started"])
+        self.reporter.record_in()
+        if event.message.timestamp:
+            self.reporter.observe_latency(max(0.0, time.time() - event.message.timestamp) * 1000)
+
+    def on_send_initiated(self, producer, topic: str, message, keysize: int, valsize: int) -> None:
+        if topic == self.output_topic:
+            self.reporter.record_out()
+
+    def lag(self, app: faust.App) -> int:
+        """Records behind the high watermark on this worker's assigned partitions."""
+        consumer = app.consumer
+        total = 0
+        for tp in list(consumer.assignment()):
+            high = consumer.highwater(tp)
+            position = self.next_offsets.get(tp)
+            if high is not None and position is not None:
+                total += max(0, high - position)
+        return total
+
+
+def parallelism_from_state(path: str | None) -> int:
+    """Current parallelism as the supervisor last wrote it; 1 when run by hand."""
+    if not path:
+        return 1
+    try:
+        return int(json.loads(Path(path).read_text())["parallelism"])
+    except (OSError, ValueError, KeyError):
+        return 1
+
+
+def build_app(operator: str, wc: WordCountSettings, settings: LastreamSettings, datadir: Path) -> faust.App:
+    app = faust.App(
+        wc.faust_id(operator),
+        broker=f"kafka://{settings.kafka.bootstrap}",
+        web_enabled=False,
+        store="memory://",
+        datadir=str(datadir),
+        topic_partitions=wc.partitions,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        # One machine: detect a departed member fast and rebalance without waiting.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        broker_rebalance_timeout=20.0,
+        broker_commit_interval=1.0,
+        table_standby_replicas=0,
+    )
+    cost = wc.cost_s(operator)
+
+    def topic(name: str) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
+
+    words = topic(wc.words_topic)
+    counts_out = topic(wc.counts_topic)
+
+    if operator == "splitter":
+
+        @app.agent(topic(wc.sentences_topic))
+        async def split(stream: StreamT) -> None:
+            async for event in stream.events():
+                sentence = json.loads(event.value)
+                await asyncio.sleep(cost)
+                for word in sentence["text"].split():
+                    await words.send(key=word.encode(), value=b"1", timestamp=event.message.timestamp)
+
+    elif operator == "counter":
+        counts = app.Table("counts", default=int, partitions=wc.partitions, key_type=bytes, value_type=int)
+
+        @app.agent(words)
+        async def count(stream: StreamT) -> None:
+            async for event in stream.events():
+                await asyncio.sleep(cost)
+                counts[event.key] += 1
+                value = json.dumps({"word": event.key.decode(), "count": counts[event.key]}).encode()
+                await counts_out.send(key=event.key, value=value, timestamp=event.message.timestamp)
+
+    elif operator == "sink":
+        latest: dict[str, int] = {}
+        topk_out = topic(wc.topk_topic)
+
+        @app.agent(counts_out)
+        async def sink(stream: StreamT) -> None:
+            async for event in stream.events():
+                await asyncio.sleep(cost)
+                update = json.loads(event.value)
+                latest[update["word"]] = max(latest.get(update["word"], 0), update["count"])
+
+        @app.timer(interval=wc.topk_interval_s)
+        async def publish_topk() -> None:
+            if latest:
+                top = sorted(latest.items(), key=lambda kv: (-kv[1], kv[0]))[: wc.topk]
+                await topk_out.send(key=b"topk", value=json.dumps(top).encode())
+
+    else:
+        raise ValueError(f"unknown WordCount operator {operator!r}; expected splitter, counter or sink")
+    return app
+
+
+def output_topic(operator: str, wc: WordCountSettings) -> str | None:
+    return {"splitter": wc.words_topic, "counter": wc.counts_topic, "sink": wc.topk_topic}.get(operator)
+
+
+def run(operator: str, settings: LastreamSettings, wc: WordCountSettings, index: int = 0, state_file: str | None = None) -> None:
+    """Run one worker until SIGTERM/SIGINT; Faust leaves the consumer group cleanly on the way out."""
+    topics.ensure(settings, wc)
+    datadir = Path(tempfile.mkdtemp(prefix=f"lastream-{wc.faust_id(operator)}-{index}-"))
+    app = build_app(operator, wc, settings, datadir)
+    reporter = MetricsReporter(
+        app=wc.app,
+        operator=operator,
+        upstreams=UPSTREAMS[operator],
+        input_partitions=wc.partitions,
+        parallelism=lambda: parallelism_from_state(state_file),
+        lag=lambda: sensor.lag(app),
+        instance_id=f"{socket.gethostname()}/{operator}-{index}/{os.getpid()}",
+        interval_s=wc.metrics_interval_s,
+        settings=settings,
+    )
+    if wc.metrics_enabled:
+        sensor = ReporterSensor(reporter, output_topic(operator, wc))
+        app.sensors.add(sensor)
+        reporter.start()
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        if wc.metrics_enabled:
+            reporter.stop()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run(
+        os.environ["LASTREAM_WORKER_OPERATOR"],
+        LastreamSettings(),
+        WordCountSettings(),
+        index=int(os.environ.get("LASTREAM_WORKER_INDEX", "0")),
+        state_file=os.environ.get("LASTREAM_WORKER_STATE"),
+    )
+
+
+if __name__ == "__main__":
+    main()
