@@ -135,6 +135,13 @@ class KafkaClients:
         finally:
             consumer.close()
 
+    def group_state(self, group_id: str) -> tuple[str, int]:
+        """(state, member count) of a consumer group as the broker's coordinator sees it."""
+        admin = self.admin()  # must outlive the future
+        future = admin.describe_consumer_groups([group_id], request_timeout=self.settings.timeout_s)[group_id]
+        description = future.result(timeout=self.settings.timeout_s)
+        return description.state.name, len(description.members)
+
     def ensure_topics(self, specs: list[TopicSpec]) -> list[str]:
         """Create the topics that do not exist yet; return the names created. Idempotent."""
         existing = set(self.metadata().topics)
