@@ -111,3 +111,62 @@ def schemas_export(out: str | None) -> None:
 
     for path in schemas.export(Path(out) if out else schemas.SCHEMA_DIR):
         console.print(f"wrote {path}")
+
+
+@main.command("supervisor")
+@click.option("--app", "app_name", required=True, help="The app whose workers to supervise.")
+@click.option("--spec", "spec_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="AppSpec YAML (app, operators: command, partitions, scalable, env). Optional for wordcount.")  # fmt: skip
+@click.option("--stop-workers-on-exit/--keep-workers-on-exit", default=None,
+              help="On Ctrl-C/SIGTERM stop every worker (default: LASTREAM_SUPERVISOR_STOP_WORKERS_ON_EXIT or yes).")  # fmt: skip
+@click.pass_obj
+def supervisor_command(settings: LastreamSettings, app_name: str, spec_file: str | None, stop_workers_on_exit: bool | None) -> None:
+    """Start and stop the app's worker processes as the scaling commands on the control topic say."""
+    from pathlib import Path
+
+    from lastream_stream.supervisor import AppSpec, SupervisorSettings, run
+
+    if spec_file:
+        spec = AppSpec.from_yaml(Path(spec_file))
+    elif app_name == "wordcount":
+        from wordcount_app.topology import app_spec
+
+        spec = app_spec(settings)
+    else:
+        raise click.UsageError(f"--spec is required for app {app_name!r} (only wordcount has a built-in spec)")
+    if spec.app != app_name:
+        raise click.UsageError(f"the spec describes app {spec.app!r}, not {app_name!r}")
+    config = SupervisorSettings()
+    if stop_workers_on_exit is not None:
+        config = config.model_copy(update={"stop_workers_on_exit": stop_workers_on_exit})
+    run(settings, spec, config=config)
+
+
+@main.command("agent")
+@click.option("--app", "apps", multiple=True, help="Scale only this app (repeatable). Default: every app that reports.")
+@click.option("--dry-run", is_flag=True, help="Publish recommendations to the decisions topic, never commands.")
+@click.option("--max-decisions", type=int, default=None, help="Stop after this many decisions.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Model + replay checkpoint (default: LASTREAM_AGENT_CHECKPOINT).")
+@click.option("--no-llm", is_flag=True, help="Analytic candidates only, even when DEEPSEEK_API_KEY is set.")
+@click.pass_obj
+def agent(settings: LastreamSettings, apps: tuple[str, ...], dry_run: bool, max_decisions: int | None, checkpoint: str | None, no_llm: bool) -> None:
+    """Run the autoscaling agent: metrics in, scaling commands out, learning from each outcome.
+
+    Timing and guard rails come from LASTREAM_AGENT_WINDOW_S, _WARMUP_S, _COOLDOWN_S,
+    _MAX_STEP, _MIN_PARALLELISM / _MAX_PARALLELISM (JSON maps); see the README."""
+    from pathlib import Path
+
+    from lastream_stream import service
+
+    agent_settings = service.AgentServiceSettings()
+    overrides: dict[str, object] = {"llm": agent_settings.llm and not no_llm}
+    if apps:
+        overrides["apps"] = list(apps)
+    if checkpoint:
+        overrides["checkpoint"] = Path(checkpoint)
+    if dry_run:
+        overrides["controller"] = agent_settings.controller.model_copy(update={"dry_run": True})
+    try:
+        service.run(settings, agent_settings.model_copy(update=overrides), max_decisions=max_decisions)
+    except KeyboardInterrupt:
+        log.info("agent stopped")

@@ -107,6 +107,48 @@ class CommandAck(WireMessage):
     acked_at: float = Field(default_factory=time.time)
 
 
+class OperatorSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    parallelism: int
+    input_rate: float = Field(description="observed records/s in, all instances")
+    true_rate_per_instance: float = Field(description="records per useful second, one instance")
+    busy_ratio: float
+    lag: int
+
+
+class ScoredScheme(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scheme: dict[str, int]
+    source: str
+    score: float | None
+
+
+DecisionKind = Literal["command", "hold", "recommendation", "outcome"]
+
+
+class DecisionRecord(WireMessage):
+    """One decision of the agent, readable by anyone from the decisions topic.
+
+    ``command``: a ScalingCommand was published; ``hold``: the best scheme is the current
+    one; ``recommendation``: dry run, nothing was published; ``outcome``: the measured
+    reward of an earlier decision arrived."""
+
+    app: str = Name
+    decision_id: str
+    kind: DecisionKind
+    generation: int | None = None
+    policy: str
+    state: dict[str, OperatorSummary] = Field(default_factory=dict)
+    candidates: list[ScoredScheme] = Field(default_factory=list)
+    chosen: dict[str, int]
+    predicted_reward: float | None = None
+    measured_reward: float | None = None
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    at: float = Field(default_factory=time.time)
+
+
 class DeadLetter(WireMessage):
     """A message some consumer could not use, kept whole with the reason."""
 
@@ -125,4 +167,5 @@ WIRE_MODELS: dict[str, type[WireMessage]] = {
     "scaling_command": ScalingCommand,
     "command_ack": CommandAck,
     "dead_letter": DeadLetter,
+    "decision_record": DecisionRecord,
 }

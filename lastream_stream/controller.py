@@ -1,0 +1,228 @@
+"""The agent's decision cycle for one app, as a pure state machine.
+
+The service feeds it reports, acks and the clock, and carries out the actions it returns
+(publish a command, publish a decision record). Keeping the cycle free of I/O lets tests
+and the simulator drive it directly.
+
+    observing --(stable window, cooldown over, best != current)--> awaiting_ack
+    awaiting_ack --(ack applied)--> observing (warm-up, then the next full window measures the reward)
+    awaiting_ack --(ack partial/rejected or timeout)--> observing (no reward recorded)
+
+"Stable" means every operator's expected instances (its parallelism) have all reported for
+a full window that started after the warm-up, so a rebalance in progress is never read as
+slowness.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol, runtime_checkable
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lastream_stream.contracts import MAX_PARALLELISM, CommandAck, DecisionKind, DecisionRecord, MetricsReport, OperatorSummary, ScalingCommand, ScoredScheme
+from lastream_stream.policy.base import Decision, DecisionContext, Policy
+from lastream_stream.policy.graph import AppGraph, build_graph
+from lastream_stream.policy.reward import RewardParams, reward
+
+log = logging.getLogger(__name__)
+
+
+class ControllerSettings(BaseSettings):
+    """Guard rails and timing of the decision cycle (``LASTREAM_AGENT_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="LASTREAM_AGENT_", extra="ignore")
+
+    window_s: float = Field(default=10.0, gt=0, description="a full window of reports, seconds")
+    warmup_s: float = Field(default=6.0, ge=0, description="ignore reports this long after a rescale")
+    cooldown_s: float = Field(default=0.0, ge=0, description="minimum time between two commands")
+    ack_timeout_s: float = Field(default=90.0, gt=0)
+    max_step: int = Field(default=8, ge=1, description="largest change of one operator per command")
+    min_parallelism: dict[str, int] = Field(default_factory=dict)
+    max_parallelism: dict[str, int] = Field(default_factory=dict)
+    dry_run: bool = False
+    train_steps: int = Field(default=20, ge=0)
+
+
+def guard(current: dict[str, int], proposed: dict[str, int], graph: AppGraph, settings: ControllerSettings) -> dict[str, int]:
+    """The proposed scheme within the guard rails: bounded step, per-operator bounds, partitions."""
+    guarded = {}
+    for name, target in proposed.items():
+        now = current.get(name, target)
+        step = max(-settings.max_step, min(settings.max_step, target - now))
+        low = settings.min_parallelism.get(name, 1)
+        high = settings.max_parallelism.get(name, MAX_PARALLELISM)
+        partitions = graph.operators[name].partitions if name in graph.operators else None
+        if partitions is not None:
+            high = min(high, partitions)
+        guarded[name] = max(low, min(high, now + step))
+    return guarded
+
+
+@runtime_checkable
+class LearningPolicy(Protocol):
+    def observe(self, decision: Decision, measured_reward: float) -> None: ...
+
+    def train(self, steps: int) -> float: ...
+
+
+class Phase(Enum):
+    OBSERVING = "observing"
+    AWAITING_ACK = "awaiting_ack"
+
+
+@dataclass
+class Publish:
+    """An action for the service: send ``message`` (a command or a decision record)."""
+
+    message: ScalingCommand | DecisionRecord
+
+
+@dataclass
+class AppController:
+    app: str
+    policy: Policy
+    settings: ControllerSettings
+    reward_params: RewardParams = field(default_factory=RewardParams)
+    generation: int = 0  # of the last command seen on the control topic
+    phase: Phase = Phase.OBSERVING
+    reports: list[MetricsReport] = field(default_factory=list)
+    since: float = 0.0  # reports before this are not part of the current window
+    last_command_at: float = float("-inf")
+    pending: ScalingCommand | None = None  # published, not acknowledged yet
+    pending_decision: Decision | None = None
+    awaiting_reward: Decision | None = None  # applied; its reward comes from the next full window
+    decisions: int = 0
+    rewards: list[float] = field(default_factory=list)
+
+    # -- inputs ------------------------------------------------------------------------
+
+    def on_report(self, report: MetricsReport) -> None:
+        if report.interval_start >= self.since:
+            self.reports.append(report)
+
+    def on_command(self, command: ScalingCommand) -> None:
+        """A command seen on the control topic (ours or anyone's): the generation to beat,
+        and, when nobody acknowledged it yet, the command to wait for instead of re-issuing."""
+        if command.generation > self.generation:
+            self.generation = command.generation
+            self.pending = command
+            self.phase = Phase.AWAITING_ACK
+            self.last_command_at = command.issued_at
+
+    def on_ack(self, ack: CommandAck, now: float) -> None:
+        pending = self.pending
+        if pending is None or ack.decision_id != pending.decision_id:
+            return
+        self.pending = None
+        self.phase = Phase.OBSERVING
+        self._restart_window(now + self.settings.warmup_s)
+        if ack.status == "applied":
+            self.awaiting_reward = self.pending_decision
+            log.info("%s: generation %d applied: %s", self.app, ack.generation, ack.applied)
+        else:
+            log.warning("%s: generation %d %s (%s); not counted as an outcome", self.app, ack.generation, ack.status, ack.error)
+        self.pending_decision = None
+
+    # -- the cycle ---------------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Publish]:
+        if self.phase is Phase.AWAITING_ACK:
+            if self.pending is not None and now - self.pending.issued_at > self.settings.ack_timeout_s:
+                log.warning("%s: no ack for generation %d after %.0f s; observing again", self.app, self.pending.generation, now - self.pending.issued_at)
+                self.pending = self.pending_decision = None
+                self.phase = Phase.OBSERVING
+                self._restart_window(now)
+            return []
+        graph = self.stable_graph(now)
+        if graph is None:
+            return []
+        actions: list[Publish] = []
+        if self.awaiting_reward is not None:
+            actions.append(Publish(self._outcome(self.awaiting_reward, graph)))
+            self.awaiting_reward = None
+        if now - self.last_command_at < self.settings.cooldown_s:
+            return actions
+        return actions + self._decide(graph, now)
+
+    def stable_graph(self, now: float) -> AppGraph | None:
+        """The graph of the current window once every expected instance covered all of it."""
+        if not self.reports or now - self.since < self.settings.window_s:
+            return None
+        covered: dict[tuple[str, str], float] = {}
+        parallelism: dict[str, int] = {}
+        for r in self.reports:
+            covered[(r.operator, r.instance_id)] = covered.get((r.operator, r.instance_id), 0.0) + r.interval_s
+            parallelism[r.operator] = r.parallelism
+        for operator, expected in parallelism.items():
+            full = [i for (op, i), seconds in covered.items() if op == operator and seconds >= self.settings.window_s * 0.8]
+            if len(full) < expected:
+                return None
+        return build_graph(self.reports)
+
+    def _decide(self, graph: AppGraph, now: float) -> list[Publish]:
+        decision = self.policy.decide(graph, DecisionContext())
+        current = graph.parallelism
+        target = guard(current, decision.chosen, graph, self.settings)
+        self.decisions += 1
+        predicted = next((c.score for c in decision.candidates if c.candidate.scheme == decision.chosen), None)
+        source = next((c.candidate.source for c in decision.candidates if c.candidate.scheme == decision.chosen), "?")
+        decision_id = uuid.uuid4().hex
+        if target == current:
+            kind: DecisionKind = "hold"
+            self.awaiting_reward = decision  # staying put is an outcome worth learning from too
+            self._restart_window(now)
+        elif self.settings.dry_run:
+            kind = "recommendation"
+            self._restart_window(now)
+        else:
+            kind = "command"
+            self.generation += 1
+            self.pending = ScalingCommand(
+                app=self.app, decision_id=decision_id, generation=self.generation, target=target, issued_at=now,
+                reason=f"{source} scheme, predicted reward {predicted:.3f}" if predicted is not None else f"{source} scheme",
+            )  # fmt: skip
+            decision.chosen = target
+            self.pending_decision = decision
+            self.phase = Phase.AWAITING_ACK
+            self.last_command_at = now
+            log.info("%s: generation %d -> %s (%s)", self.app, self.generation, target, self.pending.reason)
+        record = Publish(self._record(decision, graph, decision_id, kind, target, predicted))
+        return [Publish(self.pending), record] if self.pending is not None and kind == "command" else [record]
+
+    def _outcome(self, decision: Decision, graph: AppGraph) -> DecisionRecord:
+        measured = reward(graph.latency_ms, graph.total_lag, graph.parallelism, self.reward_params)
+        self.rewards.append(measured)
+        if isinstance(self.policy, LearningPolicy):
+            self.policy.observe(decision, measured)
+            self.policy.train(self.settings.train_steps)
+        log.info("%s: measured reward %.3f for %s", self.app, measured, decision.chosen)
+        return self._record(decision, graph, uuid.uuid4().hex, "outcome", decision.chosen, None, measured)
+
+    def _record(self, decision: Decision, graph: AppGraph, decision_id: str, kind: DecisionKind, chosen: dict[str, int],
+                predicted: float | None, measured: float | None = None) -> DecisionRecord:  # fmt: skip
+        return DecisionRecord(
+            app=self.app,
+            decision_id=decision_id,
+            kind=kind,
+            generation=self.generation if kind == "command" else None,
+            policy=decision.policy,
+            state={
+                name: OperatorSummary(parallelism=op.parallelism, input_rate=op.observed_input_rate,
+                                      true_rate_per_instance=op.true_input_rate, busy_ratio=op.busy_ratio, lag=op.lag)
+                for name, op in graph.operators.items()
+            },  # fmt: skip
+            candidates=[ScoredScheme(scheme=c.candidate.scheme, source=c.candidate.source, score=c.score) for c in decision.candidates],
+            chosen=chosen,
+            predicted_reward=predicted,
+            measured_reward=measured,
+            timings_ms=decision.timings_ms,
+        )
+
+    def _restart_window(self, since: float) -> None:
+        self.since = since
+        self.reports = [r for r in self.reports if r.interval_start >= since]

@@ -1,0 +1,146 @@
+"""``lastream agent``: the long-running service around the decision cycle.
+
+It reads the metrics, control and acks topics with one manually assigned consumer (no
+consumer group, so no rebalance ever pauses it): control and acks from the beginning,
+which replays the history of commands and acknowledgements into each app's controller
+(restart safety: the generation continues, an unacknowledged command is awaited, not
+re-issued), and metrics from the end (older reports describe a past state).
+Decisions start once that history is caught up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lastream_stream.contracts import CommandAck, DecisionRecord, MetricsReport, ScalingCommand
+from lastream_stream.controller import AppController, ControllerSettings, Publish
+from lastream_stream.deadletter import DeadLetterDecoder
+from lastream_stream.kafka_clients import KafkaClients, project_topics
+from lastream_stream.policy.agent import LaStreamAgent
+from lastream_stream.policy.candidates import AnalyticGenerator
+from lastream_stream.policy.llm import LLMGenerator
+from lastream_stream.settings import LastreamSettings
+
+log = logging.getLogger(__name__)
+
+
+class AgentServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LASTREAM_AGENT_", extra="ignore")
+
+    checkpoint: Path = Path.home() / ".cache" / "lastream" / "agent" / "checkpoint.pt"
+    apps: list[str] = Field(default_factory=list, description="apps to scale; empty means every app that reports")
+    tick_s: float = Field(default=0.5, gt=0)
+    llm: bool = Field(default=True, description="add DeepSeek candidates when DEEPSEEK_API_KEY is set")
+    controller: ControllerSettings = Field(default_factory=ControllerSettings)
+
+
+def build_agent(service: AgentServiceSettings) -> LaStreamAgent:
+    """Own checkpoint if any, else the shipped pretrained model; analytic candidates always,
+    the LLM's when enabled and a key is set."""
+    generators = [AnalyticGenerator()]
+    if service.llm:
+        llm = LLMGenerator()
+        if llm.enabled:
+            generators.append(llm)
+    return LaStreamAgent.pretrained(service.checkpoint, generators=generators)
+
+
+class AgentService:
+    def __init__(self, settings: LastreamSettings, service: AgentServiceSettings, agent: LaStreamAgent | None = None) -> None:
+        self.settings = settings
+        self.service = service
+        self.agent = agent or build_agent(service)
+        self.clients = KafkaClients(settings.kafka)
+        self.controllers: dict[str, AppController] = {}
+        self.started_at = time.time()
+
+    def controller(self, app: str) -> AppController | None:
+        if self.service.apps and app not in self.service.apps:
+            return None
+        if app not in self.controllers:
+            log.info("now scaling app %r", app)
+            self.controllers[app] = AppController(app, self.agent, self.service.controller, since=self.started_at)
+        return self.controllers[app]
+
+    def run(self, stop: threading.Event, max_decisions: int | None = None, on_publish: Callable[[Publish], None] | None = None) -> None:
+        topics = self.settings.topics
+        self.clients.ensure_topics(project_topics(topics))
+        with self.clients.producer() as producer, self.clients.consumer("lastream-agent", enable_auto_commit=False) as consumer:
+            decoder = DeadLetterDecoder(producer, topics.deadletter, consumer_name="lastream-agent")
+            history_end = self._assign(consumer)
+            log.info("agent started: replaying %d control/ack record(s), then deciding", sum(history_end.values()))
+            next_tick = time.monotonic()
+            while not stop.is_set():
+                msg = consumer.poll(0.1)
+                if msg is not None and msg.error() is None:
+                    self._dispatch(decoder, msg)
+                    key = (msg.topic(), msg.partition())
+                    if key in history_end and msg.offset() + 1 >= history_end[key]:
+                        del history_end[key]
+                if history_end or time.monotonic() < next_tick:
+                    continue
+                next_tick = time.monotonic() + self.service.tick_s
+                for controller in list(self.controllers.values()):
+                    for action in controller.tick(time.time()):
+                        self._publish(producer, action)
+                        if on_publish is not None:
+                            on_publish(action)
+                if max_decisions is not None and sum(c.decisions for c in self.controllers.values()) >= max_decisions:
+                    log.info("reached %d decision(s): stopping", max_decisions)
+                    break
+
+    def _assign(self, consumer: Consumer) -> dict[tuple[str, int], int]:
+        """Assign every partition; return where the control/acks history ends (non-empty partitions)."""
+        topics = self.settings.topics
+        metadata = self.clients.metadata()
+        assignment, history_end = [], {}
+        for topic in (topics.control, topics.acks, topics.metrics):
+            for partition in metadata.topics[topic].partitions:
+                history = topic != topics.metrics
+                assignment.append(TopicPartition(topic, partition, OFFSET_BEGINNING if history else OFFSET_END))
+                if history:
+                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self.clients.settings.timeout_s)
+                    if high > low:
+                        history_end[(topic, partition)] = high
+        consumer.assign(assignment)
+        return history_end
+
+    def _dispatch(self, decoder: DeadLetterDecoder, msg) -> None:
+        topics = self.settings.topics
+        if msg.topic() == topics.metrics:
+            if (report := decoder.decode(MetricsReport, msg)) and (controller := self.controller(report.app)):
+                controller.on_report(report)
+        elif msg.topic() == topics.control:
+            if msg.value() is None:
+                return  # a tombstone: the app's desired state was deleted, nothing to restore
+            if (command := decoder.decode(ScalingCommand, msg)) and (controller := self.controller(command.app)):
+                controller.on_command(command)
+        elif msg.topic() == topics.acks:
+            if (ack := decoder.decode(CommandAck, msg)) and (controller := self.controller(ack.app)):
+                controller.on_ack(ack, time.time())
+
+    def _publish(self, producer: Producer, action: Publish) -> None:
+        message = action.message
+        topic = self.settings.topics.control if isinstance(message, ScalingCommand) else self.settings.topics.decisions
+        producer.produce(topic, key=message.app.encode(), value=message.to_bytes())
+        # A command must be on the broker before we wait for its ack.
+        producer.flush(self.clients.settings.timeout_s)
+        if isinstance(message, DecisionRecord) and message.kind == "outcome":
+            self.service.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            self.agent.save(self.service.checkpoint)
+
+
+def run(settings: LastreamSettings, service: AgentServiceSettings | None = None, stop: threading.Event | None = None,
+        max_decisions: int | None = None) -> AgentService:  # fmt: skip
+    """Run the agent until ``stop`` is set or ``max_decisions`` decisions were made."""
+    agent_service = AgentService(settings, service or AgentServiceSettings())
+    agent_service.run(stop or threading.Event(), max_decisions)
+    return agent_service

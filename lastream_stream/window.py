@@ -1,0 +1,36 @@
+"""A sliding window of ``MetricsReport``s per app.
+
+Pure bookkeeping shared by the agent service and the terminal views: reports go in as they
+arrive, reports older than ``window_s`` (by their own timestamps) fall out, and ``graph``
+aggregates what is left with the policy's own ``build_graph``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+
+from lastream_stream.contracts import MetricsReport
+from lastream_stream.policy.graph import AppGraph, build_graph
+
+
+class MetricsWindow:
+    def __init__(self, window_s: float = 10.0) -> None:
+        self.window_s = window_s
+        self._reports: dict[str, deque[MetricsReport]] = defaultdict(deque)
+
+    def add(self, report: MetricsReport) -> None:
+        reports = self._reports[report.app]
+        reports.append(report)
+        while reports and reports[0].interval_end < report.interval_end - self.window_s:
+            reports.popleft()
+
+    def apps(self) -> list[str]:
+        return sorted(app for app, reports in self._reports.items() if reports)
+
+    def reports(self, app: str, since: float | None = None) -> list[MetricsReport]:
+        """Reports of ``app`` whose interval started at or after ``since`` (all when None)."""
+        return [r for r in self._reports.get(app, ()) if since is None or r.interval_start >= since]
+
+    def graph(self, app: str, since: float | None = None) -> AppGraph | None:
+        reports = self.reports(app, since)
+        return build_graph(reports) if reports else None

@@ -1,0 +1,117 @@
+"""The decision cycle, driven directly: reports, acks and the clock in; actions out."""
+
+import pytest
+
+from factories import sample_report
+from lastream_stream.contracts import CommandAck, DecisionRecord, ScalingCommand
+from lastream_stream.controller import AppController, ControllerSettings, Phase, guard
+from lastream_stream.policy.base import Decision
+from lastream_stream.policy.graph import build_graph
+from lastream_stream.policy.reward import reward
+
+T0 = 1_000_000.0
+
+
+class FixedPolicy:
+    """A real (if simple) policy: always proposes the same scheme, and learns nothing."""
+
+    name = "fixed"
+
+    def __init__(self, scheme):
+        self.scheme = scheme
+
+    def decide(self, graph, context=None):
+        return Decision.single(self.name, graph, {**graph.parallelism, **self.scheme})
+
+
+def feed(controller, start, seconds, parallelism, lag=0, latency=20.0):
+    """One report per instance per second over [start, start + seconds)."""
+    for t in range(int(seconds)):
+        end = start + t + 1
+        for op, p, ups in (("source", 1, []), ("splitter", parallelism, ["source"])):
+            for i in range(p):
+                controller.on_report(sample_report(
+                    operator=op, instance_id=f"{op}-{i}", interval_end=end, interval_s=1.0, records_in=100,
+                    records_out=100, useful_time_s=0.5, lag=lag, latency_p50_ms=latency, parallelism=p,
+                    upstreams=ups, input_partitions=8 if ups else None,
+                ))  # fmt: skip
+
+
+def make(scheme, **settings):
+    return AppController("wordcount", FixedPolicy(scheme), ControllerSettings(window_s=5, warmup_s=2, **settings), since=T0)
+
+
+def test_no_decision_until_every_instance_covered_a_full_window():
+    c = make({"splitter": 3})
+    feed(c, T0, 5, parallelism=2)
+    c.reports = [r for r in c.reports if r.instance_id != "splitter-1"]  # one instance still rebalancing
+    assert c.tick(T0 + 5) == []
+    feed(c, T0, 5, parallelism=2)
+    assert c.tick(T0 + 4) == []  # window not full yet
+    actions = c.tick(T0 + 5)
+    assert [type(a.message) for a in actions] == [ScalingCommand, DecisionRecord]
+
+
+def test_command_ack_outcome_cycle():
+    c = make({"splitter": 3})
+    feed(c, T0, 5, parallelism=1)
+    command, record = (a.message for a in c.tick(T0 + 5))
+    assert (command.generation, command.target) == (1, {"source": 1, "splitter": 3})
+    assert record.kind == "command" and record.chosen == command.target
+    assert c.phase is Phase.AWAITING_ACK
+    feed(c, T0 + 5, 5, parallelism=1)
+    assert c.tick(T0 + 10) == []  # awaiting the ack: never a second command
+
+    c.on_ack(CommandAck(app="wordcount", decision_id=command.decision_id, generation=1, status="applied",
+                        applied=command.target), now=T0 + 10)  # fmt: skip
+    feed(c, T0 + 10, 2, parallelism=3)  # warm-up reports: ignored
+    assert c.tick(T0 + 14) == []
+    feed(c, T0 + 12, 5, parallelism=3, lag=500, latency=50.0)
+    outcome, hold = (a.message for a in c.tick(T0 + 17))
+    assert outcome.kind == "outcome"
+    expected = reward(50.0, 500 * 4, {"source": 1, "splitter": 3})  # lag of 4 instances, latest each
+    assert outcome.measured_reward == pytest.approx(expected)
+    assert c.rewards == [pytest.approx(expected)]
+    assert hold.kind == "hold" and hold.chosen == {"source": 1, "splitter": 3}
+
+
+def test_partial_ack_is_not_an_outcome():
+    c = make({"splitter": 3})
+    feed(c, T0, 5, parallelism=1)
+    command, _ = (a.message for a in c.tick(T0 + 5))
+    c.on_ack(CommandAck(app="wordcount", decision_id=command.decision_id, generation=1, status="partial",
+                        applied={"splitter": 2}, error="one worker failed"), now=T0 + 5)  # fmt: skip
+    feed(c, T0 + 7, 5, parallelism=2)
+    kinds = [a.message.kind for a in c.tick(T0 + 12) if isinstance(a.message, DecisionRecord)]
+    assert "outcome" not in kinds and c.rewards == []
+
+
+def test_restart_awaits_an_unacknowledged_command_instead_of_reissuing():
+    c = make({"splitter": 3})
+    earlier = ScalingCommand(app="wordcount", generation=7, target={"splitter": 3}, issued_at=T0)
+    c.on_command(earlier)
+    feed(c, T0, 6, parallelism=1)
+    assert c.tick(T0 + 6) == [] and c.generation == 7
+    c.on_ack(CommandAck(app="wordcount", decision_id=earlier.decision_id, generation=7, status="applied"), now=T0 + 6)
+    feed(c, T0 + 8, 5, parallelism=1)
+    command = c.tick(T0 + 13)[0].message
+    assert command.generation == 8
+
+
+def test_dry_run_only_recommends():
+    c = make({"splitter": 4}, dry_run=True)
+    feed(c, T0, 5, parallelism=1)
+    (action,) = c.tick(T0 + 5)
+    assert action.message.kind == "recommendation" and c.generation == 0 and c.phase is Phase.OBSERVING
+
+
+def test_guard_rails_bound_the_step_the_range_and_the_partitions():
+    graph = build_graph([
+        sample_report(operator="source", instance_id="s", upstreams=[], input_partitions=None, parallelism=1),
+        sample_report(operator="splitter", instance_id="a", parallelism=2, input_partitions=8),
+    ])  # fmt: skip
+    settings = ControllerSettings(max_step=3, min_parallelism={"splitter": 2}, max_parallelism={"source": 1})
+    assert guard({"source": 1, "splitter": 2}, {"source": 5, "splitter": 12}, graph, settings) == {"source": 1, "splitter": 5}
+    assert guard({"source": 1, "splitter": 7}, {"source": 1, "splitter": 1}, graph, settings) == {"source": 1, "splitter": 4}
+    wide = ControllerSettings(max_step=100)
+    assert guard({"source": 1, "splitter": 2}, {"source": 1, "splitter": 40}, graph, wide)["splitter"] == 8
