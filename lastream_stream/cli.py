@@ -170,3 +170,70 @@ def agent(settings: LastreamSettings, apps: tuple[str, ...], dry_run: bool, max_
         service.run(settings, agent_settings.model_copy(update=overrides), max_decisions=max_decisions)
     except KeyboardInterrupt:
         log.info("agent stopped")
+
+
+def _parallelism_option(value: str) -> dict[str, int]:
+    """'splitter=1,counter=2' -> {'splitter': 1, 'counter': 2}."""
+    try:
+        return {op.strip(): int(n) for op, n in (item.split("=") for item in value.split(",") if item.strip())}
+    except ValueError:
+        raise click.BadParameter(f"expected operator=N[,operator=N...], got {value!r}") from None
+
+
+WORDCOUNT_OPTIONS = [
+    click.option("--initial", default="splitter=1,counter=1,sink=1", show_default=True, help="Initial parallelism per operator."),
+    click.option("--rate", type=float, default=None, help="Source sentences/s (default LASTREAM_WC_RATE or 50)."),
+    click.option("--schedule", default=None, help="Rate schedule: '0:50,60:100' steps or 'sine:50,20,120'."),
+    click.option("--logs", type=click.Path(file_okay=False), default=None, help="Directory for process logs (default ~/.cache/lastream/logs)."),
+]
+
+
+def wordcount_options(f):
+    for option in reversed(WORDCOUNT_OPTIONS):
+        f = option(f)
+    return f
+
+
+def _wordcount_settings(rate: float | None, schedule: str | None):
+    from wordcount_app.settings import WordCountSettings
+
+    wc = WordCountSettings()
+    updates = {k: v for k, v in {"rate": rate, "schedule": schedule}.items() if v is not None}
+    return wc.model_copy(update=updates)
+
+
+def _log_dir(logs: str | None):
+    from pathlib import Path
+
+    return Path(logs) if logs else Path.home() / ".cache" / "lastream" / "logs"
+
+
+@main.group()
+def wordcount() -> None:
+    """The reference WordCount app (source -> splitter -> counter -> sink)."""
+
+
+@wordcount.command("up")
+@wordcount_options
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C).")
+@click.pass_obj
+def wordcount_up(settings: LastreamSettings, initial: str, rate: float | None, schedule: str | None, logs: str | None, duration: float | None) -> None:
+    """Start the source and the supervisor (which starts the workers) with a live view.
+    Ctrl-C stops every process it started."""
+    from lastream_stream import launcher
+
+    launcher.wordcount_up(settings, _wordcount_settings(rate, schedule), _parallelism_option(initial), _log_dir(logs), duration)
+
+
+@main.command("up")
+@wordcount_options
+@click.option("--decisions", type=int, default=6, show_default=True, help="Stop after this many agent decisions.")
+@click.pass_obj
+def up(settings: LastreamSettings, initial: str, rate: float | None, schedule: str | None, logs: str | None, decisions: int) -> None:
+    """The whole pipeline: local Kafka (unless LASTREAM_KAFKA_BOOTSTRAP is set), WordCount
+    under-provisioned, and the agent with the shipped pretrained model (DeepSeek candidates
+    join when DEEPSEEK_API_KEY is set). Shows a live view, stops after --decisions or
+    Ctrl-C, then prints a summary."""
+    from lastream_stream import launcher
+
+    launcher.up(settings, _wordcount_settings(rate, schedule), _parallelism_option(initial), _log_dir(logs), decisions)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from lastream_stream.settings import KafkaSettings, TopicSettings
@@ -141,6 +141,14 @@ class KafkaClients:
         future = admin.describe_consumer_groups([group_id], request_timeout=self.settings.timeout_s)[group_id]
         description = future.result(timeout=self.settings.timeout_s)
         return description.state.name, len(description.members)
+
+    def committed_total(self, group_id: str, topic: str) -> int:
+        """Sum of the group's committed offsets over the topic's partitions (0 where none)."""
+        partitions = self.metadata().topics[topic].partitions
+        request = ConsumerGroupTopicPartitions(group_id, [TopicPartition(topic, p) for p in partitions])
+        admin = self.admin()  # must outlive the future
+        result = admin.list_consumer_group_offsets([request])[group_id].result(timeout=self.settings.timeout_s)
+        return sum(max(0, tp.offset) for tp in result.topic_partitions)
 
     def ensure_topics(self, specs: list[TopicSpec]) -> list[str]:
         """Create the topics that do not exist yet; return the names created. Idempotent."""

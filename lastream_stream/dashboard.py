@@ -1,0 +1,104 @@
+"""Live terminal view of an app: each operator's instances, rates, lag, and the agent's decisions.
+
+A background thread tails the metrics and decisions topics (from their end) into a
+``MetricsWindow``; ``render`` turns the current state into rich tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+
+from confluent_kafka import OFFSET_END, TopicPartition
+from rich.console import Group
+from rich.table import Table
+
+from lastream_stream.contracts import DecisionRecord, MetricsReport
+from lastream_stream.deadletter import BadMessage, parse
+from lastream_stream.kafka_clients import KafkaClients
+from lastream_stream.settings import LastreamSettings
+from lastream_stream.window import MetricsWindow
+
+log = logging.getLogger(__name__)
+
+
+class AppMonitor:
+    """What the view shows, kept current by ``follow`` in a thread."""
+
+    def __init__(self, settings: LastreamSettings, app: str, window_s: float = 6.0, decisions_kept: int = 8) -> None:
+        self.settings = settings
+        self.app = app
+        self.window = MetricsWindow(window_s)
+        self.decisions: deque[DecisionRecord] = deque(maxlen=decisions_kept)
+        self.all_decisions: list[DecisionRecord] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> AppMonitor:
+        self._thread = threading.Thread(target=self.follow, name="monitor", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def follow(self) -> None:
+        clients = KafkaClients(self.settings.kafka)
+        topics = self.settings.topics
+        metadata = clients.metadata()
+        with clients.consumer("lastream-view", enable_auto_commit=False) as consumer:
+            consumer.assign([
+                TopicPartition(topic, p, OFFSET_END)
+                for topic in (topics.metrics, topics.decisions)
+                for p in metadata.topics[topic].partitions
+            ])  # fmt: skip
+            while not self._stop.is_set():
+                msg = consumer.poll(0.2)
+                if msg is None or msg.error():
+                    continue
+                # The view only reads: undecodable messages are the agent's to dead-letter.
+                try:
+                    if msg.topic() == topics.metrics:
+                        report = parse(MetricsReport, msg.value())
+                        if report.app == self.app:
+                            with self._lock:
+                                self.window.add(report)
+                    else:
+                        record = parse(DecisionRecord, msg.value())
+                        if record.app == self.app:
+                            with self._lock:
+                                self.decisions.append(record)
+                                self.all_decisions.append(record)
+                except BadMessage:
+                    continue
+
+    def render(self) -> Group:
+        with self._lock:
+            graph = self.window.graph(self.app)
+            decisions = list(self.decisions)
+        operators = Table(title=f"{self.app}: operators (last {self.window.window_s:.0f} s)", expand=True)
+        for column in ("operator", "instances", "parallelism", "in /s", "out /s", "true /s per inst.", "busy", "lag", "p50 ms"):
+            operators.add_column(column, justify="left" if column == "operator" else "right")
+        if graph is not None:
+            for op in graph.operators.values():
+                operators.add_row(
+                    op.name, str(op.instances_reporting), str(op.parallelism), f"{op.observed_input_rate:.0f}",
+                    f"{op.observed_output_rate:.0f}", f"{op.true_input_rate:.0f}", f"{op.busy_ratio:.0%}",
+                    str(op.lag), f"{op.latency_p50_ms:.0f}" if op.latency_p50_ms is not None else "-",
+                )  # fmt: skip
+        history = Table(title="decisions", expand=True)
+        for column in ("time", "kind", "scheme", "candidates", "predicted", "measured"):
+            history.add_column(column)
+        for d in decisions:
+            history.add_row(
+                time.strftime("%H:%M:%S", time.localtime(d.at)), d.kind,
+                " ".join(f"{k}={v}" for k, v in d.chosen.items()), str(len(d.candidates)),
+                f"{d.predicted_reward:.3f}" if d.predicted_reward is not None else "",
+                f"{d.measured_reward:.3f}" if d.measured_reward is not None else "",
+            )  # fmt: skip
+        return Group(operators, history)

@@ -1,0 +1,165 @@
+"""``lastream wordcount up`` and ``lastream up``: the whole pipeline on one machine.
+
+Each part runs as the process it would be in production (the source and the supervisor,
+which starts the workers); ``up`` adds the agent, in this process so it can stop after a
+given number of decisions and summarise them. Ctrl-C stops everything started here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from lastream_stream.broker import LocalBroker
+from lastream_stream.contracts import ScalingCommand
+from lastream_stream.control import latest_commands
+from lastream_stream.dashboard import AppMonitor
+from lastream_stream.kafka_clients import KafkaClients, project_topics
+from lastream_stream.policy.ds2 import optimal_parallelism
+from lastream_stream.service import AgentService, AgentServiceSettings
+from lastream_stream.settings import LastreamSettings
+from wordcount_app import topics as wordcount_topics
+from wordcount_app.settings import WordCountSettings
+from wordcount_app.topology import app_spec, worker_env
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Pipeline:
+    """The processes started for one WordCount run, stopped in reverse order."""
+
+    settings: LastreamSettings
+    wc: WordCountSettings
+    log_dir: Path
+    processes: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+
+    def spawn(self, name: str, command: list[str], extra_env: dict[str, str]) -> subprocess.Popen:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_file = open(self.log_dir / f"{name}.log", "ab")
+        env = os.environ | worker_env(self.settings, self.wc) | extra_env
+        proc = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        log.info("started %s (pid %d, log %s)", name, proc.pid, self.log_dir / f"{name}.log")
+        self.processes.append((name, proc))
+        return proc
+
+    def stop(self, timeout_s: float = 40.0) -> None:
+        for name, proc in reversed(self.processes):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s ignored SIGTERM; killing it", name)
+                    proc.kill()
+            log.info("stopped %s", name)
+
+
+def start_wordcount(settings: LastreamSettings, wc: WordCountSettings, initial: dict[str, int], log_dir: Path) -> Pipeline:
+    """Topics, a fresh desired state (a command one generation past any earlier run's), the
+    supervisor and the source."""
+    clients = KafkaClients(settings.kafka)
+    clients.ensure_topics(project_topics(settings.topics))
+    wordcount_topics.ensure(settings, wc)
+    spec = app_spec(settings, wc)
+    target = {op: initial.get(op, 1) for op in spec.operators}
+    previous = latest_commands(clients, settings.topics.control).get(wc.app)
+    command = ScalingCommand(app=wc.app, generation=(previous.generation if previous else 0) + 1, target=target, reason="initial configuration of `up`")
+    with clients.producer() as producer:
+        producer.produce(settings.topics.control, key=wc.app.encode(), value=command.to_bytes())
+    pipeline = Pipeline(settings, wc, log_dir)
+    pipeline.spawn("supervisor", [sys.executable, "-m", "lastream_stream.supervisor", "--app", wc.app],
+                   {"LASTREAM_SUPERVISOR_INITIAL": json.dumps(target)})  # fmt: skip
+    pipeline.spawn("source", [sys.executable, "-m", "wordcount_app.source"], {})
+    return pipeline
+
+
+def ensure_broker(settings: LastreamSettings) -> LastreamSettings:
+    """The configured cluster when LASTREAM_KAFKA_BOOTSTRAP is set, else the local broker."""
+    if os.environ.get("LASTREAM_KAFKA_BOOTSTRAP"):
+        return settings
+    status = LocalBroker(settings.broker).start()
+    return settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"bootstrap": status.bootstrap})})
+
+
+def wordcount_up(settings: LastreamSettings, wc: WordCountSettings, initial: dict[str, int], log_dir: Path,
+                 duration_s: float | None = None) -> None:  # fmt: skip
+    """Run WordCount with a live view until Ctrl-C (or ``duration_s``)."""
+    settings = ensure_broker(settings)
+    pipeline = start_wordcount(settings, wc, initial, log_dir)
+    monitor = AppMonitor(settings, wc.app).start()
+    deadline = time.monotonic() + duration_s if duration_s else None
+    try:
+        with Live(monitor.render(), refresh_per_second=1, console=Console()) as live:
+            while deadline is None or time.monotonic() < deadline:
+                time.sleep(wc.metrics_interval_s)
+                live.update(monitor.render())
+    except KeyboardInterrupt:
+        log.info("Ctrl-C: stopping the pipeline")
+    finally:
+        monitor.stop()
+        pipeline.stop()
+
+
+def up(settings: LastreamSettings, wc: WordCountSettings, initial: dict[str, int], log_dir: Path, max_decisions: int,
+       service: AgentServiceSettings | None = None) -> dict:  # fmt: skip
+    """The main job: broker, WordCount under-provisioned, the agent, a live view, a summary."""
+    settings = ensure_broker(settings)
+    service = service or AgentServiceSettings()
+    console = Console()
+    pipeline = start_wordcount(settings, wc, initial, log_dir)
+    agent = AgentService(settings, service)
+    monitor = AppMonitor(settings, wc.app, decisions_kept=10).start()
+    stop = threading.Event()
+    agent_thread = threading.Thread(target=agent.run, args=(stop, max_decisions), name="agent", daemon=True)
+    agent_thread.start()
+    try:
+        with Live(monitor.render(), refresh_per_second=1, console=console) as live:
+            while agent_thread.is_alive():
+                agent_thread.join(1.0)
+                live.update(monitor.render())
+    except KeyboardInterrupt:
+        log.info("Ctrl-C: stopping the pipeline")
+    finally:
+        stop.set()
+        agent_thread.join(30)
+        graph = monitor.window.graph(wc.app)
+        monitor.stop()
+        pipeline.stop()
+    summary = summarise(agent, wc.app, graph)
+    console.print(summary_table(summary))
+    return summary
+
+
+def summarise(agent: AgentService, app: str, graph) -> dict:
+    controller = agent.controllers.get(app)
+    rewards = controller.rewards if controller else []
+    return {
+        "decisions": controller.decisions if controller else 0,
+        "commands": controller.generation if controller else 0,
+        "first_reward": rewards[0] if rewards else None,
+        "last_reward": rewards[-1] if rewards else None,
+        "final_parallelism": graph.parallelism if graph else {},
+        "ds2_optimum": optimal_parallelism(graph) if graph else {},
+    }
+
+
+def summary_table(summary: dict) -> Table:
+    table = Table(title="LaStream run summary")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        table.add_row(key.replace("_", " "), f"{value:.3f}" if isinstance(value, float) else str(value))
+    return table
