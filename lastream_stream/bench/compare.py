@@ -1,0 +1,244 @@
+"""``lastream bench``: every policy on every scenario of a seeded suite, summarised.
+
+Writes into ``BenchSettings.out_dir``:
+
+* ``results.json`` — settings, per-policy medians, every episode's measures, and the
+  time series of the plotted scenarios;
+* ``results.md`` — the same medians and per-scenario measures as Markdown tables;
+* ``parallelism_<scenario>.png`` — scalable instances over time per policy against the oracle;
+* ``headline.png`` — bar charts of the per-policy medians.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: the benchmark runs headless
+import matplotlib.pyplot as plt  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from lastream_stream.bench.runner import (  # noqa: E402
+    BenchSettings,
+    EpisodeResult,
+    PolicyUnavailable,
+    policy_factory,
+    run_episode,
+)
+from lastream_stream.sim import scenarios  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+# (key in the summary, column title, how to print it). Only the reward is better when higher.
+HEADLINE = (
+    ("sustained", "sustained", "{}"),
+    ("decisions_to_sustain", "decisions", "{:.1f}"),
+    ("parallelism_ratio", "inst/oracle", "{:.2f}"),
+    ("reconfigurations", "reconfigs", "{:.1f}"),
+    ("seconds_lag_over_dstar", "lag>D* s", "{:.0f}"),
+    ("mean_reward", "reward", "{:.3f}"),
+    ("oscillations_per_operator", "osc/op", "{:.2f}"),
+    ("decision_ms", "decide ms", "{:.2f}"),
+)
+LEGEND = (
+    "`sustained`: scenarios brought to keep up, of those some configuration can keep up with; "
+    "`decisions`: decisions after the last rate change until the first window that keeps up; "
+    "`inst/oracle`: instances of scalable operators over the minimum, last quarter of the run; "
+    "`reconfigs`: applied changes; `lag>D* s`: seconds with more than D* records of lag; "
+    "`reward`: mean La-Stream reward (higher is better); `osc/op`: direction changes per operator; "
+    "`decide ms`: mean time of one decision."
+)
+
+
+@dataclass
+class BenchResults:
+    settings: BenchSettings
+    episodes: list[EpisodeResult]
+    summary: dict[str, dict[str, object]]
+    skipped: dict[str, str]  # policy: why it did not run
+    out_dir: Path
+
+
+def run(settings: BenchSettings | None = None, console: Console | None = None) -> BenchResults:
+    settings = settings or BenchSettings()
+    console = console or Console(stderr=True)
+    suite = scenarios.suite(settings.seed, settings.n_scenarios)
+
+    factories = {}
+    skipped: dict[str, str] = {}
+    for name in settings.policies:
+        try:
+            factories[name] = policy_factory(name, settings)
+        except PolicyUnavailable as exc:
+            log.warning("policy %s skipped: %s", name, exc)
+            skipped[name] = str(exc)
+
+    episodes: list[EpisodeResult] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("bench", total=len(suite) * len(factories))
+        for scenario in suite:
+            for name, factory in factories.items():
+                progress.update(task, description=f"{name:<9} {scenario.name}")
+                episodes.append(run_episode(scenario, name, factory, settings))
+                progress.advance(task)
+
+    summary = summarise(episodes, list(factories))
+    out_dir = settings.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plotted = [s.name for s in suite[: settings.plot_scenarios]]
+    write_json(out_dir / "results.json", settings, summary, episodes, skipped, plotted)
+    write_markdown(out_dir / "results.md", settings, summary, episodes, skipped)
+    for scenario_name in plotted:
+        plot_parallelism(out_dir / f"parallelism_{scenario_name}.png", scenario_name, episodes)
+    plot_headline(out_dir / "headline.png", summary)
+    console.print(summary_table(summary))
+    log.info("wrote results.json, results.md and plots to %s", out_dir)
+    return BenchResults(settings, episodes, summary, skipped, out_dir)
+
+
+def summarise(episodes: list[EpisodeResult], policies: list[str]) -> dict[str, dict[str, object]]:
+    """Medians over scenarios per policy. ``decisions_to_sustain`` only counts scenarios that
+    can be sustained and were; ``sustained`` says in how many of them that happened."""
+    summary: dict[str, dict[str, object]] = {}
+    for policy in policies:
+        runs = [e for e in episodes if e.policy == policy]
+        sustainable = [e for e in runs if e.sustainable]
+        reached = [e.decisions_to_sustain for e in sustainable if e.decisions_to_sustain is not None]
+        summary[policy] = {
+            "scenarios": len(runs),
+            "sustained": f"{len(reached)}/{len(sustainable)}",
+            "sustained_fraction": len(reached) / len(sustainable) if sustainable else None,
+            "decisions_to_sustain": statistics.median(reached) if reached else None,
+            "parallelism_ratio": statistics.median(e.parallelism_ratio for e in runs),
+            "reconfigurations": statistics.median(e.reconfigurations for e in runs),
+            "seconds_lag_over_dstar": statistics.median(e.seconds_lag_over_dstar for e in runs),
+            "mean_reward": statistics.median(e.mean_reward for e in runs),
+            "oscillations_per_operator": statistics.median(e.oscillations_per_operator for e in runs),
+            "decision_ms": statistics.median(e.decision_ms_mean for e in runs),
+        }
+    return summary
+
+
+def _cell(value: object, fmt: str) -> str:
+    return "—" if value is None else fmt.format(value)
+
+
+def summary_table(summary: dict[str, dict[str, object]]) -> Table:
+    table = Table(title="LaStream bench: medians over scenarios")
+    table.add_column("policy")
+    for _, title, _ in HEADLINE:
+        table.add_column(title, justify="right")
+    for policy, row in summary.items():
+        table.add_row(policy, *(_cell(row[key], fmt) for key, _, fmt in HEADLINE))
+    return table
+
+
+def _settings_dict(settings: BenchSettings) -> dict[str, object]:
+    values = dataclasses.asdict(settings)
+    values["out_dir"] = str(settings.out_dir)
+    values["reward"] = settings.reward.model_dump()
+    return values
+
+
+def write_json(
+    path: Path,
+    settings: BenchSettings,
+    summary: dict[str, dict[str, object]],
+    episodes: list[EpisodeResult],
+    skipped: dict[str, str],
+    plotted: list[str],
+) -> None:
+    payload = {
+        "settings": _settings_dict(settings),
+        "skipped_policies": skipped,
+        "summary": summary,
+        "episodes": [e.measures() for e in episodes],
+        "timeseries": {
+            name: {e.policy: [dataclasses.asdict(s) for s in e.samples] for e in episodes if e.scenario == name}
+            for name in plotted
+        },
+    }
+    path.write_text(json.dumps(payload, indent=1, allow_nan=False))
+
+
+def write_markdown(
+    path: Path,
+    settings: BenchSettings,
+    summary: dict[str, dict[str, object]],
+    episodes: list[EpisodeResult],
+    skipped: dict[str, str],
+) -> None:
+    n_scenarios = len({e.scenario for e in episodes})
+    lines = [
+        "# LaStream bench",
+        "",
+        f"{n_scenarios} simulated scenarios (seed {settings.seed}), a decision every "
+        f"{settings.decision_interval_s:g} s; medians over scenarios.",
+        "",
+        LEGEND,
+        "",
+        "| policy | " + " | ".join(title for _, title, _ in HEADLINE) + " |",
+        "|---|" + "---:|" * len(HEADLINE),
+    ]
+    for policy, row in summary.items():
+        lines.append(f"| {policy} | " + " | ".join(_cell(row[key], fmt) for key, _, fmt in HEADLINE) + " |")
+    for policy, why in skipped.items():
+        lines.append(f"\n`{policy}` did not run: {why}")
+    lines += [
+        "",
+        "## Per scenario",
+        "",
+        "| scenario | policy | decisions | inst/oracle | reconfigs | lag>D* s | reward | osc/op |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in episodes:
+        reach = "—" if e.decisions_to_sustain is None else str(e.decisions_to_sustain)
+        if not e.sustainable:
+            reach += " (cap binds)"
+        lines.append(
+            f"| {e.scenario} | {e.policy} | {reach} | {e.parallelism_ratio:.2f} | {e.reconfigurations} | "
+            f"{e.seconds_lag_over_dstar:.0f} | {e.mean_reward:.3f} | {e.oscillations_per_operator:.2f} |"
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot_parallelism(path: Path, scenario_name: str, episodes: list[EpisodeResult]) -> None:
+    runs = [e for e in episodes if e.scenario == scenario_name]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for e in runs:
+        ax.step([s.t for s in e.samples], [s.parallelism for s in e.samples], where="post", label=e.policy)
+    # Every run sees the same rate schedule, hence the same oracle line.
+    oracle = runs[0].samples
+    ax.step([s.t for s in oracle], [s.oracle for s in oracle], where="post", color="black", linestyle="--", label="oracle minimum")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("instances of scalable operators")
+    ax.set_title(scenario_name)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_headline(path: Path, summary: dict[str, dict[str, object]]) -> None:
+    panels = [("sustained_fraction", "sustained (fraction)")] + [(key, title) for key, title, _ in HEADLINE if key != "sustained"]
+    fig, axes = plt.subplots(2, 4, figsize=(12, 6.5))
+    policies = list(summary)
+    for ax, (key, title) in zip(axes.flat, panels):
+        # A policy that never sustained has no median: drawn as an empty bar.
+        values = [summary[p][key] if summary[p][key] is not None else 0.0 for p in policies]
+        ax.bar(policies, values, color=[f"C{i}" for i in range(len(policies))])
+        ax.set_title(title, fontsize="small")
+        ax.tick_params(axis="x", labelrotation=60, labelsize="small")
+    fig.suptitle("medians over scenarios: sustained and reward higher is better, inst/oracle 1.0 is the minimum, the rest lower is better")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,61 @@
+"""A simulated stream-processing app: operator DAG, Kafka-like queues, the app's metrics reports.
+
+Pure Python, no Kafka. Policies are fed exactly what the real app sends (``MetricsReport``s,
+aggregated by ``policy.graph.build_graph``), while the simulator also knows the ground truth
+(true rates, the minimum sustaining configuration) to score them against.
+
+Model assumptions
+-----------------
+* Fluid, discrete time: records are real numbers moved once per tick (default 0.25 s).
+  Reports round per-instance counts to integers.
+* Each operator has one true rate per instance (records per second of busy time, DS2's sense),
+  fixed over time; total capacity is ``true_rate * p ** scaling_exponent`` with exponent in
+  (0, 1], so scaling may be sublinear. Instances of an operator share the load evenly.
+* Selectivity (records out per record in) is constant; every downstream receives an operator's
+  whole output; an operator with several upstreams receives the sum (joins, unions).
+* Between operators sit FIFO queues, unbounded, standing for Kafka topics: the queue is the
+  consumer lag. There is no backpressure; a slow operator builds lag, it does not slow its
+  upstreams. Sources read from a queue too, fed by the rate schedule; their parallelism is
+  fixed and scenarios give them capacity for the schedule's peak.
+* Parallelism is capped by the partitions of the operator's input topic (``partitions``).
+* Reconfiguration: an operator whose parallelism changes processes nothing for
+  ``downtime_s``; its input keeps queuing. Other operators are not interrupted.
+* Latency is an estimate from queueing (see ``simulator``), not a measurement of records.
+* Source rate: a schedule (constant, steps, sine) times per-interval Gaussian noise.
+
+API
+---
+``from lastream_stream.sim import Simulator, Scenario, SimOperator, scenarios``
+
+* ``SimOperator(name, upstreams=(), true_rate=1000.0, selectivity=1.0, partitions=None,
+  scaling_exponent=1.0, parallelism=1, share=1.0)`` — ``capacity(p)``,
+  ``instance_true_rate(p)``, ``min_parallelism_for(rate) -> int | None``.
+* ``Scenario(name, operators, schedule, interval_s=2.0, tick_s=0.25, downtime_s=5.0,
+  source_noise=0.0, horizon_s=300.0, tags=frozenset(), description="")`` —
+  ``required_rates(source_rate) -> dict[str, float]``; schedules: ``Constant(rate)``,
+  ``Steps(rate, ((at_s, factor), ...))``, ``Sine(rate, amplitude, period_s)``.
+* ``Simulator(scenario, seed=0)``:
+  ``apply(scheme: dict[str, int]) -> None`` (clamped to [1, partitions], sources fixed,
+  changed operators go down for ``downtime_s``);
+  ``run(seconds: float) -> list[MetricsReport]`` (reports of the intervals completed);
+  ``parallelism: dict[str, int]``; ``now: float`` (s since start); ``reconfigurations: int``;
+  ``source_rate() -> float`` (nominal total, records/s);
+  ``required_rates() -> dict[str, float]``;
+  ``oracle() -> dict[str, int]`` (minimum sustaining parallelism, capped by partitions);
+  ``sustainable() -> bool`` (False when a partition cap binds);
+  ``sustains(scheme) -> bool``;
+  ``processed_rate() -> float`` (bottleneck throughput in source records/s, last interval);
+  ``arrived_rate() -> float`` (source records/s that arrived in the last interval);
+  ``total_lag() -> float`` (records); ``source_equivalent_lag() -> float`` (the backlog in
+  source records); ``latency_ms() -> float`` (end-to-end p50 estimate).
+* ``scenarios.wordcount(seed)``, ``nexmark_map(seed)``, ``nexmark_join(seed)``,
+  ``nexmark_window(seed)``, ``random_dag(n_ops, seed)``, ``suite(seed, n=36)``; variants
+  ``with_step(s, factor)``, ``with_sine(s)``, ``with_sublinear(s)``, ``with_binding_cap(s)``,
+  ``with_slow_restart(s)``.
+"""
+
+from lastream_stream.sim import scenarios
+from lastream_stream.sim.model import Constant, Scenario, SimOperator, Sine, Steps
+from lastream_stream.sim.simulator import Simulator
+
+__all__ = ["Constant", "Scenario", "SimOperator", "Simulator", "Sine", "Steps", "scenarios"]

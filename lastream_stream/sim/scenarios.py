@@ -1,0 +1,242 @@
+"""Seeded scenarios: the shapes of the La-Stream and DS2 evaluations, plus random DAGs.
+
+Every builder takes a seed that jitters rates by up to ±15 %, so a suite run with another seed
+checks that conclusions do not hinge on one lucky set of numbers. Sources are given four- to
+sixfold headroom so that a ×4 step stays within what the (fixed) sources can emit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+from lastream_stream.sim.model import Constant, Scenario, Sine, SimOperator, Steps
+
+STEP_AT_S = 150.0  # rate steps happen half-way through the default 300 s horizon
+SOURCE_NOISE = 0.02
+SOURCE_HEADROOM = 6.0  # source capacity / base source rate
+
+
+def _jitter(rng: random.Random, value: float) -> float:
+    return value * rng.uniform(0.85, 1.15)
+
+
+def _source(name: str, base_rate: float, share: float = 1.0, total_share: float = 1.0, parallelism: int = 2) -> SimOperator:
+    rate = SOURCE_HEADROOM * base_rate * share / total_share / parallelism
+    return SimOperator(name, true_rate=rate, parallelism=parallelism, share=share, partitions=parallelism)
+
+
+def _scenario(name: str, ops: list[SimOperator], rate: float, description: str, tags: set[str]) -> Scenario:
+    return Scenario(
+        name=name,
+        operators=tuple(ops),
+        schedule=Constant(rate),
+        source_noise=SOURCE_NOISE,
+        tags=frozenset(tags),
+        description=description,
+    )
+
+
+def wordcount(seed: int = 0) -> Scenario:
+    """lines → split (flatMap, ~8 words a line) → count (keyed) → sink; DS2's running example."""
+    rng = random.Random(seed)
+    rate = _jitter(rng, 2000.0)
+    ops = [
+        _source("lines", rate),
+        SimOperator("split", ("lines",), true_rate=_jitter(rng, 400.0), selectivity=8.0, partitions=32, parallelism=2),
+        SimOperator("count", ("split",), true_rate=_jitter(rng, 4000.0), selectivity=1.0, partitions=32, parallelism=1),
+        SimOperator("sink", ("count",), true_rate=_jitter(rng, 40000.0), selectivity=0.0, partitions=32, parallelism=1),
+    ]
+    return _scenario(f"wordcount-s{seed}", ops, rate, "WordCount: split and count under-provisioned", {"wordcount"})
+
+
+def nexmark_map(seed: int = 0) -> Scenario:
+    """Nexmark Q1 (currency conversion): bids → map → sink, started over-provisioned."""
+    rng = random.Random(seed)
+    rate = _jitter(rng, 10000.0)
+    ops = [
+        _source("bids", rate),
+        SimOperator("currency_map", ("bids",), true_rate=_jitter(rng, 3000.0), partitions=16, parallelism=8),
+        SimOperator("sink", ("currency_map",), true_rate=_jitter(rng, 15000.0), selectivity=0.0, partitions=16, parallelism=2),
+    ]
+    return _scenario(f"nexmark-map-s{seed}", ops, rate, "Nexmark Q1: map over-provisioned", {"nexmark", "map"})
+
+
+def nexmark_join(seed: int = 0) -> Scenario:
+    """Nexmark Q3-like: persons and auctions filtered, then joined on seller; the join is costly."""
+    rng = random.Random(seed)
+    rate = _jitter(rng, 8000.0)
+    ops = [
+        _source("persons", rate, share=1.0, total_share=4.0, parallelism=1),
+        _source("auctions", rate, share=3.0, total_share=4.0, parallelism=2),
+        SimOperator("filter_persons", ("persons",), true_rate=_jitter(rng, 5000.0), selectivity=0.25, partitions=8, parallelism=1),
+        SimOperator("filter_auctions", ("auctions",), true_rate=_jitter(rng, 5000.0), selectivity=0.3, partitions=16, parallelism=1),
+        SimOperator("join", ("filter_auctions", "filter_persons"), true_rate=_jitter(rng, 600.0), selectivity=0.5, partitions=24, parallelism=1),
+        SimOperator("sink", ("join",), true_rate=_jitter(rng, 20000.0), selectivity=0.0, partitions=8, parallelism=1),
+    ]
+    return _scenario(f"nexmark-join-s{seed}", ops, rate, "Nexmark Q3-like two-input join", {"nexmark", "join"})
+
+
+def nexmark_window(seed: int = 0) -> Scenario:
+    """Nexmark Q5-like hot items: bids → assign window → windowed count → top-k → sink."""
+    rng = random.Random(seed)
+    rate = _jitter(rng, 8000.0)
+    ops = [
+        _source("bids", rate),
+        SimOperator("assign_window", ("bids",), true_rate=_jitter(rng, 4000.0), partitions=16, parallelism=1),
+        SimOperator("window_agg", ("assign_window",), true_rate=_jitter(rng, 1500.0), selectivity=0.02, partitions=32, parallelism=2),
+        SimOperator("top_k", ("window_agg",), true_rate=_jitter(rng, 2000.0), selectivity=0.5, partitions=4, parallelism=1),
+        SimOperator("sink", ("top_k",), true_rate=_jitter(rng, 20000.0), selectivity=0.0, partitions=4, parallelism=1),
+    ]
+    return _scenario(f"nexmark-window-s{seed}", ops, rate, "Nexmark Q5-like windowed aggregation", {"nexmark", "window"})
+
+
+def random_dag(n_ops: int, seed: int = 0) -> Scenario:
+    """A random DAG of ``n_ops`` operators (3..20), one to three of them sources.
+
+    Each operator reads from one or two earlier ones. True rates are drawn so that the
+    minimum parallelism at the base rate lies between 1 and 8, and initial parallelism
+    anywhere from a third to twice that, so both scale-up and scale-down are needed.
+    """
+    if not 3 <= n_ops <= 20:
+        raise ValueError("random_dag takes 3 to 20 operators")
+    rng = random.Random(seed * 7919 + n_ops)
+    n_sources = min(3, max(1, n_ops // 6))
+    rate = rng.uniform(1000.0, 20000.0)
+    shares = [rng.uniform(1.0, 3.0) for _ in range(n_sources)]
+    total_share = sum(shares)
+    ops = [
+        dataclasses.replace(_source(f"src{i}", rate, share, total_share), selectivity=rng.uniform(0.5, 2.0))
+        for i, share in enumerate(shares)
+    ]
+    required = {op.name: rate * op.share / total_share for op in ops}
+    selectivity = {op.name: op.selectivity for op in ops}
+    for i in range(n_sources, n_ops):
+        name = f"op{i}"
+        earlier = [op.name for op in ops]
+        upstreams = tuple(sorted(rng.sample(earlier, k=min(len(earlier), rng.choice((1, 1, 2))))))
+        required[name] = sum(required[u] * selectivity[u] for u in upstreams)
+        selectivity[name] = rng.uniform(0.3, 2.0)
+        need = rng.uniform(0.7, 8.0)  # parallelism the base rate needs
+        ops.append(
+            SimOperator(
+                name,
+                upstreams,
+                true_rate=required[name] / need,
+                selectivity=selectivity[name],
+                partitions=rng.choice((32, 48, 64)),
+                parallelism=max(1, round(need * rng.uniform(0.33, 2.0))),
+            )
+        )
+    return Scenario(
+        name=f"random-{n_ops}ops-s{seed}",
+        operators=tuple(ops),
+        schedule=Constant(rate),
+        source_noise=SOURCE_NOISE,
+        tags=frozenset({"random"}),
+        description=f"random DAG of {n_ops} operators",
+    )
+
+
+# -- variants: change one condition of a base scenario -----------------------------------
+
+
+def with_step(base: Scenario, factor: float, at_s: float = STEP_AT_S) -> Scenario:
+    schedule = Steps(base.schedule.rate_at(0.0), ((at_s, factor),))
+    return _variant(base, f"step-x{factor:g}", schedule=schedule, tags={"step"})
+
+
+def with_sine(base: Scenario, amplitude: float = 0.3, period_s: float = 120.0) -> Scenario:
+    schedule = Sine(base.schedule.rate_at(0.0), amplitude, period_s)
+    return _variant(base, "sine", schedule=schedule, tags={"sine"})
+
+
+def with_sublinear(base: Scenario, exponent: float = 0.8) -> Scenario:
+    """Every non-source operator gains less from each added instance: capacity ∝ p^exponent."""
+    ops = tuple(op if op.is_source else dataclasses.replace(op, scaling_exponent=exponent) for op in base.operators)
+    return _variant(base, f"sublinear{exponent:g}", operators=ops, tags={"sublinear"})
+
+
+def with_binding_cap(base: Scenario) -> Scenario:
+    """The operator needing the most instances gets one partition fewer than it needs at peak."""
+    peak_required = base.required_rates(base.schedule.peak())
+    needs = {op.name: op.min_parallelism_for(peak_required[op.name]) or op.max_parallelism for op in base.operators if not op.is_source}
+    bottleneck = max(needs, key=lambda name: needs[name])
+    cap = max(1, needs[bottleneck] - 1)
+    ops = tuple(
+        dataclasses.replace(op, partitions=cap, parallelism=min(op.parallelism, cap)) if op.name == bottleneck else op
+        for op in base.operators
+    )
+    return _variant(base, "cap", operators=ops, tags={"partition-cap"})
+
+
+def with_slow_restart(base: Scenario, downtime_s: float = 15.0) -> Scenario:
+    return _variant(base, f"down{downtime_s:g}s", downtime_s=downtime_s, tags={"downtime"})
+
+
+def _variant(base: Scenario, suffix: str, tags: set[str], **changes: object) -> Scenario:
+    return dataclasses.replace(base, name=f"{base.name}-{suffix}", tags=base.tags | tags, **changes)
+
+
+def _random_variant(index: int, base: Scenario) -> Scenario:
+    variants = (
+        lambda s: s,
+        lambda s: with_step(s, 2.0),
+        lambda s: with_step(s, 0.5),
+        lambda s: with_step(s, 4.0),
+        with_sine,
+        with_sublinear,
+        with_binding_cap,
+        with_slow_restart,
+    )
+    return variants[index % len(variants)](base)
+
+
+def suite(seed: int = 0, n: int = 36) -> list[Scenario]:
+    """``n`` scenarios. The first ones are deliberately varied (a step, a binding cap, sublinear
+    scaling, a join, a random DAG) so that even a short suite covers the main conditions;
+    random DAGs of 3 to 20 operators fill the rest."""
+    named = [
+        with_step(wordcount(seed), 2.0),
+        with_binding_cap(nexmark_join(seed)),
+        with_sublinear(random_dag(8, seed)),
+        with_step(nexmark_map(seed), 4.0),
+        with_step(nexmark_window(seed), 0.5),
+        wordcount(seed),
+        nexmark_map(seed),
+        nexmark_join(seed),
+        nexmark_window(seed),
+        with_step(wordcount(seed), 4.0),
+        with_step(wordcount(seed), 0.5),
+        with_sublinear(wordcount(seed)),
+        with_slow_restart(wordcount(seed)),
+        with_step(nexmark_map(seed), 0.5),
+        with_sine(nexmark_map(seed)),
+        with_step(nexmark_join(seed), 2.0),
+        with_sublinear(nexmark_join(seed)),
+        with_step(nexmark_window(seed), 2.0),
+        with_binding_cap(nexmark_window(seed)),
+        with_slow_restart(nexmark_window(seed)),
+    ]
+    scenarios = named[:n]
+    index = 0
+    while len(scenarios) < n:
+        size = 3 + (index * 5) % 18  # walks through 3..20
+        scenarios.append(_random_variant(index, random_dag(size, seed * 1000 + index)))
+        index += 1
+    return scenarios
+
+
+__all__ = [
+    "nexmark_join",
+    "nexmark_map",
+    "nexmark_window",
+    "random_dag",
+    "suite",
+    "with_binding_cap",
+    "with_sine",
+    "with_slow_restart",
+    "with_step",
+    "with_sublinear",
+    "wordcount",
+]
