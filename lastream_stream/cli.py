@@ -237,3 +237,21 @@ def up(settings: LastreamSettings, initial: str, rate: float | None, schedule: s
     from lastream_stream import launcher
 
     launcher.up(settings, _wordcount_settings(rate, schedule), _parallelism_option(initial), _log_dir(logs), decisions)
+
+
+@main.command("bench")
+@click.option("--scenarios", "n_scenarios", type=int, default=36, show_default=True, help="How many scenarios of the seeded suite.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--horizon", type=float, default=None, help="Seconds per episode (default: each scenario's own).")
+@click.option("--policy", "policies", multiple=True, help="Only these policies (repeatable): lastream, ds2, flink, keda, static, oracle.")
+@click.option("--out", type=click.Path(file_okay=False), default="benchmarks/results/bench", show_default=True)
+@click.option("--llm", is_flag=True, help="Add DeepSeek candidates to LaStream (needs DEEPSEEK_API_KEY; skipped with a warning otherwise).")
+def bench(n_scenarios: int, seed: int, horizon: float | None, policies: tuple[str, ...], out: str, llm: bool) -> None:
+    """Compare LaStream with DS2, the Flink autoscaler, KEDA, static and the oracle on the
+    simulator: prints a table, writes results.json, results.md and PNG plots to --out."""
+    from pathlib import Path
+
+    from lastream_stream.bench import BenchSettings, run
+    from lastream_stream.bench.runner import POLICY_NAMES
+
+    run(BenchSettings(seed=seed, n_scenarios=n_scenarios, horizon_s=horizon, policies=policies or POLICY_NAMES, out_dir=Path(out), llm=llm))
