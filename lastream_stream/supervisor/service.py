@@ -1,0 +1,364 @@
+"""The worker supervisor of one app: reads scaling commands from the control topic, keeps
+the desired number of worker processes per operator running, and acknowledges each
+command with the parallelism it actually reached.
+
+Start-up: adopt the workers a previous supervisor left (pid files), take the parallelism
+it last recorded (state files), replay the app's commands on the compacted control topic
+from the beginning, reconcile once, then follow the topic. The supervisor reads every
+partition by assignment, never by group subscription, so it always sees the whole history;
+its consumer group only stores how far it got, so that a restart neither dead-letters the
+same bad message twice nor acknowledges a command twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
+
+from lastream_stream.contracts import CommandAck, ScalingCommand
+from lastream_stream.deadletter import BadMessage, DeadLetterDecoder, parse
+from lastream_stream.kafka_clients import KafkaClients
+from lastream_stream.settings import LastreamSettings
+from lastream_stream.supervisor.config import SupervisorSettings
+from lastream_stream.supervisor.reconcile import (
+    Decision,
+    Slot,
+    ack_for,
+    backoff_delay,
+    decide,
+    fold,
+    initial_state,
+    plan_slots,
+)
+from lastream_stream.supervisor.spec import AppSpec
+from lastream_stream.supervisor.workers import RunDir, Worker, stop_workers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SupervisorStatus:
+    app: str
+    ready: bool  # caught up with the control topic and reconciled at least once
+    generation: int
+    decision_id: str | None
+    desired: dict[str, int]
+    workers: dict[str, dict[int, int]]  # operator -> slot -> pid, live workers only
+    restarts: dict[str, int]  # crashed workers restarted, per operator
+
+    @property
+    def running(self) -> dict[str, int]:
+        return {op: len(slots) for op, slots in self.workers.items()}
+
+
+@dataclass(frozen=True)
+class PendingRestart:
+    due: float  # time.monotonic()
+    after: str  # how the previous worker ended, for the log
+
+
+class Supervisor:
+    def __init__(
+        self,
+        settings: LastreamSettings,
+        app_spec: AppSpec,
+        config: SupervisorSettings | None = None,
+        clients: KafkaClients | None = None,
+    ) -> None:
+        self.settings = settings
+        self.spec = app_spec
+        self.config = config or SupervisorSettings()
+        self.clients = clients or KafkaClients(settings.kafka)
+        self.run_dir = RunDir(self.config.run_dir(app_spec.app))
+        self.state = initial_state(app_spec, self.config.initial)
+        self.workers: dict[Slot, Worker] = {}
+        self.crashes: dict[Slot, int] = {}  # consecutive crashes per slot, for the backoff
+        self.pending: dict[Slot, PendingRestart] = {}
+        self.restarts = {op: 0 for op in app_spec.operators}
+        self._ready = False
+        self._status = self._snapshot()
+
+    # Read from any thread: a fresh immutable snapshot is swapped in by the loop.
+    def status(self) -> SupervisorStatus:
+        return self._status
+
+    def run(self, stop: threading.Event) -> None:
+        app = self.spec.app
+        with (
+            self.clients.producer() as producer,
+            self.clients.consumer(f"lastream-supervisor-{app}", **{"enable.auto.commit": False}) as consumer,
+        ):
+            decoder = DeadLetterDecoder(
+                producer, self.settings.topics.deadletter, f"supervisor-{app}", self.settings.kafka.timeout_s
+            )
+            try:
+                self.workers = {(w.operator, w.slot): w for w in self.run_dir.adopt()}
+                self._start_up(consumer, producer, decoder, stop)
+                while not stop.is_set():
+                    msg = consumer.poll(self.config.tick_s)
+                    if msg is not None:
+                        self._on_message(msg, consumer, producer, decoder)
+                    self._supervise()
+                    self._status = self._snapshot()
+            finally:
+                if self.config.stop_workers_on_exit:
+                    self._stop(sorted(self.workers, key=lambda s: (-s[1], s[0])))
+                    log.info("%s supervisor stopped with its workers", app)
+                else:
+                    log.info("%s supervisor stopped; %d worker(s) left running", app, len(self.workers))
+                self._status = self._snapshot()
+
+    # Start-up
+
+    def _start_up(self, consumer: Consumer, producer: Producer, decoder: DeadLetterDecoder, stop: threading.Event) -> None:
+        topic = self.settings.topics.control
+        md = self.clients.metadata().topics.get(topic)
+        if md is None or md.error is not None:
+            raise RuntimeError(f"control topic {topic!r} does not exist: run `lastream topics ensure`")
+        timeout = self.settings.kafka.timeout_s
+        partitions = [TopicPartition(topic, p) for p in sorted(md.partitions)]
+        done_before = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=timeout)}
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=timeout) for tp in partitions}
+        consumer.assign([TopicPartition(topic, tp.partition, OFFSET_BEGINNING) for tp in partitions])
+
+        history: list[tuple[ScalingCommand, bool]] = []  # (command, not handled by a previous run)
+        deadline = time.monotonic() + 3 * timeout
+        while not stop.is_set() and not self._caught_up(consumer, ends):
+            if time.monotonic() > deadline:
+                log.warning("could not read %s to its end within %.0f s: going on with what was read", topic, 3 * timeout)
+                break
+            msg = consumer.poll(0.2)
+            if msg is None or self._consumer_error(msg):
+                continue
+            seen = msg.offset() < done_before.get(msg.partition(), -1)
+            command = self._decode(msg, decoder, already_seen=seen)
+            if command is not None:
+                history.append((command, not seen))
+
+        recorded = {op: n for op, n in self.run_dir.read_states().items() if op in self.spec.operators}
+        base = initial_state(self.spec, self.config.initial | recorded)
+        self.state, decisions = fold(self.spec, base, [command for command, _ in history])
+        log.info(
+            "%s: desired %s (generation %d) from %d command(s) on %s, %d worker(s) adopted",
+            self.spec.app, self.state.parallelism, self.state.generation, len(history), topic, len(self.workers),
+        )  # fmt: skip
+        failures = self._reconcile()
+        unanswered = [d for d, (_, new) in zip(decisions, history) if new]
+        if unanswered:
+            # Commands superseded while the supervisor was down get no ack of their own.
+            self._ack(producer, ack_for(self.spec.app, unanswered[-1], self._running(), failures))
+        positions = consumer.position(partitions)
+        self._commit(consumer, [TopicPartition(topic, tp.partition, tp.offset) for tp in positions if tp.offset >= 0])
+        self._ready = True
+        self._status = self._snapshot()
+
+    def _caught_up(self, consumer: Consumer, ends: dict[int, tuple[int, int]]) -> bool:
+        topic = self.settings.topics.control
+        positions = {tp.partition: tp.offset for tp in consumer.position([TopicPartition(topic, p) for p in ends])}
+        return all(high <= low or positions[p] >= high for p, (low, high) in ends.items())
+
+    # Control messages
+
+    def _on_message(self, msg: Message, consumer: Consumer, producer: Producer, decoder: DeadLetterDecoder) -> None:
+        if self._consumer_error(msg):
+            return
+        command = self._decode(msg, decoder, already_seen=False)
+        if command is not None:
+            decision = decide(self.spec, self.state, command)
+            failures = self._apply(decision)
+            self._ack(producer, ack_for(self.spec.app, decision, self._running(), failures))
+        self._commit(consumer, [TopicPartition(msg.topic(), msg.partition(), msg.offset() + 1)])
+
+    def _decode(self, msg: Message, decoder: DeadLetterDecoder, already_seen: bool) -> ScalingCommand | None:
+        """This app's command in ``msg``, or None. Messages keyed by another app are that
+        app's supervisor's business (including dead-lettering them); a message a previous
+        run already handled is not dead-lettered again."""
+        key = msg.key()
+        if key is not None and key != self.spec.app.encode():
+            return None
+        if already_seen:
+            try:
+                command = parse(ScalingCommand, msg.value())
+            except BadMessage:
+                return None
+        else:
+            command = decoder.decode(ScalingCommand, msg)
+        if command is None or command.app != self.spec.app:
+            return None
+        return command
+
+    def _apply(self, decision: Decision) -> list[str]:
+        command = decision.command
+        if decision.status == "stale":
+            log.info("ignored stale command %s: %s", command.decision_id, "; ".join(decision.notes))
+            return []
+        if decision.status == "rejected":
+            notes = "; ".join(decision.notes)
+            log.warning("rejected command %s (generation %d): %s", command.decision_id, command.generation, notes)
+            return []
+        for op, (old, new) in decision.changes.items():
+            log.info("%s: %d -> %d (generation %d)", op, old, new, command.generation)
+        for note in decision.notes:
+            log.warning("generation %d: %s", command.generation, note)
+        self.state = decision.state
+        return self._reconcile()
+
+    def _ack(self, producer: Producer, ack: CommandAck) -> None:
+        producer.produce(self.settings.topics.acks, key=self.spec.app.encode(), value=ack.to_bytes())
+        if producer.flush(self.settings.kafka.timeout_s):
+            log.error("ack of generation %d not delivered within %.0f s", ack.generation, self.settings.kafka.timeout_s)
+        error = f" ({ack.error})" if ack.error else ""
+        log.info("ack generation %d: %s, running %s%s", ack.generation, ack.status, ack.applied, error)
+
+    @staticmethod
+    def _commit(consumer: Consumer, offsets: list[TopicPartition]) -> None:
+        if not offsets:
+            return
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # Only costs a repeated dead letter or ack after a restart, never a wrong state.
+            log.warning("could not commit control topic offsets: %s", exc)
+
+    @staticmethod
+    def _consumer_error(msg: Message) -> bool:
+        if msg.error() is None:
+            return False
+        log.warning("control topic: %s", msg.error())
+        return True
+
+    # Workers
+
+    def _reconcile(self) -> list[str]:
+        """Make the workers match ``self.state``; returns what went wrong, for the ack."""
+        for op, n in self.state.parallelism.items():
+            self.run_dir.write_state(op, n, self.state.generation)  # before starting: new workers read it
+        start, stop = plan_slots(self.state.parallelism, self.workers)
+        self._stop(stop)
+        self.pending = {s: p for s, p in self.pending.items() if s[1] < self.state.parallelism.get(s[0], 0)}
+        self.crashes = {s: n for s, n in self.crashes.items() if s[1] < self.state.parallelism.get(s[0], 0)}
+        failures, started = [], []
+        for slot in start:
+            if slot in self.pending:
+                continue  # a crashed worker waits out its backoff
+            worker = self._start(slot)
+            if worker is None:
+                failures.append(f"{slot[0]}-{slot[1]} could not be started")
+            else:
+                started.append(worker)
+        if started:
+            deadline = time.monotonic() + self.config.settle_s
+            while time.monotonic() < deadline and any(w.alive() for w in started):
+                time.sleep(0.05)
+            failures += [f"{w.name} exited at start-up with {w.exit_description()}" for w in started if not w.alive()]
+        self._status = self._snapshot()
+        return failures
+
+    def _start(self, slot: Slot) -> Worker | None:
+        op, index = slot
+        try:
+            worker = self.run_dir.start(op, index, self.spec.operators[op])
+        except OSError as exc:
+            failures = self.crashes[slot] = self.crashes.get(slot, 0) + 1
+            delay = backoff_delay(failures, self.config.backoff_initial_s, self.config.backoff_max_s)
+            self.pending[slot] = PendingRestart(time.monotonic() + delay, f"a failed start ({exc})")
+            log.error("cannot start %s-%d: %s; retrying in %.1f s", op, index, exc, delay)
+            return None
+        self.workers[slot] = worker
+        log.info("started %s (pid %d)", worker.name, worker.pid)
+        return worker
+
+    def _stop(self, slots: list[Slot]) -> None:
+        workers = [self.workers.pop(slot) for slot in slots if slot in self.workers]
+        if not workers:
+            return
+        graceful = stop_workers(workers, self.config.stop_timeout_s)
+        for worker in workers:
+            self.run_dir.forget(worker)
+            log.info("stopped %s (pid %d)%s", worker.name, worker.pid, "" if graceful[worker.name] else " with SIGKILL")
+
+    def _supervise(self) -> None:
+        """Notice crashed workers and restart them once their backoff has passed."""
+        for slot, worker in list(self.workers.items()):
+            if worker.alive():
+                continue
+            del self.workers[slot]
+            self.run_dir.forget(worker)
+            ran_s = time.time() - worker.started_at
+            # A worker that ran stably before crashing starts the backoff over.
+            failures = 1 if ran_s >= self.config.stable_after_s else self.crashes.get(slot, 0) + 1
+            self.crashes[slot] = failures
+            delay = backoff_delay(failures, self.config.backoff_initial_s, self.config.backoff_max_s)
+            self.pending[slot] = PendingRestart(time.monotonic() + delay, worker.exit_description())
+            log.warning(
+                "%s (pid %d) exited with %s after %.1f s; restarting in %.1f s",
+                worker.name, worker.pid, worker.exit_description(), ran_s, delay,
+            )  # fmt: skip
+        now = time.monotonic()
+        for slot, pending in sorted(self.pending.items()):
+            if pending.due > now:
+                continue
+            del self.pending[slot]
+            worker = self._start(slot)
+            if worker is not None:
+                self.restarts[slot[0]] += 1
+                log.warning("restarted %s after %s (restart #%d)", worker.name, pending.after, self.restarts[slot[0]])
+
+    def _running(self) -> dict[str, int]:
+        running = {op: 0 for op in self.spec.operators}
+        for (op, _), worker in self.workers.items():
+            if worker.alive():
+                running[op] = running.get(op, 0) + 1
+        return running
+
+    def _snapshot(self) -> SupervisorStatus:
+        workers: dict[str, dict[int, int]] = {op: {} for op in self.spec.operators}
+        for (op, slot), worker in sorted(self.workers.items()):
+            if worker.alive():
+                workers.setdefault(op, {})[slot] = worker.pid
+        return SupervisorStatus(
+            app=self.spec.app,
+            ready=self._ready,
+            generation=self.state.generation,
+            decision_id=self.state.decision_id,
+            desired=dict(self.state.parallelism),
+            workers=workers,
+            restarts=dict(self.restarts),
+        )
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``stop`` (main thread only), so the supervisor exits cleanly."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: stop.set())
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run(
+    settings: LastreamSettings,
+    app_spec: AppSpec,
+    stop: threading.Event | None = None,
+    config: SupervisorSettings | None = None,
+) -> None:
+    """Supervise ``app_spec``'s workers until ``stop`` is set; without ``stop``, until
+    SIGINT or SIGTERM (then it must run in the main thread)."""
+    supervisor = Supervisor(settings, app_spec, config)
+    if stop is not None:
+        supervisor.run(stop)
+        return
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        supervisor.run(stop)

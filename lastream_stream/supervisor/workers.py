@@ -1,0 +1,197 @@
+"""Worker processes and the files that outlive the supervisor.
+
+In the run directory (``<home>/<app>/``):
+
+- ``<operator>-<slot>.pid``: pid and start time of the worker in that slot. The start time
+  pins the identity: a pid the kernel has handed to another process since is not adopted.
+- ``<operator>.state.json``: ``{"operator", "parallelism", "generation"}``, what the
+  workers read through ``LASTREAM_WORKER_STATE``, and the supervisor's own record of the
+  desired state (a compacted control topic keeps only the latest command, which need not
+  name every operator).
+- ``<operator>-<slot>.log``: the worker's stdout and stderr, appended across restarts.
+
+Workers run in their own session, so a Ctrl-C in the supervisor's terminal does not reach
+them and a killed supervisor leaves them running for its successor to adopt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from lastream_stream.supervisor.spec import WorkerSpec
+
+log = logging.getLogger(__name__)
+
+# create_time() is derived from boot time and clock ticks: identical for the same process
+# whenever it is read, so anything beyond float noise means a different process.
+SAME_PROCESS_TOLERANCE_S = 0.05
+
+
+def write_atomically(path: Path, data: dict) -> None:
+    """Readers see the old file or the new one, never a half-written one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def is_alive(process: psutil.Process) -> bool:
+    """Running and not a zombie (orphans whose reaper is slow linger as zombies)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@dataclass
+class Worker:
+    """One worker process in one slot. ``popen`` is None for a worker adopted from a
+    previous supervisor: it is not our child, so its exit code cannot be known."""
+
+    operator: str
+    slot: int
+    process: psutil.Process
+    popen: subprocess.Popen | None = None
+
+    @property
+    def started_at(self) -> float:
+        """Epoch seconds; known for adopted workers too, unlike anything we could record."""
+        return self.process.create_time()
+
+    @property
+    def name(self) -> str:
+        return f"{self.operator}-{self.slot}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None  # also reaps our child once it exits
+        return is_alive(self.process)
+
+    def exit_description(self) -> str:
+        if self.popen is None:
+            return "an unknown exit code (adopted process)"
+        return f"exit code {self.popen.returncode}"
+
+    def signal(self, sig: signal.Signals) -> None:
+        try:
+            self.process.send_signal(sig)  # psutil refuses when the pid now belongs to another process
+        except psutil.NoSuchProcess:
+            pass
+
+
+class RunDir:
+    """The supervisor's files for one app."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+
+    def pid_file(self, operator: str, slot: int) -> Path:
+        return self.path / f"{operator}-{slot}.pid"
+
+    def log_file(self, operator: str, slot: int) -> Path:
+        return self.path / f"{operator}-{slot}.log"
+
+    def state_file(self, operator: str) -> Path:
+        return self.path / f"{operator}.state.json"
+
+    def write_state(self, operator: str, parallelism: int, generation: int) -> None:
+        state = {"operator": operator, "parallelism": parallelism, "generation": generation}
+        write_atomically(self.state_file(operator), state)
+
+    def read_states(self) -> dict[str, int]:
+        """Parallelism per operator as last written; unreadable files are ignored."""
+        states = {}
+        for path in self.path.glob("*.state.json"):
+            try:
+                data = json.loads(path.read_text())
+                states[str(data["operator"])] = int(data["parallelism"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("ignoring unreadable state file %s: %s", path, exc)
+        return states
+
+    def adopt(self) -> list[Worker]:
+        """Workers a previous supervisor left running, by their pid files. Pid files of
+        processes that are gone, or whose pid now belongs to another process, are removed."""
+        adopted = []
+        for path in sorted(self.path.glob("*.pid")):
+            try:
+                data = json.loads(path.read_text())
+                operator, slot = str(data["operator"]), int(data["slot"])
+                pid, started = int(data["pid"]), float(data["create_time"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("removing unreadable pid file %s: %s", path, exc)
+                path.unlink(missing_ok=True)
+                continue
+            try:
+                process = psutil.Process(pid)
+                same = abs(process.create_time() - started) < SAME_PROCESS_TOLERANCE_S
+            except psutil.NoSuchProcess:
+                same = False
+            if not same or not is_alive(process):
+                log.info("%s-%d (pid %d) is gone: removing its stale pid file", operator, slot, pid)
+                path.unlink(missing_ok=True)
+                continue
+            log.info("adopted %s-%d (pid %d)", operator, slot, pid)
+            adopted.append(Worker(operator, slot, process))
+        return adopted
+
+    def start(self, operator: str, slot: int, spec: WorkerSpec) -> Worker:
+        """Start one worker; raises OSError when its command cannot be executed."""
+        env = {
+            **os.environ,
+            **spec.env,
+            "LASTREAM_WORKER_OPERATOR": operator,
+            "LASTREAM_WORKER_INDEX": str(slot),
+            "LASTREAM_WORKER_STATE": str(self.state_file(operator)),
+        }
+        with open(self.log_file(operator, slot), "ab") as log_file:
+            popen = subprocess.Popen(
+                spec.command, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        process = psutil.Process(popen.pid)
+        # A zombie still has its create_time, so this holds even for a worker that died at once.
+        write_atomically(
+            self.pid_file(operator, slot),
+            {"operator": operator, "slot": slot, "pid": popen.pid, "create_time": process.create_time()},
+        )
+        return Worker(operator, slot, process, popen)
+
+    def forget(self, worker: Worker) -> None:
+        self.pid_file(worker.operator, worker.slot).unlink(missing_ok=True)
+
+
+def stop_workers(workers: Iterable[Worker], timeout_s: float, poll_s: float = 0.05) -> dict[str, bool]:
+    """SIGTERM all (in the given order), wait up to ``timeout_s`` for them together, then
+    SIGKILL the rest. Returns, per worker name, whether it stopped on SIGTERM."""
+    workers = list(workers)
+    for worker in workers:
+        worker.signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    pending = [w for w in workers if w.alive()]
+    while pending and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        pending = [w for w in pending if w.alive()]
+    for worker in pending:
+        log.warning("%s (pid %d) ignored SIGTERM for %.0f s: killing it", worker.name, worker.pid, timeout_s)
+        worker.signal(signal.SIGKILL)
+    # SIGKILL cannot be ignored; this wait only lets the kernel finish and us reap.
+    kill_deadline = time.monotonic() + 5.0
+    while any(w.alive() for w in pending) and time.monotonic() < kill_deadline:
+        time.sleep(poll_s)
+    killed = {w.name for w in pending}
+    return {w.name: w.name not in killed for w in workers}

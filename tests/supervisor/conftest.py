@@ -1,0 +1,210 @@
+"""Fixtures for the supervisor tests: a tiny real worker program, an app spec that runs it,
+helpers to publish commands and read acks, and an in-process supervisor thread."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+from lastream_stream.contracts import CommandAck, ScalingCommand
+from lastream_stream.deadletter import parse
+from lastream_stream.kafka_clients import KafkaClients
+from lastream_stream.settings import LastreamSettings
+from lastream_stream.supervisor import AppSpec, Supervisor, SupervisorSettings, WorkerSpec
+
+APP = "demo"
+
+# Records its start (with the state file it was handed) and a clean SIGTERM as marker files,
+# so tests can tell a graceful stop from a kill. TEST_WORKER_* variables change its manners.
+WORKER = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    from pathlib import Path
+
+    out = Path(sys.argv[1])
+    op, slot = os.environ["LASTREAM_WORKER_OPERATOR"], int(os.environ["LASTREAM_WORKER_INDEX"])
+    if slot >= int(os.environ.get("TEST_WORKER_FAIL_FROM_SLOT", "1000")):
+        sys.exit(3)
+    name = f"{op}-{slot}-{os.getpid()}"
+
+    def on_term(signum, frame):
+        (out / f"{name}.stopped").write_text("SIGTERM")
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if os.environ.get("TEST_WORKER_IGNORE_TERM") else on_term)
+    state = json.loads(Path(os.environ["LASTREAM_WORKER_STATE"]).read_text())
+    (out / f"{name}.started").write_text(json.dumps({"operator": op, "slot": slot, "pid": os.getpid(), "state": state}))
+    while True:
+        time.sleep(3600)
+    """
+)
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float = 15.0, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class Workers:
+    """The test's worker program: where it writes its markers, and the live processes
+    running it, found by command line and environment, independently of the supervisor."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.script = tmp_path / "worker.py"
+        self.script.write_text(WORKER)
+        self.out = tmp_path / "markers"
+        self.out.mkdir()
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(self.script), str(self.out)]
+
+    def spec(self, partitions: int = 4, env: dict[str, dict[str, str]] | None = None) -> AppSpec:
+        env = env or {}
+        return AppSpec(
+            app=APP,
+            operators={
+                "source": WorkerSpec(command=self.command(), partitions=partitions, scalable=False, env=env.get("source", {})),
+                "splitter": WorkerSpec(command=self.command(), partitions=partitions, env=env.get("splitter", {})),
+                "counter": WorkerSpec(command=self.command(), partitions=partitions, env=env.get("counter", {})),
+            },
+        )
+
+    def live(self) -> dict[tuple[str, int], int]:
+        """(operator, slot) -> pid of every live process running this test's worker script.
+        Asserts there is at most one per slot: a duplicate is exactly what must never happen."""
+        found = self._processes()
+        duplicates = {k: v for k, v in found.items() if len(v) > 1}
+        assert not duplicates, f"duplicated workers: {duplicates}"
+        return {k: v[0] for k, v in found.items()}
+
+    def _processes(self) -> dict[tuple[str, int], list[int]]:
+        found: dict[tuple[str, int], list[int]] = {}
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            try:
+                if proc.info["status"] == psutil.STATUS_ZOMBIE or str(self.script) not in (proc.info["cmdline"] or []):
+                    continue
+                env = proc.environ()
+                key = (env["LASTREAM_WORKER_OPERATOR"], int(env["LASTREAM_WORKER_INDEX"]))
+            except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError):
+                continue
+            found.setdefault(key, []).append(proc.pid)
+        return found
+
+    def started(self, operator: str, slot: int, pid: int) -> dict | None:
+        path = self.out / f"{operator}-{slot}-{pid}.started"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def stopped_gracefully(self, operator: str, slot: int, pid: int) -> bool:
+        return (self.out / f"{operator}-{slot}-{pid}.stopped").exists()
+
+    def kill_all(self) -> None:
+        for pid in [pid for pids in self._processes().values() for pid in pids]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    w = Workers(tmp_path)
+    yield w
+    w.kill_all()  # whatever a failed test left behind
+
+
+@pytest.fixture
+def sup_config(tmp_path: Path) -> SupervisorSettings:
+    return SupervisorSettings(home=tmp_path / "run", settle_s=0.3, backoff_initial_s=0.2, stop_timeout_s=5.0, tick_s=0.05)
+
+
+def publish(clients: KafkaClients, settings: LastreamSettings, *messages: ScalingCommand | bytes, key: str = APP) -> None:
+    with clients.producer() as producer:
+        for message in messages:
+            value = message if isinstance(message, bytes) else message.to_bytes()
+            msg_key = message.app if isinstance(message, ScalingCommand) else key
+            producer.produce(settings.topics.control, key=msg_key.encode(), value=value)
+
+
+def command(generation: int, app: str = APP, **target: int) -> ScalingCommand:
+    return ScalingCommand(app=app, generation=generation, target=target, reason="test")
+
+
+class AckStream:
+    """Acks in order, read from the start of the acks topic."""
+
+    def __init__(self, consumer, topic: str) -> None:
+        self.consumer = consumer
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        self.seen: list[CommandAck] = []
+
+    def next(self, timeout_s: float = 20.0) -> CommandAck:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            msg = self.consumer.poll(0.1)
+            if msg is not None and msg.error() is None:
+                ack = parse(CommandAck, msg.value())
+                self.seen.append(ack)
+                return ack
+        raise AssertionError(f"no ack within {timeout_s} s (seen so far: {[(a.generation, a.status) for a in self.seen]})")
+
+    def until(self, generation: int, timeout_s: float = 20.0) -> CommandAck:
+        """Skip to the ack of ``generation`` (the acks read on the way stay in ``seen``)."""
+        while True:
+            ack = self.next(timeout_s)
+            if ack.generation == generation:
+                return ack
+
+
+@pytest.fixture
+def acks(clients: KafkaClients, settings: LastreamSettings, group_id: str) -> Iterator[AckStream]:
+    with clients.consumer(group_id, **{"enable.auto.commit": False}) as consumer:
+        yield AckStream(consumer, settings.topics.acks)
+
+
+@pytest.fixture
+def supervise(settings: LastreamSettings, clients: KafkaClients, sup_config: SupervisorSettings) -> Iterator[Callable[..., Supervisor]]:
+    """Run a supervisor in a thread until the test ends; returns it once it is ready."""
+    running: list[tuple[Supervisor, threading.Event, threading.Thread]] = []
+    errors: list[BaseException] = []
+
+    def start(spec: AppSpec, config: SupervisorSettings | None = None) -> Supervisor:
+        supervisor = Supervisor(settings, spec, config or sup_config, clients)
+        stop = threading.Event()
+
+        def target() -> None:
+            try:
+                supervisor.run(stop)
+            except BaseException as exc:  # surfaced by the test, not lost in the thread
+                errors.append(exc)
+                raise
+
+        thread = threading.Thread(target=target, name="supervisor", daemon=True)
+        thread.start()
+        running.append((supervisor, stop, thread))
+        wait_for(lambda: supervisor.status().ready or errors, what="the supervisor to be ready")
+        assert not errors, errors
+        return supervisor
+
+    yield start
+    for _, stop, thread in running:
+        stop.set()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "supervisor did not stop"
+    assert not errors, errors
