@@ -16,7 +16,7 @@ def latest_commands(clients: KafkaClients, topic: str) -> dict[str, ScalingComma
     current end. Undecodable records are skipped here: their consumers dead-letter them."""
     partitions = clients.metadata().topics[topic].partitions
     latest: dict[str, ScalingCommand] = {}
-    with clients.consumer(f"lastream-control-reader-{time.time_ns()}", enable_auto_commit=False) as consumer:
+    with clients.consumer(f"lastream-control-reader-{time.time_ns()}", **{"enable.auto.commit": False}) as consumer:
         ends = {}
         for p in partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=clients.settings.timeout_s)

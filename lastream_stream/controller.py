@@ -182,15 +182,17 @@ class AppController:
         else:
             kind = "command"
             self.generation += 1
+            # Only what changes: operators the app runs outside its supervisor (a source) stay out.
+            changes = {name: n for name, n in target.items() if n != current.get(name)}
             self.pending = ScalingCommand(
-                app=self.app, decision_id=decision_id, generation=self.generation, target=target, issued_at=now,
-                reason=f"{source} scheme, predicted reward {predicted:.3f}" if predicted is not None else f"{source} scheme",
+                app=self.app, decision_id=decision_id, generation=self.generation, target=changes, issued_at=now,
+                reason=f"{source} scheme, predicted reward {predicted:.3g}" if predicted is not None else f"{source} scheme",
             )  # fmt: skip
             decision.chosen = target
             self.pending_decision = decision
             self.phase = Phase.AWAITING_ACK
             self.last_command_at = now
-            log.info("%s: generation %d -> %s (%s)", self.app, self.generation, target, self.pending.reason)
+            log.info("%s: generation %d -> %s (%s)", self.app, self.generation, changes, self.pending.reason)
         record = Publish(self._record(decision, graph, decision_id, kind, target, predicted))
         return [Publish(self.pending), record] if self.pending is not None and kind == "command" else [record]
 
@@ -200,7 +202,7 @@ class AppController:
         if isinstance(self.policy, LearningPolicy):
             self.policy.observe(decision, measured)
             self.policy.train(self.settings.train_steps)
-        log.info("%s: measured reward %.3f for %s", self.app, measured, decision.chosen)
+        log.info("%s: measured reward %.3g for %s", self.app, measured, decision.chosen)
         return self._record(decision, graph, uuid.uuid4().hex, "outcome", decision.chosen, None, measured)
 
     def _record(self, decision: Decision, graph: AppGraph, decision_id: str, kind: DecisionKind, chosen: dict[str, int],

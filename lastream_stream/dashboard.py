@@ -51,7 +51,7 @@ class AppMonitor:
         clients = KafkaClients(self.settings.kafka)
         topics = self.settings.topics
         metadata = clients.metadata()
-        with clients.consumer("lastream-view", enable_auto_commit=False) as consumer:
+        with clients.consumer("lastream-view", **{"enable.auto.commit": False}) as consumer:
             consumer.assign([
                 TopicPartition(topic, p, OFFSET_END)
                 for topic in (topics.metrics, topics.decisions)

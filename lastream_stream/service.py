@@ -73,7 +73,7 @@ class AgentService:
     def run(self, stop: threading.Event, max_decisions: int | None = None, on_publish: Callable[[Publish], None] | None = None) -> None:
         topics = self.settings.topics
         self.clients.ensure_topics(project_topics(topics))
-        with self.clients.producer() as producer, self.clients.consumer("lastream-agent", enable_auto_commit=False) as consumer:
+        with self.clients.producer() as producer, self.clients.consumer("lastream-agent", **{"enable.auto.commit": False}) as consumer:
             decoder = DeadLetterDecoder(producer, topics.deadletter, consumer_name="lastream-agent")
             history_end = self._assign(consumer)
             log.info("agent started: replaying %d control/ack record(s), then deciding", sum(history_end.values()))

@@ -56,14 +56,14 @@ def test_command_ack_outcome_cycle():
     c = make({"splitter": 3})
     feed(c, T0, 5, parallelism=1)
     command, record = (a.message for a in c.tick(T0 + 5))
-    assert (command.generation, command.target) == (1, {"source": 1, "splitter": 3})
-    assert record.kind == "command" and record.chosen == command.target
+    assert (command.generation, command.target) == (1, {"splitter": 3})
+    assert record.kind == "command" and record.chosen == {"source": 1, "splitter": 3}
     assert c.phase is Phase.AWAITING_ACK
     feed(c, T0 + 5, 5, parallelism=1)
     assert c.tick(T0 + 10) == []  # awaiting the ack: never a second command
 
     c.on_ack(CommandAck(app="wordcount", decision_id=command.decision_id, generation=1, status="applied",
-                        applied=command.target), now=T0 + 10)  # fmt: skip
+                        applied={"splitter": 3}), now=T0 + 10)  # fmt: skip
     feed(c, T0 + 10, 2, parallelism=3)  # warm-up reports: ignored
     assert c.tick(T0 + 14) == []
     feed(c, T0 + 12, 5, parallelism=3, lag=500, latency=50.0)

@@ -1,0 +1,119 @@
+"""The whole loop on real parts: WordCount workers started by the supervisor, the agent
+deciding from their metrics, commands applied, rewards measured and trained on."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from lastream_stream.contracts import ScalingCommand
+from lastream_stream.controller import ControllerSettings
+from lastream_stream.launcher import start_wordcount
+from lastream_stream.service import AgentService, AgentServiceSettings
+from lastream_stream.window import MetricsWindow
+from wordcount_app.settings import WordCountSettings
+
+# Light on CPU (2 cores run broker, agent and ~8 workers) but needing scale-out: at 12
+# sentences/s, 150 ms per sentence needs 2 splitters (1.8 busy s/s); ~83 words/s at
+# 20 ms per word needs 2 counters (1.7 busy s/s).
+LOOP_WC = dict(rate=12.0, cost_splitter_ms=150.0, cost_counter_ms=20.0, cost_sink_ms=2.0, metrics_interval_s=1.0, partitions=4)
+
+
+@pytest.fixture
+def loop_wc() -> WordCountSettings:
+    return WordCountSettings(prefix=f"loop-{uuid.uuid4().hex[:8]}", **LOOP_WC)
+
+
+@pytest.fixture
+def supervisor_home(tmp_path, monkeypatch):
+    # The supervisor runs as a subprocess: it reads its settings from the environment.
+    monkeypatch.setenv("LASTREAM_SUPERVISOR_HOME", str(tmp_path / "supervisor"))
+    monkeypatch.setenv("LASTREAM_SUPERVISOR_SETTLE_S", "0.5")
+    return tmp_path / "supervisor"
+
+
+class RunningAgent:
+    """An AgentService in a thread, recording what it publishes."""
+
+    def __init__(self, settings, checkpoint, **controller):
+        controller = {"window_s": 8.0, "warmup_s": 5.0, "train_steps": 5} | controller
+        service = AgentServiceSettings(checkpoint=checkpoint, llm=False, controller=ControllerSettings(**controller))
+        self.service = AgentService(settings, service)
+        self.published = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.service.run, args=(self.stop, None, lambda a: self.published.append(a.message)), daemon=True)  # fmt: skip
+        self.thread.start()
+
+    def commands(self) -> list[ScalingCommand]:
+        return [m for m in self.published if isinstance(m, ScalingCommand)]
+
+    def records(self, kind: str):
+        return [m for m in self.published if getattr(m, "kind", None) == kind]
+
+    def halt(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "agent did not stop"
+
+
+def wait_for(condition, timeout_s: float, what: str, agent: RunningAgent | None = None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if agent is not None:
+            assert agent.thread.is_alive(), "the agent thread died"
+        if value := condition():
+            return value
+        time.sleep(1.0)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+class Sustained:
+    """Checked once a second: every operator takes in >= 90% of what its upstream emits, over
+    the controller's current window, and the total lag is not above what it was 5 checks ago."""
+
+    def __init__(self, agent: RunningAgent, app: str) -> None:
+        self.agent, self.app = agent, app
+        self.lags: list[int] = []
+
+    def __call__(self) -> bool:
+        controller = self.agent.service.controllers.get(self.app)
+        if controller is None or controller.pending is not None:
+            return False
+        window = MetricsWindow(window_s=8.0)
+        for report in list(controller.reports):
+            window.add(report)
+        graph = window.graph(self.app)
+        if graph is None or len(graph.operators) < 4:
+            return False
+        self.lags.append(graph.total_lag)
+        keeps_up = all(
+            op.observed_input_rate >= 0.9 * sum(graph.operators[u].observed_output_rate for u in op.upstreams)
+            for op in graph.operators.values()
+            if op.upstreams
+        )
+        return keeps_up and len(self.lags) > 5 and self.lags[-1] <= self.lags[-6]
+
+
+def test_under_provisioned_wordcount_converges_and_learns(settings, loop_wc, supervisor_home, tmp_path):
+    checkpoint = tmp_path / "agent.pt"
+    pipeline = start_wordcount(settings, loop_wc, {"splitter": 1, "counter": 1, "sink": 1}, tmp_path / "logs")
+    agent = RunningAgent(settings, checkpoint)
+    try:
+        wait_for(lambda: agent.commands() and agent.records("outcome"), 240, "an applied command and its measured reward", agent)
+        first = agent.commands()[0]
+        assert first.generation == 2  # the launcher's initial configuration was generation 1
+        assert first.target["splitter"] >= 2
+        wait_for(Sustained(agent, loop_wc.app), 240, "the source rate sustained with lag not growing", agent)
+        replay_before = len(agent.service.agent.replay)
+        size_before = checkpoint.stat().st_size
+        wait_for(lambda: len(agent.service.agent.replay) > replay_before, 120, "another measured outcome", agent)
+        assert checkpoint.stat().st_size > size_before
+        assert all(0 < r.measured_reward <= 1 for r in agent.records("outcome"))
+    finally:
+        agent.halt()
+        pipeline.stop()
+    generations = [c.generation for c in agent.commands()]
+    assert generations == sorted(set(generations)), "a generation was issued twice"
