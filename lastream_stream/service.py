@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -25,6 +25,7 @@ from lastream_stream.controller import AppController, ControllerSettings, Publis
 from lastream_stream.deadletter import DeadLetterDecoder
 from lastream_stream.kafka_clients import KafkaClients, project_topics
 from lastream_stream.policy.agent import LaStreamAgent
+from lastream_stream.policy.base import Policy
 from lastream_stream.policy.candidates import AnalyticGenerator
 from lastream_stream.policy.llm import LLMGenerator
 from lastream_stream.settings import LastreamSettings
@@ -54,13 +55,15 @@ def build_agent(service: AgentServiceSettings) -> LaStreamAgent:
 
 
 class AgentService:
-    def __init__(self, settings: LastreamSettings, service: AgentServiceSettings, agent: LaStreamAgent | None = None) -> None:
+    def __init__(self, settings: LastreamSettings, service: AgentServiceSettings, agent: Policy | None = None) -> None:
+        """``agent`` defaults to the LaStream agent; any ``Policy`` (a baseline) runs the same cycle."""
         self.settings = settings
         self.service = service
         self.agent = agent or build_agent(service)
         self.clients = KafkaClients(settings.kafka)
         self.controllers: dict[str, AppController] = {}
         self.started_at = time.time()
+        self.ready = threading.Event()  # set once assigned and the control/acks history is replayed
 
     def controller(self, app: str) -> AppController | None:
         if self.service.apps and app not in self.service.apps:
@@ -85,7 +88,10 @@ class AgentService:
                     key = (msg.topic(), msg.partition())
                     if key in history_end and msg.offset() + 1 >= history_end[key]:
                         del history_end[key]
-                if history_end or time.monotonic() < next_tick:
+                if history_end:
+                    continue
+                self.ready.set()
+                if time.monotonic() < next_tick:
                     continue
                 next_tick = time.monotonic() + self.service.tick_s
                 for controller in list(self.controllers.values()):
@@ -104,10 +110,12 @@ class AgentService:
         assignment, history_end = [], {}
         for topic in (topics.control, topics.acks, topics.metrics):
             for partition in metadata.topics[topic].partitions:
-                history = topic != topics.metrics
-                assignment.append(TopicPartition(topic, partition, OFFSET_BEGINNING if history else OFFSET_END))
-                if history:
-                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self.clients.settings.timeout_s)
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self.clients.settings.timeout_s)
+                if topic == topics.metrics:
+                    # The explicit end offset: every report published after this call is read.
+                    assignment.append(TopicPartition(topic, partition, high))
+                else:
+                    assignment.append(TopicPartition(topic, partition, OFFSET_BEGINNING))
                     if high > low:
                         history_end[(topic, partition)] = high
         consumer.assign(assignment)
@@ -133,7 +141,7 @@ class AgentService:
         producer.produce(topic, key=message.app.encode(), value=message.to_bytes())
         # A command must be on the broker before we wait for its ack.
         producer.flush(self.clients.settings.timeout_s)
-        if isinstance(message, DecisionRecord) and message.kind == "outcome":
+        if isinstance(message, DecisionRecord) and message.kind == "outcome" and isinstance(self.agent, LaStreamAgent):
             self.service.checkpoint.parent.mkdir(parents=True, exist_ok=True)
             self.agent.save(self.service.checkpoint)
 

@@ -1,0 +1,83 @@
+"""The agent service against the real broker, fed by a hand-written app whose DS2 optimum
+is known: bad metrics must go to the dead-letter topic and not move the decision."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from factories import sample_report
+from lastream_stream.contracts import DeadLetter, ScalingCommand
+from lastream_stream.controller import ControllerSettings
+from lastream_stream.deadletter import parse
+from lastream_stream.policy.base import Decision
+from lastream_stream.policy.ds2 import optimal_parallelism
+from lastream_stream.service import AgentService, AgentServiceSettings
+
+
+class DS2:
+    name = "ds2"
+
+    def decide(self, graph, context=None):
+        return Decision.single(self.name, graph, optimal_parallelism(graph))
+
+
+def honest_reports(now: float) -> list[bytes]:
+    """source emits 100/s; one 'work' instance processes 30 records per useful second, so
+    DS2's optimum for work is ceil(100 / 30) = 4."""
+    return [
+        sample_report(app="flooded", operator="source", instance_id="src", interval_end=now, interval_s=1.0,
+                      records_in=100, records_out=100, useful_time_s=0.1, lag=None, upstreams=[], input_partitions=None,
+                      parallelism=1).to_bytes(),
+        sample_report(app="flooded", operator="work", instance_id="w0", interval_end=now, interval_s=1.0,
+                      records_in=30, records_out=30, useful_time_s=1.0, lag=500, upstreams=["source"], input_partitions=8,
+                      parallelism=1).to_bytes(),
+    ]  # fmt: skip
+
+
+def flood(now: float) -> list[bytes]:
+    absurd = json.loads(honest_reports(now)[1]) | {"instance_id": "liar", "records_in": 10**12}
+    negative = json.loads(honest_reports(now)[1]) | {"instance_id": "liar", "records_in": -50}
+    fast = json.loads(honest_reports(now)[1]) | {"instance_id": "liar", "useful_time_s": 99.0}
+    wrong_schema = {"schema_version": 1, "app": "flooded", "operator": "work", "rate": 5}
+    return [b"\x00garbage\xff", b"{not json", json.dumps(absurd).encode(), json.dumps(negative).encode(),
+            json.dumps(fast).encode(), json.dumps(wrong_schema).encode(), b"null"]  # fmt: skip
+
+
+def test_metrics_flood_is_dead_lettered_and_does_not_move_the_decision(settings, clients, reader, tmp_path):
+    service = AgentService(
+        settings,
+        AgentServiceSettings(checkpoint=tmp_path / "unused.pt", llm=False, controller=ControllerSettings(window_s=3.0, warmup_s=0.0)),
+        agent=DS2(),
+    )
+    stop = threading.Event()
+    published = []
+    thread = threading.Thread(target=service.run, args=(stop, None, lambda a: published.append(a.message)), daemon=True)
+    thread.start()
+    assert service.ready.wait(30), "the agent did not get ready"
+    flooded = 0
+    try:
+        with clients.producer() as producer:
+            deadline = time.monotonic() + 60
+            while not any(isinstance(m, ScalingCommand) for m in published) and time.monotonic() < deadline:
+                now = time.time()
+                for payload in honest_reports(now) + flood(now):
+                    producer.produce(settings.topics.metrics, key=b"flooded", value=payload)
+                flooded += len(flood(now))
+                producer.flush(10)
+                time.sleep(1.0)
+        # Every flood message must reach the dead-letter topic while the agent keeps running.
+        letters = [parse(DeadLetter, m.value()) for m in reader(settings.topics.deadletter, flooded)]
+        assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(30)
+    commands = [m for m in published if isinstance(m, ScalingCommand)]
+    assert commands, "the agent made no decision"
+    assert commands[0].target == {"work": 4}
+    assert all(r.instance_id != "liar" for r in service.controllers["flooded"].reports)
+    assert all(letter.source_topic == settings.topics.metrics for letter in letters)
+    reasons = " | ".join(letter.error for letter in letters)
+    for expected in ("not JSON", "records_in", "useful_time_s exceeds", "Field required", "expected a JSON object"):
+        assert expected in reasons
