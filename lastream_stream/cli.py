@@ -19,12 +19,15 @@ log = logging.getLogger("lastream")
 
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(message)s",
-        datefmt="[%X]",
-        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
-    )
+    """Rich on a terminal; plain one-line records when the output goes to a file or a pipe."""
+    if console.is_terminal:
+        handler: logging.Handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+        fmt = "%(message)s"
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level.upper(), format=fmt, handlers=[handler])
+    logging.getLogger("lastream.librdkafka").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 class FriendlyErrors(click.Group):

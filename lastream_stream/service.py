@@ -51,7 +51,11 @@ def build_agent(service: AgentServiceSettings) -> LaStreamAgent:
         llm = LLMGenerator()
         if llm.enabled:
             generators.append(llm)
-    return LaStreamAgent.pretrained(service.checkpoint, generators=generators)
+    agent = LaStreamAgent.pretrained(service.checkpoint, generators=generators)
+    source = f"model and replay from {service.checkpoint}" if service.checkpoint.exists() else "the shipped pretrained model"
+    log.info("agent uses %s (%d replayed outcome(s)); candidates from %s", source, len(agent.replay),
+             ", ".join(g.name for g in generators))  # fmt: skip
+    return agent
 
 
 class AgentService:

@@ -15,6 +15,7 @@ def test_compose_runs_the_same_kafka_in_kraft_mode():
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert env["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == "0"
     assert "healthcheck" in kafka
+    assert {"kafka", "topics", "supervisor", "source", "agent"} <= set(compose["services"])
     for name, service in compose["services"].items():
         for dependency in service.get("depends_on", {}):
             assert dependency in compose["services"], f"{name} depends on unknown {dependency}"

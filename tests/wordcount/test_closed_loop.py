@@ -3,18 +3,25 @@ deciding from their metrics, commands applied, rewards measured and trained on."
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 
 import pytest
 
-from lastream_stream.contracts import ScalingCommand
+from lastream_stream.contracts import DecisionRecord, ScalingCommand
+from lastream_stream.deadletter import parse
+from lastream_stream.kafka_clients import KafkaClients
 from lastream_stream.controller import ControllerSettings
 from lastream_stream.launcher import start_wordcount
 from lastream_stream.service import AgentService, AgentServiceSettings
 from lastream_stream.window import MetricsWindow
 from wordcount_app.settings import WordCountSettings
+from wordcount_app.topology import worker_env
 
 # Light on CPU (2 cores run broker, agent and ~8 workers) but needing scale-out: at 12
 # sentences/s, 150 ms per sentence needs 2 splitters (1.8 busy s/s); ~83 words/s at
@@ -117,3 +124,69 @@ def test_under_provisioned_wordcount_converges_and_learns(settings, loop_wc, sup
         pipeline.stop()
     generations = [c.generation for c in agent.commands()]
     assert generations == sorted(set(generations)), "a generation was issued twice"
+
+
+def test_step_down_in_source_rate_leads_to_a_scale_in(settings, supervisor_home, tmp_path):
+    # Sized for 12 sentences/s, then the rate drops to 3/s: one splitter and one counter suffice.
+    wc = WordCountSettings(prefix=f"down-{uuid.uuid4().hex[:8]}", **(LOOP_WC | {"schedule": "0:12,15:3"}))
+    pipeline = start_wordcount(settings, wc, {"splitter": 3, "counter": 3, "sink": 1}, tmp_path / "logs")
+    agent = RunningAgent(settings, tmp_path / "agent.pt")
+    try:
+        def scaled_in():
+            return [c for c in agent.commands() if c.target.get("splitter", 3) < 3 or c.target.get("counter", 3) < 3]
+
+        wait_for(scaled_in, 240, "a scale-in command", agent)
+        wait_for(lambda: agent.service.controllers[wc.app].pending is None, 60, "the scale-in to be acknowledged", agent)
+        wait_for(Sustained(agent, wc.app), 180, "the lower rate sustained after the scale-in", agent)
+    finally:
+        agent.halt()
+        pipeline.stop()
+
+
+def test_agent_killed_mid_run_resumes_without_duplicating_a_command(settings, loop_wc, supervisor_home, tmp_path):
+    checkpoint = tmp_path / "agent.pt"
+    env = os.environ | worker_env(settings, loop_wc) | {
+        "LASTREAM_AGENT_CHECKPOINT": str(checkpoint), "LASTREAM_AGENT_WINDOW_S": "8", "LASTREAM_AGENT_WARMUP_S": "5",
+        "LASTREAM_AGENT_TRAIN_STEPS": "5", "LASTREAM_AGENT_LLM": "false",
+    }  # fmt: skip
+    command = [sys.executable, "-m", "lastream_stream", "agent", "--app", loop_wc.app]
+    clients = KafkaClients(settings.kafka)
+
+    def read(topic: str, model):
+        with clients.consumer(f"reader-{uuid.uuid4().hex[:8]}", [topic]) as consumer:
+            found, deadline = [], time.monotonic() + 4
+            while time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is not None and msg.error() is None:
+                    found.append(parse(model, msg.value()))
+            return found
+
+    pipeline = start_wordcount(settings, loop_wc, {"splitter": 1, "counter": 1, "sink": 1}, tmp_path / "logs")
+    first = subprocess.Popen(command, env=env, stdout=open(tmp_path / "agent-1.log", "wb"), stderr=subprocess.STDOUT)
+    second = None
+    try:
+        wait_for(lambda: [r for r in read(settings.topics.decisions, DecisionRecord) if r.kind == "outcome"]
+                 and [c for c in read(settings.topics.control, ScalingCommand) if c.generation >= 2],
+                 300, "a command from the agent and a measured outcome")  # fmt: skip
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        restarted_at = time.time()
+        before = read(settings.topics.control, ScalingCommand)
+        second = subprocess.Popen(command, env=env, stdout=open(tmp_path / "agent-2.log", "wb"), stderr=subprocess.STDOUT)
+        # Two decisions of the restarted agent: where a careless agent would re-issue.
+        wait_for(lambda: len([r for r in read(settings.topics.decisions, DecisionRecord) if r.at > restarted_at]) >= 2,
+                 180, "decisions of the restarted agent")  # fmt: skip
+        assert second.poll() is None, (tmp_path / "agent-2.log").read_text()[-2000:]
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+        pipeline.stop()
+    seen = read(settings.topics.control, ScalingCommand)
+    generations = [c.generation for c in seen]
+    assert generations == list(range(1, len(seen) + 1)), f"generations not consecutive: {generations}"
+    assert len({c.decision_id for c in seen}) == len(seen)
+    assert seen[: len(before)] == before
+    log_text = (tmp_path / "agent-2.log").read_text()
+    assert f"model and replay from {checkpoint}" in log_text
