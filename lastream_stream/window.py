@@ -34,3 +34,12 @@ class MetricsWindow:
     def graph(self, app: str, since: float | None = None) -> AppGraph | None:
         reports = self.reports(app, since)
         return build_graph(reports) if reports else None
+
+
+def keeps_up(graph: AppGraph, fraction: float = 0.9) -> bool:
+    """Every operator takes in at least ``fraction`` of what its upstreams emit."""
+    return all(
+        op.observed_input_rate >= fraction * sum(graph.operators[u].observed_output_rate for u in op.upstreams)
+        for op in graph.operators.values()
+        if op.upstreams
+    )

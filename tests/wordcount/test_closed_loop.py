@@ -19,7 +19,7 @@ from lastream_stream.kafka_clients import KafkaClients
 from lastream_stream.controller import ControllerSettings
 from lastream_stream.launcher import start_wordcount
 from lastream_stream.service import AgentService, AgentServiceSettings
-from lastream_stream.window import MetricsWindow
+from lastream_stream.window import MetricsWindow, keeps_up
 from wordcount_app.settings import WordCountSettings
 from wordcount_app.topology import worker_env
 
@@ -96,12 +96,7 @@ class Sustained:
         if graph is None or len(graph.operators) < 4:
             return False
         self.lags.append(graph.total_lag)
-        keeps_up = all(
-            op.observed_input_rate >= 0.9 * sum(graph.operators[u].observed_output_rate for u in op.upstreams)
-            for op in graph.operators.values()
-            if op.upstreams
-        )
-        return keeps_up and len(self.lags) > 5 and self.lags[-1] <= self.lags[-6]
+        return keeps_up(graph, 0.9) and len(self.lags) > 5 and self.lags[-1] <= self.lags[-6]
 
 
 def test_under_provisioned_wordcount_converges_and_learns(settings, loop_wc, supervisor_home, tmp_path):
