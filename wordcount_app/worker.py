@@ -107,16 +107,29 @@ def build_app(operator: str, wc: WordCountSettings, settings: LastreamSettings, 
             async for event in stream.events():
                 sentence = json.loads(event.value)
                 await asyncio.sleep(cost)
-                for word in sentence["text"].split():
-                    await words.send(key=word.encode(), value=b"1", timestamp=event.message.timestamp)
+                origin = {"p": event.message.partition, "o": event.message.offset}
+                for i, word in enumerate(sentence["text"].split()):
+                    value = json.dumps(origin | {"i": i}).encode()
+                    await words.send(key=word.encode(), value=value, timestamp=event.message.timestamp)
 
     elif operator == "counter":
         counts = app.Table("counts", default=int, partitions=wc.partitions, key_type=bytes, value_type=int)
+        # Delivery is at-least-once: a splitter that loses a partition in a rebalance before
+        # committing replays its last sentences. Each word carries its sentence's position
+        # (sentences partition, offset, word index), and per (words partition, sentences
+        # partition) positions only grow, so a replayed word is recognised and skipped.
+        progress = app.Table("progress", default=lambda: [-1, -1], partitions=wc.partitions, key_type=str, value_type=list)
 
         @app.agent(words)
         async def count(stream: StreamT) -> None:
             async for event in stream.events():
                 await asyncio.sleep(cost)
+                origin = json.loads(event.value)
+                key = f"{event.message.partition}:{origin['p']}"
+                position = [origin["o"], origin["i"]]
+                if position <= progress[key]:
+                    continue
+                progress[key] = position
                 counts[event.key] += 1
                 value = json.dumps({"word": event.key.decode(), "count": counts[event.key]}).encode()
                 await counts_out.send(key=event.key, value=value, timestamp=event.message.timestamp)
