@@ -1,0 +1,332 @@
+"""The La-Stream agent: generate candidate schemes, score each with the GCN and evaluator,
+pick the best; learn from the rewards measured after acting.
+
+The evaluator predicts only what a scheme cannot tell by itself - the latency and backlog
+part of the reward. The resource part, eta_a * mean(a_i / a_min), is known exactly from
+the scheme and added analytically, so the network spends no capacity learning arithmetic::
+
+    score = exp(-(expm1(evaluator(...)) + resource_penalty(scheme)) / 3)
+
+The network's target is ``log1p`` of the performance penalty, which keeps a backlog of a
+million records from drowning out the difference between 20 ms and 40 ms of latency.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch_geometric.data import Batch, Data
+
+from lastream_stream.policy.base import Decision, DecisionContext, PastDecision, ScoredCandidate
+from lastream_stream.policy.candidates import AnalyticGenerator, Candidate, CandidateGenerator, clamp_scheme, dedupe
+from lastream_stream.policy.evaluator import Evaluator
+from lastream_stream.policy.features import (
+    CANDIDATE_FEATURES,
+    FEATURES_VERSION,
+    NODE_FEATURES,
+    GraphView,
+    batch_candidates,
+    encode,
+    to_data,
+)
+from lastream_stream.policy.gcn import GCNMemory
+from lastream_stream.policy.graph import AppGraph
+from lastream_stream.policy.reward import RewardParams, resource_penalty
+
+log = logging.getLogger(__name__)
+
+PRETRAINED_PATH = Path(__file__).resolve().parent.parent / "models" / "pretrained.pt"
+_ARCHITECTURE = ("gcn_hidden", "embedding_dim", "evaluator_hidden")
+_SMALLEST_REWARD = 1e-300  # a reward that underflowed to 0 still has a finite log
+
+
+class AgentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 0
+    gcn_hidden: list[int] = Field(default_factory=lambda: [64, 64])
+    embedding_dim: int = Field(default=64, ge=1)
+    evaluator_hidden: list[int] = Field(default_factory=lambda: [128, 64])
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-5, ge=0)
+    batch_size: int = Field(default=32, ge=1)
+    replay_capacity: int = Field(default=10_000, ge=1)
+    history_size: int = Field(default=5, ge=0)
+    # Off by default: a decision should be explainable from its scores alone.
+    explore_epsilon: float = Field(default=0.0, ge=0, le=1)
+    # Sources are generators we do not control (DS2's assumption), unless said otherwise.
+    scale_sources: bool = False
+    # Expected pause of a reconfigured operator, seconds: sizes the backlog a change creates.
+    restart_s: float = Field(default=5.0, ge=0)
+    # How long after acting a scheme is judged (pretraining measures the reward from then on):
+    # a scheme whose restart backlog has not drained by then is penalised for it.
+    horizon_s: float = Field(default=120.0, gt=0)
+    headroom_utilisation: float = Field(default=0.8, gt=0, le=1)
+    reward: RewardParams = Field(default_factory=RewardParams)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One (state, candidate, measured outcome) triple, encoded; what the replay buffer holds."""
+
+    x: torch.Tensor  # (n, len(NODE_FEATURES))
+    edge_index: torch.Tensor  # (2, E)
+    u: torch.Tensor  # (1, len(CANDIDATE_FEATURES))
+    y: float  # log1p of the performance penalty
+
+    @cached_property
+    def data(self) -> Data:
+        return Data(x=self.x, edge_index=self.edge_index, u=self.u, y=torch.tensor([self.y], dtype=torch.float32))
+
+    def state(self) -> dict[str, torch.Tensor | float]:
+        return {"x": self.x, "edge_index": self.edge_index, "u": self.u, "y": self.y}
+
+
+def performance_target(log_reward: float, scheme: dict[str, int], params: RewardParams) -> float:
+    """log1p of the latency + backlog penalty that, with the scheme's known resource penalty, gives ln r."""
+    return math.log1p(max(0.0, -3.0 * log_reward - resource_penalty(scheme, params)))
+
+
+class Normaliser:
+    """Per-feature standardisation, fitted once on the first training data and then frozen:
+    refitting later would shift the inputs under an already trained network."""
+
+    def __init__(self) -> None:
+        self.node_mean = torch.zeros(len(NODE_FEATURES))
+        self.node_std = torch.ones(len(NODE_FEATURES))
+        self.cand_mean = torch.zeros(len(CANDIDATE_FEATURES))
+        self.cand_std = torch.ones(len(CANDIDATE_FEATURES))
+        self.target_mean = 0.0
+        self.target_std = 1.0
+        self.fitted = False
+
+    def fit(self, examples: Sequence[Example]) -> None:
+        x = torch.cat([e.x for e in examples])
+        u = torch.cat([e.u for e in examples])
+        y = torch.tensor([e.y for e in examples])
+        # Floors keep constant features (a flag that never flips in the data) at their raw scale.
+        self.node_mean, self.node_std = x.mean(0), x.std(0, correction=0).clamp_min(1e-2)
+        self.cand_mean, self.cand_std = u.mean(0), u.std(0, correction=0).clamp_min(1e-2)
+        self.target_mean, self.target_std = float(y.mean()), max(float(y.std(correction=0)), 1e-2)
+        self.fitted = True
+
+    def state(self) -> dict[str, torch.Tensor | float | bool]:
+        return dict(vars(self))
+
+    def load(self, state: dict[str, torch.Tensor | float | bool]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+class LaStreamAgent:
+    name = "lastream"
+
+    def __init__(self, config: AgentConfig | None = None, generators: Sequence[CandidateGenerator] | None = None) -> None:
+        self.config = config or AgentConfig()
+        generators = list(generators or [])
+        # The analytic generator is always in the pool: decisions must not depend on an LLM.
+        if not any(isinstance(g, AnalyticGenerator) for g in generators):
+            generators.insert(0, AnalyticGenerator(target_utilisation=self.config.headroom_utilisation))
+        self.generators = generators
+
+        torch.manual_seed(self.config.seed)
+        self.rng = np.random.default_rng(self.config.seed)
+        self.gcn = GCNMemory(len(NODE_FEATURES), self.config.gcn_hidden, self.config.embedding_dim, self.config.dropout)
+        self.evaluator = Evaluator(self.gcn.out_dim, len(CANDIDATE_FEATURES), self.config.evaluator_hidden, self.config.dropout)
+        self.optimizer = torch.optim.Adam(
+            [*self.gcn.parameters(), *self.evaluator.parameters()],
+            lr=self.config.learning_rate,
+            weight_decay=self.config.weight_decay,
+        )
+        self.normaliser = Normaliser()
+        self.replay: deque[Example] = deque(maxlen=self.config.replay_capacity)
+        self.history: deque[PastDecision] = deque(maxlen=self.config.history_size)
+        self.trained_steps = 0
+
+    # -- deciding ----------------------------------------------------------------------
+
+    def decide(self, graph: AppGraph, context: DecisionContext | None = None) -> Decision:
+        started = time.perf_counter()
+        context = context or DecisionContext(history=tuple(self.history))
+        pool, timings = self.candidates(graph, context)
+        t = time.perf_counter()
+        log_scores = self.log_scores(graph, [c.scheme for c in pool], context)
+        timings["score_ms"] = _ms_since(t)
+        best = int(np.argmax(log_scores))
+        if self.config.explore_epsilon and self.rng.random() < self.config.explore_epsilon:
+            best = int(self.rng.integers(len(pool)))
+        timings["total_ms"] = _ms_since(started)
+        return Decision(
+            policy=self.name,
+            app=graph.app,
+            chosen=dict(pool[best].scheme),
+            candidates=[ScoredCandidate(c, math.exp(s)) for c, s in zip(pool, log_scores, strict=True)],
+            timings_ms=timings,
+            graph=graph,
+            context=context,
+        )
+
+    def candidates(self, graph: AppGraph, context: DecisionContext | None = None) -> tuple[list[Candidate], dict[str, float]]:
+        """Every generator's proposals, complete and within limits, first provenance kept; and
+        how long each generator took."""
+        context = context or DecisionContext(history=tuple(self.history))
+        timings: dict[str, float] = {}
+        pool: list[Candidate] = []
+        for generator in self.generators:
+            t = time.perf_counter()
+            try:
+                proposed = generator.propose(graph, context)
+            except Exception:
+                # A plug-in generator's bug must not stop the app from being scaled.
+                log.exception("candidate generator %r failed; deciding without it", generator.name)
+                proposed = []
+            timings[f"generate_{generator.name}_ms"] = _ms_since(t)
+            pool += [Candidate(self.sanitise(graph, c.scheme, context), c.source, c.note) for c in proposed]
+        return dedupe(pool), timings
+
+    def log_scores(self, graph: AppGraph, schemes: Sequence[dict[str, int]], context: DecisionContext | None = None) -> np.ndarray:
+        """Predicted ln(reward) of each scheme (complete and clamped) in the graph's current state.
+        Ranked in logs: in a hopeless state every predicted reward underflows to 0."""
+        with torch.no_grad():
+            penalty = self._predict(batch_candidates(self._view(graph, context), schemes), train=False)
+        performance = torch.expm1(penalty.clamp_min(0.0)).double().numpy()
+        resources = np.array([resource_penalty(s, self.config.reward) for s in schemes])
+        return -(performance + resources) / 3.0
+
+    def score(self, graph: AppGraph, schemes: Sequence[dict[str, int]], context: DecisionContext | None = None) -> np.ndarray:
+        """Predicted reward of each scheme."""
+        return np.exp(self.log_scores(graph, schemes, context))
+
+    def _view(self, graph: AppGraph, context: DecisionContext | None) -> GraphView:
+        max_parallelism = (context or DecisionContext()).max_parallelism
+        return GraphView.of(graph, max_parallelism, self.config.restart_s, self.config.horizon_s, self.config.reward)
+
+    def _predict(self, batch: Batch, train: bool) -> torch.Tensor:
+        """log1p(performance penalty) per candidate in the batch."""
+        self.gcn.train(train)
+        self.evaluator.train(train)
+        n = self.normaliser
+        embedding = self.gcn((batch.x - n.node_mean) / n.node_std, batch.edge_index, batch.batch)
+        normalised = self.evaluator(embedding, (batch.u - n.cand_mean) / n.cand_std)
+        return normalised * n.target_std + n.target_mean
+
+    def sanitise(self, graph: AppGraph, scheme: dict[str, int], context: DecisionContext | None = None) -> dict[str, int]:
+        """The scheme as it would be applied: every operator, within [1, cap], sources untouched
+        unless the agent scales them."""
+        max_parallelism = (context or DecisionContext()).max_parallelism
+        return clamp_scheme(graph, scheme, max_parallelism, pin_sources=not self.config.scale_sources)
+
+    # -- learning ----------------------------------------------------------------------
+
+    def example(self, graph: AppGraph, scheme: dict[str, int], log_reward: float, context: DecisionContext | None = None) -> Example:
+        """``scheme`` applied in ``graph``'s state earned reward exp(``log_reward``), encoded for training."""
+        view = self._view(graph, context)
+        nodes, candidates = encode(view, [scheme])
+        data = to_data(view, nodes[0], candidates[0])
+        return Example(data.x, data.edge_index, data.u, performance_target(log_reward, scheme, self.config.reward))
+
+    def observe(self, decision: Decision, measured_reward: float) -> None:
+        """Remember what the chosen scheme earned, for ``train`` and for the LLM's prompt."""
+        if decision.graph is None:
+            raise ValueError("the decision carries no graph to learn from")
+        log_reward = math.log(max(measured_reward, _SMALLEST_REWARD))
+        self.replay.append(self.example(decision.graph, decision.chosen, log_reward, decision.context))
+        self.history.append(PastDecision(dict(decision.chosen), measured_reward))
+
+    def train(self, steps: int) -> float:
+        """``steps`` mini-batch updates from the replay buffer; mean loss (0 with nothing to learn from)."""
+        return self.fit(list(self.replay), steps)
+
+    def fit(self, examples: Sequence[Example], steps: int) -> float:
+        if len(examples) < 2 or steps <= 0:
+            return 0.0
+        if not self.normaliser.fitted:
+            self.normaliser.fit(examples)
+        size = min(self.config.batch_size, len(examples))
+        losses = []
+        for _ in range(steps):
+            picked = self.rng.choice(len(examples), size=size, replace=False)
+            batch = Batch.from_data_list([examples[i].data for i in picked])
+            predicted = self._predict(batch, train=True)
+            loss = torch.nn.functional.mse_loss(
+                (predicted - self.normaliser.target_mean) / self.normaliser.target_std,
+                (batch.y - self.normaliser.target_mean) / self.normaliser.target_std,
+            )
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            losses.append(loss.item())
+        self.trained_steps += steps
+        return float(np.mean(losses))
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def save(self, path: Path | str, include_replay: bool = True) -> None:
+        checkpoint = {
+            "features_version": FEATURES_VERSION,
+            "config": self.config.model_dump(mode="json"),
+            "gcn": self.gcn.state_dict(),
+            "evaluator": self.evaluator.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "normaliser": self.normaliser.state(),
+            "replay": [e.state() for e in self.replay] if include_replay else [],
+            "history": [{"scheme": p.scheme, "reward": p.reward} for p in self.history],
+            "trained_steps": self.trained_steps,
+            "numpy_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+        }
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(checkpoint, path)
+
+    @classmethod
+    def load(cls, path: Path | str, generators: Sequence[CandidateGenerator] | None = None, config: AgentConfig | None = None) -> LaStreamAgent:
+        """Restore an agent; ``config`` may change anything but the network's shape."""
+        checkpoint = torch.load(Path(path), weights_only=True)
+        if checkpoint["features_version"] != FEATURES_VERSION:
+            raise ValueError(f"{path}: features version {checkpoint['features_version']}, this code has {FEATURES_VERSION}")
+        saved = AgentConfig.model_validate(checkpoint["config"])
+        if config is not None and (changed := [k for k in _ARCHITECTURE if getattr(config, k) != getattr(saved, k)]):
+            raise ValueError(f"{path}: the checkpoint's {', '.join(changed)} differ from the configuration")
+        agent = cls(config or saved, generators)
+        agent.gcn.load_state_dict(checkpoint["gcn"])
+        agent.evaluator.load_state_dict(checkpoint["evaluator"])
+        agent.optimizer.load_state_dict(checkpoint["optimizer"])
+        agent.normaliser.load(checkpoint["normaliser"])
+        agent.replay.extend(Example(**state) for state in checkpoint["replay"])
+        agent.history.extend(PastDecision(h["scheme"], h["reward"]) for h in checkpoint["history"])
+        agent.trained_steps = checkpoint["trained_steps"]
+        agent.rng.bit_generator.state = checkpoint["numpy_rng"]
+        torch.set_rng_state(checkpoint["torch_rng"])
+        return agent
+
+    @classmethod
+    def pretrained(
+        cls,
+        checkpoint: Path | str | None = None,
+        config: AgentConfig | None = None,
+        generators: Sequence[CandidateGenerator] | None = None,
+    ) -> LaStreamAgent:
+        """The agent's own checkpoint if it exists, else the shipped pretrained one, else untrained."""
+        if checkpoint is not None and Path(checkpoint).exists():
+            return cls.load(checkpoint, generators, config)
+        try:
+            return cls.load(PRETRAINED_PATH, generators, config)
+        except (FileNotFoundError, ValueError) as exc:
+            log.warning("no usable pretrained model (%s): starting untrained, candidates ranked by an untrained evaluator", exc)
+            return cls(config, generators)
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0

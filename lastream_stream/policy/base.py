@@ -1,0 +1,80 @@
+"""What every scaling policy shares: the context it may use and the decision it returns.
+
+The learned agent and the baselines (DS2, Flink's autoscaler, KEDA, static, oracle) all
+implement :class:`Policy`, so the service and the benchmarks treat them alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from lastream_stream.contracts import MAX_PARALLELISM
+from lastream_stream.policy.candidates import Candidate, CandidateSource
+from lastream_stream.policy.graph import AppGraph
+
+
+@dataclass(frozen=True)
+class PastDecision:
+    scheme: dict[str, int]
+    reward: float
+
+
+@dataclass(frozen=True)
+class DecisionContext:
+    # Most recent last; shown to the LLM so it can learn from what was measured.
+    history: Sequence[PastDecision] = ()
+    # Cap for operators whose reports carry no partition count.
+    max_parallelism: int = MAX_PARALLELISM
+    latency_target_ms: float | None = None
+    lag_target: int | None = None
+
+
+@dataclass(frozen=True)
+class ScoredCandidate:
+    candidate: Candidate
+    score: float | None  # predicted reward; None for a policy that does not score
+
+
+@dataclass
+class Decision:
+    policy: str
+    app: str
+    chosen: dict[str, int]
+    candidates: list[ScoredCandidate]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    # The state and context the decision was made in: needed to learn from its reward later.
+    graph: AppGraph | None = None
+    context: DecisionContext | None = None
+
+    @property
+    def chosen_candidate(self) -> ScoredCandidate:
+        return next(c for c in self.candidates if c.candidate.scheme == self.chosen)
+
+    @classmethod
+    def single(
+        cls,
+        policy: str,
+        graph: AppGraph,
+        scheme: dict[str, int],
+        note: str = "",
+        source: CandidateSource = "analytic",
+        timings_ms: dict[str, float] | None = None,
+    ) -> Decision:
+        """A decision with one unscored candidate: how a rule-based baseline reports."""
+        candidate = Candidate(scheme=dict(scheme), source=source, note=note or policy)
+        return cls(
+            policy=policy,
+            app=graph.app,
+            chosen=dict(scheme),
+            candidates=[ScoredCandidate(candidate, None)],
+            timings_ms=dict(timings_ms or {}),
+            graph=graph,
+        )
+
+
+class Policy(Protocol):
+    name: str
+
+    def decide(self, graph: AppGraph, context: DecisionContext | None = None) -> Decision: ...

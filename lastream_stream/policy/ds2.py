@@ -1,0 +1,91 @@
+"""DS2's scaling rule (Kalavri et al., OSDI'18) on an :class:`AppGraph`.
+
+Walk the operators in topological order. Each operator must absorb what its upstreams
+would emit once they run at *their* optimal parallelism, so::
+
+    target_in(op)   = sum over upstreams u of target_out(u)
+    optimal(op)     = ceil(target_in(op) / true_input_rate(op))      # per-instance true rate
+    target_out(op)  = target_in(op) * true_output_rate(op) / true_input_rate(op)
+
+which is DS2's "true output rate per instance of u times u's (unrounded) optimal
+parallelism" written once per operator, so selectivity != 1 needs no special case.
+A source is not rescaled (unless configured): its target output is what it emits now.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from lastream_stream.contracts import MAX_PARALLELISM
+from lastream_stream.policy.graph import AppGraph, OperatorStats
+
+# ceil(3.0000000000000004) must stay 3: rates are ratios of floats.
+_CEIL_SLACK = 1e-9
+
+
+@dataclass(frozen=True)
+class DS2Settings:
+    # Plan for instances busy this fraction of the time: 0.8 leaves 20 % headroom for bursts.
+    target_utilisation: float = 1.0
+    # DS2's over-provisioning factor: ``factor`` * 100 % more instances than the optimum.
+    scaling_factor: float = 0.0
+    # Cap for operators that report no input partitions.
+    max_parallelism: int = MAX_PARALLELISM
+    # Sources keep their parallelism unless an entry here says otherwise.
+    source_parallelism: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target_utilisation <= 1:
+            raise ValueError(f"target_utilisation must be in (0, 1], got {self.target_utilisation}")
+        if self.scaling_factor < 0:
+            raise ValueError(f"scaling_factor must be >= 0, got {self.scaling_factor}")
+
+
+@dataclass(frozen=True)
+class DS2Plan:
+    target_input_rate: dict[str, float]  # records/s the operator must take in, all instances
+    required: dict[str, float]  # fractional instances at full utilisation; 0 when the true rate is unknown
+    parallelism: dict[str, int]
+
+
+def parallelism_cap(op: OperatorStats, max_parallelism: int = MAX_PARALLELISM) -> int:
+    """A Kafka consumer group cannot use more instances than its input topic has partitions."""
+    return op.partitions if op.partitions is not None else max_parallelism
+
+
+def ds2_plan(graph: AppGraph, settings: DS2Settings | None = None) -> DS2Plan:
+    settings = settings or DS2Settings()
+    target_in: dict[str, float] = {}
+    target_out: dict[str, float] = {}
+    required: dict[str, float] = {}
+    parallelism: dict[str, int] = {}
+    for name, op in graph.operators.items():
+        known = op.true_input_rate > 0
+        if op.is_source:
+            target_in[name] = op.observed_input_rate
+            target_out[name] = op.observed_output_rate
+        else:
+            target_in[name] = sum(target_out[u] for u in op.upstreams)
+            # Unknown true rate: pass records on at the observed selectivity.
+            ratio = op.true_output_rate / op.true_input_rate if known else op.selectivity
+            target_out[name] = target_in[name] * ratio
+        required[name] = target_in[name] / op.true_input_rate if known else 0.0
+
+        if op.is_source and name not in settings.source_parallelism:
+            parallelism[name] = op.parallelism
+        elif op.is_source:
+            parallelism[name] = settings.source_parallelism[name]
+        elif not known:
+            parallelism[name] = op.parallelism
+        else:
+            instances = required[name] / settings.target_utilisation * (1 + settings.scaling_factor)
+            parallelism[name] = math.ceil(instances - _CEIL_SLACK)
+        parallelism[name] = min(max(parallelism[name], 1), parallelism_cap(op, settings.max_parallelism))
+    return DS2Plan(target_input_rate=target_in, required=required, parallelism=parallelism)
+
+
+def optimal_parallelism(graph: AppGraph, settings: DS2Settings | None = None) -> dict[str, int]:
+    """DS2's optimal parallelism per operator, clamped to [1, partitions]."""
+    return ds2_plan(graph, settings).parallelism
