@@ -258,3 +258,21 @@ def bench(n_scenarios: int, seed: int, horizon: float | None, policies: tuple[st
     from lastream_stream.bench.runner import POLICY_NAMES
 
     run(BenchSettings(seed=seed, n_scenarios=n_scenarios, horizon_s=horizon, policies=policies or POLICY_NAMES, out_dir=Path(out), llm=llm))
+
+
+@main.command("train")
+@click.option("--sim", "simulated", is_flag=True, required=True, help="Pretrain on simulated episodes (the only mode so far).")
+@click.option("--episodes", type=int, default=600, show_default=True, help="Simulated decision states to learn from.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Checkpoint to write (default: the shipped lastream_stream/models/pretrained.pt).")
+def train(simulated: bool, episodes: int, seed: int, out: str | None) -> None:
+    """Pretrain the GCN and the evaluator together on the simulator, so the agent is useful
+    from its first decision. Shows progress; prints the held-out ranking quality."""
+    from pathlib import Path
+
+    from lastream_stream import training
+    from lastream_stream.policy.agent import PRETRAINED_PATH
+
+    summary = training.run(episodes, Path(out) if out else PRETRAINED_PATH, seed=seed, progress=True)
+    for key, value in summary.items():
+        console.print(f"{key:<28} {value:.4g}" if isinstance(value, float) else f"{key:<28} {value}")
