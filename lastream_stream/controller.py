@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol, runtime_checkable
@@ -98,6 +99,7 @@ class AppController:
     awaiting_reward: Decision | None = None  # applied; its reward comes from the next full window
     decisions: int = 0
     rewards: list[float] = field(default_factory=list)
+    acked: deque[str] = field(default_factory=lambda: deque(maxlen=100))  # recent acknowledged decision ids
 
     # -- inputs ------------------------------------------------------------------------
 
@@ -110,11 +112,14 @@ class AppController:
         and, when nobody acknowledged it yet, the command to wait for instead of re-issuing."""
         if command.generation > self.generation:
             self.generation = command.generation
-            self.pending = command
-            self.phase = Phase.AWAITING_ACK
             self.last_command_at = command.issued_at
+            # Replayed history interleaves the control and acks topics: the ack may come first.
+            if command.decision_id not in self.acked:
+                self.pending = command
+                self.phase = Phase.AWAITING_ACK
 
     def on_ack(self, ack: CommandAck, now: float) -> None:
+        self.acked.append(ack.decision_id)
         pending = self.pending
         if pending is None or ack.decision_id != pending.decision_id:
             return

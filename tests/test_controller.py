@@ -115,3 +115,11 @@ def test_guard_rails_bound_the_step_the_range_and_the_partitions():
     assert guard({"source": 1, "splitter": 7}, {"source": 1, "splitter": 1}, graph, settings) == {"source": 1, "splitter": 4}
     wide = ControllerSettings(max_step=100)
     assert guard({"source": 1, "splitter": 2}, {"source": 1, "splitter": 40}, graph, wide)["splitter"] == 8
+
+
+def test_replayed_ack_before_its_command_is_not_awaited_again():
+    c = make({"splitter": 3})
+    earlier = ScalingCommand(app="wordcount", generation=4, target={"splitter": 1}, issued_at=T0)
+    c.on_ack(CommandAck(app="wordcount", decision_id=earlier.decision_id, generation=4, status="applied"), now=T0)
+    c.on_command(earlier)
+    assert (c.phase, c.pending, c.generation) == (Phase.OBSERVING, None, 4)

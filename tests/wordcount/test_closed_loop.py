@@ -99,6 +99,7 @@ class Sustained:
         return keeps_up(graph, 0.9) and len(self.lags) > 5 and self.lags[-1] <= self.lags[-6]
 
 
+@pytest.mark.timeout(900)
 def test_under_provisioned_wordcount_converges_and_learns(settings, loop_wc, supervisor_home, tmp_path):
     checkpoint = tmp_path / "agent.pt"
     pipeline = start_wordcount(settings, loop_wc, {"splitter": 1, "counter": 1, "sink": 1}, tmp_path / "logs")
@@ -121,6 +122,7 @@ def test_under_provisioned_wordcount_converges_and_learns(settings, loop_wc, sup
     assert generations == sorted(set(generations)), "a generation was issued twice"
 
 
+@pytest.mark.timeout(900)
 def test_step_down_in_source_rate_leads_to_a_scale_in(settings, supervisor_home, tmp_path):
     # Sized for 12 sentences/s, then the rate drops to 3/s: one splitter and one counter suffice.
     wc = WordCountSettings(prefix=f"down-{uuid.uuid4().hex[:8]}", **(LOOP_WC | {"schedule": "0:12,15:3"}))
@@ -138,6 +140,7 @@ def test_step_down_in_source_rate_leads_to_a_scale_in(settings, supervisor_home,
         pipeline.stop()
 
 
+@pytest.mark.timeout(900)
 def test_agent_killed_mid_run_resumes_without_duplicating_a_command(settings, loop_wc, supervisor_home, tmp_path):
     checkpoint = tmp_path / "agent.pt"
     env = os.environ | worker_env(settings, loop_wc) | {
