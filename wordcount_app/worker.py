@@ -26,6 +26,10 @@ from wordcount_app.settings import UPSTREAMS, WordCountSettings
 
 log = logging.getLogger(__name__)
 
+# A word's position in the input is (sentence offset, word index) packed in one int, which
+# Faust tables store and recover natively; the splitter drops words beyond this index.
+MAX_WORDS_PER_SENTENCE = 10_000
+
 
 class ReporterSensor(faust.Sensor):
     """Feeds a ``MetricsReporter`` from inside Faust, DS2-style: useful time runs from
@@ -108,7 +112,7 @@ def build_app(operator: str, wc: WordCountSettings, settings: LastreamSettings, 
                 sentence = json.loads(event.value)
                 await asyncio.sleep(cost)
                 origin = {"p": event.message.partition, "o": event.message.offset}
-                for i, word in enumerate(sentence["text"].split()):
+                for i, word in enumerate(sentence["text"].split()[:MAX_WORDS_PER_SENTENCE]):
                     value = json.dumps(origin | {"i": i}).encode()
                     await words.send(key=word.encode(), value=value, timestamp=event.message.timestamp)
 
@@ -118,7 +122,7 @@ def build_app(operator: str, wc: WordCountSettings, settings: LastreamSettings, 
         # committing replays its last sentences. Each word carries its sentence's position
         # (sentences partition, offset, word index), and per (words partition, sentences
         # partition) positions only grow, so a replayed word is recognised and skipped.
-        progress = app.Table("progress", default=lambda: [-1, -1], partitions=wc.partitions, key_type=str, value_type=list)
+        progress = app.Table("progress", default=lambda: -1, partitions=wc.partitions, key_type=str, value_type=int)
 
         @app.agent(words)
         async def count(stream: StreamT) -> None:
@@ -126,7 +130,7 @@ def build_app(operator: str, wc: WordCountSettings, settings: LastreamSettings, 
                 await asyncio.sleep(cost)
                 origin = json.loads(event.value)
                 key = f"{event.message.partition}:{origin['p']}"
-                position = [origin["o"], origin["i"]]
+                position = origin["o"] * MAX_WORDS_PER_SENTENCE + origin["i"]
                 if position <= progress[key]:
                     continue
                 progress[key] = position
