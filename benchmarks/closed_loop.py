@@ -75,11 +75,11 @@ def main() -> None:
             if graph is None or len(graph.operators) < 4:
                 continue
             lags.append(graph.total_lag)
-            if controller.generation > 1 and keeps_up(graph, 0.95) and len(lags) > 5 and lags[-1] <= lags[-6]:
+            if controller.commands > 0 and keeps_up(graph, 0.95) and len(lags) > 5 and lags[-1] <= lags[-6]:
                 ds2 = optimal_parallelism(graph)
                 result = {
                     "sustained": True, "seconds": round(time.monotonic() - started, 1),
-                    "decisions": controller.decisions, "commands": controller.generation - 1,
+                    "decisions": controller.decisions, "commands": controller.commands,
                     "final": graph.parallelism, "ds2_optimum": ds2,
                     "total_parallelism": sum(graph.parallelism.values()), "ds2_total": sum(ds2.values()),
                     "source_rate": graph.operators["source"].observed_output_rate,

@@ -21,12 +21,14 @@ MAX_RECORDS_PER_INTERVAL = 1_000_000_000
 MAX_LAG = 10_000_000_000
 MAX_LATENCY_MS = 86_400_000.0
 MAX_PARALLELISM = 10_000
+MAX_CLOCK_SKEW_S = 300.0
 
 Name = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._\-]+$")
 
 
 class WireMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN or Infinity in a timestamp would freeze timers and windows that compare with it.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     schema_version: Literal[1] = SCHEMA_VERSION
 
@@ -70,6 +72,9 @@ class MetricsReport(WireMessage):
             raise ValueError("useful_time_s exceeds the interval length")
         if self.operator in self.upstreams:
             raise ValueError("an operator cannot be its own upstream")
+        # A report from the future would never leave a sliding window.
+        if self.interval_end > time.time() + MAX_CLOCK_SKEW_S:
+            raise ValueError("interval_end is in the future")
         return self
 
 

@@ -26,7 +26,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lastream_stream.contracts import MAX_PARALLELISM, CommandAck, DecisionKind, DecisionRecord, MetricsReport, OperatorSummary, ScalingCommand, ScoredScheme
-from lastream_stream.policy.base import Decision, DecisionContext, Policy
+from lastream_stream.policy.base import Decision, Policy
 from lastream_stream.policy.graph import AppGraph, build_graph
 from lastream_stream.policy.reward import RewardParams, reward
 
@@ -98,6 +98,7 @@ class AppController:
     pending_decision: Decision | None = None
     awaiting_reward: Decision | None = None  # applied; its reward comes from the next full window
     decisions: int = 0
+    commands: int = 0  # published by this controller (the generation also counts other runs')
     rewards: list[float] = field(default_factory=list)
     acked: deque[str] = field(default_factory=lambda: deque(maxlen=100))  # recent acknowledged decision ids
 
@@ -155,7 +156,9 @@ class AppController:
         return actions + self._decide(graph, now)
 
     def stable_graph(self, now: float) -> AppGraph | None:
-        """The graph of the current window once every expected instance covered all of it."""
+        """The graph of the last ``window_s`` once every expected instance covered all of it."""
+        # Only the last window counts: older reports (and instances that have since gone) drop out.
+        self.reports = [r for r in self.reports if r.interval_start >= now - self.settings.window_s - 1.0]
         if not self.reports or now - self.since < self.settings.window_s:
             return None
         covered: dict[tuple[str, str], float] = {}
@@ -167,15 +170,21 @@ class AppController:
             full = [i for (op, i), seconds in covered.items() if op == operator and seconds >= self.settings.window_s * 0.8]
             if len(full) < expected:
                 return None
-        return build_graph(self.reports)
+        try:
+            return build_graph(self.reports)
+        except ValueError as exc:  # e.g. upstreams that form a cycle: valid messages, unusable graph
+            log.error("%s: cannot build the operator graph (%s); waiting for a new window", self.app, exc)
+            self._restart_window(now)
+            return None
 
     def _decide(self, graph: AppGraph, now: float) -> list[Publish]:
-        decision = self.policy.decide(graph, DecisionContext())
+        decision = self.policy.decide(graph)
         current = graph.parallelism
-        target = guard(current, decision.chosen, graph, self.settings)
+        chosen = next(c for c in decision.candidates if c.candidate.scheme == decision.chosen)
+        predicted, source = chosen.score, chosen.candidate.source
+        # What will run is what the outcome is learnt for.
+        target = decision.chosen = guard(current, decision.chosen, graph, self.settings)
         self.decisions += 1
-        predicted = next((c.score for c in decision.candidates if c.candidate.scheme == decision.chosen), None)
-        source = next((c.candidate.source for c in decision.candidates if c.candidate.scheme == decision.chosen), "?")
         decision_id = uuid.uuid4().hex
         if target == current:
             kind: DecisionKind = "hold"
@@ -193,7 +202,7 @@ class AppController:
                 app=self.app, decision_id=decision_id, generation=self.generation, target=changes, issued_at=now,
                 reason=f"{source} scheme, predicted reward {predicted:.3g}" if predicted is not None else f"{source} scheme",
             )  # fmt: skip
-            decision.chosen = target
+            self.commands += 1
             self.pending_decision = decision
             self.phase = Phase.AWAITING_ACK
             self.last_command_at = now

@@ -32,7 +32,6 @@ class AppMonitor:
         self.app = app
         self.window = MetricsWindow(window_s)
         self.decisions: deque[DecisionRecord] = deque(maxlen=decisions_kept)
-        self.all_decisions: list[DecisionRecord] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -73,7 +72,6 @@ class AppMonitor:
                         if record.app == self.app:
                             with self._lock:
                                 self.decisions.append(record)
-                                self.all_decisions.append(record)
                 except BadMessage:
                     continue
 

@@ -33,7 +33,7 @@ def parse(model: type[M], payload: bytes | None) -> M:
         raise BadMessage("empty payload (tombstone or null value)")
     try:
         data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, 4300+ digit ints, deep nesting
         raise BadMessage(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadMessage(f"expected a JSON object, got {type(data).__name__}")
@@ -45,6 +45,19 @@ def parse(model: type[M], payload: bytes | None) -> M:
     except ValidationError as exc:
         reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors())
         raise BadMessage(f"invalid {model.__name__}: {reasons}") from None
+
+
+def dead_letter(topic: str, partition: int, offset: int, key: bytes | None, payload: bytes | None, error: str, consumer: str) -> DeadLetter:
+    """The dead letter for one message: its bytes kept whole, where it came from, and why."""
+    return DeadLetter(
+        source_topic=topic,
+        partition=partition,
+        offset=offset,
+        key_b64=base64.b64encode(key).decode() if key is not None else None,
+        payload_b64=base64.b64encode(payload or b"").decode(),
+        error=error,
+        consumer=consumer,
+    )
 
 
 class DeadLetterDecoder:
@@ -70,15 +83,7 @@ class DeadLetterDecoder:
             return None
 
     def send(self, topic: str, partition: int, offset: int, key: bytes | None, payload: bytes | None, error: str) -> None:
-        letter = DeadLetter(
-            source_topic=topic,
-            partition=partition,
-            offset=offset,
-            key_b64=base64.b64encode(key).decode() if key is not None else None,
-            payload_b64=base64.b64encode(payload or b"").decode(),
-            error=error,
-            consumer=self.consumer_name,
-        )
+        letter = dead_letter(topic, partition, offset, key, payload, error, self.consumer_name)
         self.producer.produce(self.topic, key=topic.encode(), value=letter.to_bytes())
         if self.producer.flush(self.flush_timeout_s):
             raise RuntimeError(f"could not write a dead letter to {self.topic} within {self.flush_timeout_s} s")

@@ -48,9 +48,9 @@ class Pipeline:
 
     def spawn(self, name: str, command: list[str], extra_env: dict[str, str]) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_file = open(self.log_dir / f"{name}.log", "ab")
         env = os.environ | worker_env(self.settings, self.wc) | extra_env
-        proc = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.log_dir / f"{name}.log", "ab") as log_file:  # the child keeps its own copy
+            proc = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         log.info("started %s (pid %d, log %s)", name, proc.pid, self.log_dir / f"{name}.log")
         self.processes.append((name, proc))
         return proc
@@ -99,9 +99,10 @@ def wordcount_up(settings: LastreamSettings, wc: WordCountSettings, initial: dic
     """Run WordCount with a live view until Ctrl-C (or ``duration_s``)."""
     settings = ensure_broker(settings)
     pipeline = start_wordcount(settings, wc, initial, log_dir)
-    monitor = AppMonitor(settings, wc.app).start()
+    monitor = AppMonitor(settings, wc.app)
     deadline = time.monotonic() + duration_s if duration_s else None
     try:
+        monitor.start()
         with Live(monitor.render(), refresh_per_second=1, console=Console()) as live:
             while deadline is None or time.monotonic() < deadline:
                 time.sleep(wc.metrics_interval_s)
@@ -119,13 +120,14 @@ def up(settings: LastreamSettings, wc: WordCountSettings, initial: dict[str, int
     settings = ensure_broker(settings)
     service = service or AgentServiceSettings()
     console = Console()
-    pipeline = start_wordcount(settings, wc, initial, log_dir)
-    agent = AgentService(settings, service)
-    monitor = AppMonitor(settings, wc.app, decisions_kept=10).start()
+    agent = AgentService(settings, service)  # loads the model before any process starts
+    monitor = AppMonitor(settings, wc.app, decisions_kept=10)
     stop = threading.Event()
     agent_thread = threading.Thread(target=agent.run, args=(stop, max_decisions), name="agent", daemon=True)
-    agent_thread.start()
+    pipeline = start_wordcount(settings, wc, initial, log_dir)
     try:
+        monitor.start()
+        agent_thread.start()
         with Live(monitor.render(), refresh_per_second=1, console=console) as live:
             while agent_thread.is_alive():
                 agent_thread.join(1.0)
@@ -134,10 +136,11 @@ def up(settings: LastreamSettings, wc: WordCountSettings, initial: dict[str, int
         log.info("Ctrl-C: stopping the pipeline")
     finally:
         stop.set()
-        agent_thread.join(30)
-        graph = monitor.window.graph(wc.app)
+        if agent_thread.is_alive():
+            agent_thread.join(30)
         monitor.stop()
         pipeline.stop()
+    graph = monitor.window.graph(wc.app)  # the follow thread has stopped: no lock needed
     summary = summarise(agent, wc.app, graph)
     console.print(summary_table(summary))
     return summary
@@ -148,7 +151,7 @@ def summarise(agent: AgentService, app: str, graph) -> dict:
     rewards = controller.rewards if controller else []
     return {
         "decisions": controller.decisions if controller else 0,
-        "commands": controller.generation if controller else 0,
+        "commands": controller.commands if controller else 0,
         "first_reward": rewards[0] if rewards else None,
         "last_reward": rewards[-1] if rewards else None,
         "final_parallelism": graph.parallelism if graph else {},

@@ -99,7 +99,12 @@ class AgentService:
                     continue
                 next_tick = time.monotonic() + self.service.tick_s
                 for controller in list(self.controllers.values()):
-                    for action in controller.tick(time.time()):
+                    try:
+                        actions = controller.tick(time.time())
+                    except Exception:  # one app's failure must not stop the others being scaled
+                        log.exception("%s: decision cycle failed; retrying next tick", controller.app)
+                        continue
+                    for action in actions:
                         self._publish(producer, action)
                         if on_publish is not None:
                             on_publish(action)

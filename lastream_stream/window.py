@@ -24,9 +24,6 @@ class MetricsWindow:
         while reports and reports[0].interval_end < report.interval_end - self.window_s:
             reports.popleft()
 
-    def apps(self) -> list[str]:
-        return sorted(app for app, reports in self._reports.items() if reports)
-
     def reports(self, app: str, since: float | None = None) -> list[MetricsReport]:
         """Reports of ``app`` whose interval started at or after ``since`` (all when None)."""
         return [r for r in self._reports.get(app, ()) if since is None or r.interval_start >= since]

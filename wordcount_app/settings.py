@@ -12,7 +12,6 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-OPERATORS = ("source", "splitter", "counter", "sink")
 UPSTREAMS: dict[str, list[str]] = {"source": [], "splitter": ["source"], "counter": ["splitter"], "sink": ["counter"]}
 
 

@@ -42,6 +42,8 @@ def rate_schedule(base: float, schedule: str | None) -> Callable[[float], float]
         mean, amplitude, period = (float(x) for x in schedule[5:].split(","))
         return lambda t: max(0.1, mean + amplitude * math.sin(2 * math.pi * t / period))
     steps = sorted((float(at), float(rate)) for at, rate in (item.split(":") for item in schedule.split(",")))
+    if any(rate <= 0 for _, rate in steps):
+        raise ValueError(f"rates in a schedule must be positive: {schedule!r}")
     if not steps or steps[0][0] > 0:
         steps.insert(0, (0.0, base))
 

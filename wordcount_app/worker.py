@@ -19,6 +19,7 @@ from pathlib import Path
 import faust
 from faust.types import TP, EventT, StreamT
 
+from lastream_stream.deadletter import dead_letter
 from lastream_stream.reporter import MetricsReporter
 from lastream_stream.settings import LastreamSettings
 from wordcount_app import topics
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 # A word's position in the input is (sentence offset, word index) packed in one int, which
 # Faust tables store and recover natively; the splitter drops words beyond this index.
 MAX_WORDS_PER_SENTENCE = 10_000
+# What reading a malformed record raises: bad JSON or UTF-8, missing keys, wrong types, no key.
+BAD_RECORD = (ValueError, KeyError, TypeError, AttributeError)
 
 
 class ReporterSensor(faust.Sensor):
@@ -103,16 +106,28 @@ def build_app(operator: str, wc: WordCountSettings, settings: LastreamSettings, 
 
     words = topic(wc.words_topic)
     counts_out = topic(wc.counts_topic)
+    deadletters = topic(settings.topics.deadletter)
+
+    async def reject(event: EventT, error: Exception) -> None:
+        """A record this operator cannot read goes to the dead-letter topic; the stream goes on."""
+        m = event.message
+        letter = dead_letter(m.topic, m.partition, m.offset, m.key, m.value, f"{type(error).__name__}: {error}", app.conf.id)
+        await deadletters.send(key=m.topic.encode(), value=letter.to_bytes())
+        log.warning("dead-lettered %s[%d]@%d: %s", m.topic, m.partition, m.offset, letter.error)
 
     if operator == "splitter":
 
         @app.agent(topic(wc.sentences_topic))
         async def split(stream: StreamT) -> None:
             async for event in stream.events():
-                sentence = json.loads(event.value)
+                try:
+                    text = json.loads(event.value)["text"].split()
+                except BAD_RECORD as exc:
+                    await reject(event, exc)
+                    continue
                 await asyncio.sleep(cost)
                 origin = {"p": event.message.partition, "o": event.message.offset}
-                for i, word in enumerate(sentence["text"].split()[:MAX_WORDS_PER_SENTENCE]):
+                for i, word in enumerate(text[:MAX_WORDS_PER_SENTENCE]):
                     value = json.dumps(origin | {"i": i}).encode()
                     await words.send(key=word.encode(), value=value, timestamp=event.message.timestamp)
 
@@ -127,15 +142,20 @@ def build_app(operator: str, wc: WordCountSettings, settings: LastreamSettings, 
         @app.agent(words)
         async def count(stream: StreamT) -> None:
             async for event in stream.events():
+                try:
+                    origin = json.loads(event.value)
+                    key = f"{event.message.partition}:{int(origin['p'])}"
+                    position = int(origin["o"]) * MAX_WORDS_PER_SENTENCE + int(origin["i"])
+                    word = event.key.decode()
+                except BAD_RECORD as exc:
+                    await reject(event, exc)
+                    continue
                 await asyncio.sleep(cost)
-                origin = json.loads(event.value)
-                key = f"{event.message.partition}:{origin['p']}"
-                position = origin["o"] * MAX_WORDS_PER_SENTENCE + origin["i"]
                 if position <= progress[key]:
                     continue
                 progress[key] = position
                 counts[event.key] += 1
-                value = json.dumps({"word": event.key.decode(), "count": counts[event.key]}).encode()
+                value = json.dumps({"word": word, "count": counts[event.key]}).encode()
                 await counts_out.send(key=event.key, value=value, timestamp=event.message.timestamp)
 
     elif operator == "sink":
@@ -145,9 +165,14 @@ def build_app(operator: str, wc: WordCountSettings, settings: LastreamSettings, 
         @app.agent(counts_out)
         async def sink(stream: StreamT) -> None:
             async for event in stream.events():
+                try:
+                    update = json.loads(event.value)
+                    word, count = str(update["word"]), int(update["count"])
+                except BAD_RECORD as exc:
+                    await reject(event, exc)
+                    continue
                 await asyncio.sleep(cost)
-                update = json.loads(event.value)
-                latest[update["word"]] = max(latest.get(update["word"], 0), update["count"])
+                latest[word] = max(latest.get(word, 0), count)
 
         @app.timer(interval=wc.topk_interval_s)
         async def publish_topk() -> None:
@@ -167,7 +192,11 @@ def output_topic(operator: str, wc: WordCountSettings) -> str | None:
 def run(operator: str, settings: LastreamSettings, wc: WordCountSettings, index: int = 0, state_file: str | None = None) -> None:
     """Run one worker until SIGTERM/SIGINT; Faust leaves the consumer group cleanly on the way out."""
     topics.ensure(settings, wc)
-    datadir = Path(tempfile.mkdtemp(prefix=f"lastream-{wc.faust_id(operator)}-{index}-"))
+    with tempfile.TemporaryDirectory(prefix=f"lastream-{wc.faust_id(operator)}-{index}-") as datadir:
+        _run_worker(operator, settings, wc, index, state_file, Path(datadir))
+
+
+def _run_worker(operator: str, settings: LastreamSettings, wc: WordCountSettings, index: int, state_file: str | None, datadir: Path) -> None:
     app = build_app(operator, wc, settings, datadir)
     reporter = MetricsReporter(
         app=wc.app,

@@ -18,6 +18,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from lastream_stream.kafka_clients import BrokerUnreachable, KafkaClients
 from lastream_stream.settings import BrokerSettings, KafkaSettings
 
@@ -80,7 +82,7 @@ class LocalBroker:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        self.pid_file.write_text(str(proc.pid))
+        self.pid_file.write_text(f"{proc.pid} {psutil.Process(proc.pid).create_time()}")
         try:
             self._wait_ready(proc)
         except BaseException:
@@ -190,11 +192,19 @@ class LocalBroker:
         return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
 
     def _pid(self) -> int | None:
+        """The broker's pid, if the process recorded in the pid file still runs: the start
+        time must match too, or a reused pid (after a reboot) would be taken for the broker."""
         try:
-            pid = int(self.pid_file.read_text().strip())
+            pid_text, started_text = self.pid_file.read_text().split()
+            pid, started = int(pid_text), float(started_text)
         except (FileNotFoundError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        if not _alive(pid):
+            return None
+        try:
+            return pid if abs(psutil.Process(pid).create_time() - started) < 1.0 else None
+        except psutil.NoSuchProcess:
+            return None
 
 
 def _require(tool: str, message: str) -> str:

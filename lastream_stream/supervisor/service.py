@@ -181,8 +181,8 @@ class Supervisor:
         app's supervisor's business (including dead-lettering them); a message a previous
         run already handled is not dead-lettered again."""
         key = msg.key()
-        if key is not None and key != self.spec.app.encode():
-            return None
+        if (key is not None and key != self.spec.app.encode()) or msg.value() is None:
+            return None  # another app's business, or a tombstone: nothing to apply
         if already_seen:
             try:
                 command = parse(ScalingCommand, msg.value())
