@@ -65,6 +65,8 @@ class AgentConfig(BaseModel):
     history_size: int = Field(default=5, ge=0)
     # Off by default: a decision should be explainable from its scores alone.
     explore_epsilon: float = Field(default=0.0, ge=0, le=1)
+    # Relative gain in predicted reward needed to leave the running scheme.
+    switch_margin: float = Field(default=0.02, ge=0)
     # Sources are generators we do not control (DS2's assumption), unless said otherwise.
     scale_sources: bool = False
     # Expected pause of a reconfigured operator, seconds: sizes the backlog a change creates.
@@ -165,6 +167,12 @@ class LaStreamAgent:
         log_scores = self.log_scores(graph, [c.scheme for c in pool], context)
         timings["score_ms"] = _ms_since(t)
         best = int(np.argmax(log_scores))
+        # Hysteresis: every reconfiguration costs a pause, so the running scheme stays unless
+        # another is predicted to be clearly better.
+        current = self.sanitise(graph, graph.parallelism, context)
+        keep = next((i for i, c in enumerate(pool) if c.scheme == current), None)
+        if keep is not None and log_scores[best] - log_scores[keep] < math.log1p(self.config.switch_margin):
+            best = keep
         if self.config.explore_epsilon and self.rng.random() < self.config.explore_epsilon:
             best = int(self.rng.integers(len(pool)))
         timings["total_ms"] = _ms_since(started)
