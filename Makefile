@@ -1,4 +1,7 @@
-.PHONY: install test kafka-start kafka-stop schemas
+.PHONY: up install test kafka-start kafka-stop schemas
+
+up: install  ## fresh machine -> venv, install, local Kafka, WordCount + agent with a live view
+	.venv/bin/lastream up
 
 install:  ## create .venv and install the project
 	scripts/bootstrap.sh
