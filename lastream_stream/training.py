@@ -8,9 +8,8 @@ own copy of that simulator, and after a warm-up that lets a sound scheme absorb 
 restart, the La-Stream reward is averaged over a measurement window. The GCN and the
 evaluator are trained together on (graph, candidate, reward) in mini-batches.
 
-The scenarios are the simulator's (WordCount, Nexmark-like, random DAGs) with random rates
-over three orders of magnitude, sublinear scaling, binding partition caps and slow restarts
-mixed in. Held-out checks use seeds the training never drew.
+The scenarios are the simulator's (WordCount, Nexmark-like, random DAGs) with random source
+rates, sublinear scaling, binding partition caps and slow restarts mixed in. Held-out checks use seeds the training never drew.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import Progress
 
+from lastream_stream.contracts import MetricsReport
 from lastream_stream.policy.agent import AgentConfig, Example, LaStreamAgent
 from lastream_stream.policy.candidates import AnalyticGenerator, clamp_scheme
 from lastream_stream.policy.ds2 import optimal_parallelism
@@ -82,10 +82,10 @@ def training_scenario(rng: np.random.Generator, seed: int) -> Scenario:
         base = scenarios.with_binding_cap(base)
     elif condition == 2:
         base = scenarios.with_slow_restart(base, float(rng.uniform(8.0, 20.0)))
-    # Real apps run from a few records/s (WordCount at 150 ms a sentence) to tens of thousands,
-    # and absolute speed sets latency and backlog: the evaluator must see that whole range,
-    # not only the scenarios' thousands of records/s.
-    return rescaled(base, speed=10 ** float(rng.uniform(-2.5, 0.3)), load=float(rng.uniform(0.4, 3.5)))
+    # At the scenarios' own speed (thousands of records/s). A 200x slower held-out WordCount is
+    # still ranked fairly (Spearman 0.84) but its best scheme is missed (test_pretrained.py);
+    # mixing slowed-down copies into training was tried and ranked the fast apps worse.
+    return rescaled(base, speed=1.0, load=float(rng.uniform(0.4, 3.5)))
 
 
 def rescaled(base: Scenario, speed: float, load: float) -> Scenario:
@@ -109,9 +109,13 @@ def decision_state(scenario: Scenario, rng: np.random.Generator, settings: Pretr
         p = round(oracle[op.name] * overall * rng.uniform(0.75, 1.33))
         ops.append(dataclasses.replace(op, parallelism=min(max(p, 1), op.max_parallelism)))
     sim = Simulator(dataclasses.replace(scenario, operators=tuple(ops)), seed)
-    reports = sim.run(settings.state_s)
-    since = max(r.interval_end for r in reports) - settings.graph_window_s
-    return sim, build_graph([r for r in reports if r.interval_start >= since - 1e-6])
+    return sim, window_graph(sim.run(settings.state_s), settings.graph_window_s)
+
+
+def window_graph(reports: list[MetricsReport], window_s: float) -> AppGraph:
+    """The graph of the last ``window_s`` seconds of reports, as the service would build it."""
+    since = max(r.interval_end for r in reports) - window_s
+    return build_graph([r for r in reports if r.interval_start >= since - 1e-6])
 
 
 def perturbed_schemes(graph: AppGraph, sim: Simulator, rng: np.random.Generator, n: int) -> list[dict[str, int]]:
