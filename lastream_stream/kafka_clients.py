@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from lastream_stream.settings import KafkaSettings, TopicSettings
@@ -22,6 +31,10 @@ from lastream_stream.settings import KafkaSettings, TopicSettings
 log = logging.getLogger(__name__)
 # librdkafka's own log lines (connection failures and the like) go through Python logging.
 rdkafka_log = logging.getLogger("lastream.librdkafka")
+
+
+# History readers only assign partitions and never commit, so they never join this group.
+HISTORY_GROUP = "lastream-history-reader"
 
 
 class BrokerUnreachable(RuntimeError):
@@ -134,6 +147,51 @@ class KafkaClients:
             yield consumer
         finally:
             consumer.close()
+
+    def end_offsets(self, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+        """The high watermark of every (topic, partition) of ``topics``, as the broker reports it now."""
+        metadata = self.metadata()
+        with self.consumer(HISTORY_GROUP, **{"enable.auto.commit": False}) as consumer:
+            return {
+                (topic, p): consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=self.settings.timeout_s)[1]
+                for topic in topics
+                for p in sorted(metadata.topics[topic].partitions)
+            }
+
+    def read_history(self, ends: Mapping[tuple[str, int], int]) -> Iterator[Message]:
+        """Every message of the given partitions from their beginning up to (not including)
+        their end offsets, typically ``end_offsets`` taken before; partitions interleave in
+        the order the broker delivers them. A reader resuming at ``ends`` sees the rest.
+
+        A partition is done at its last message before its end, or when the broker says
+        there is nothing more to fetch (partition EOF): the end offset itself may hold no
+        message (compaction, transaction markers). Raises ``TimeoutError`` when no
+        partition progresses for ``timeout_s``.
+        """
+        pending = {tp: end for tp, end in ends.items() if end > 0}
+        if not pending:
+            return
+        timeout = self.settings.timeout_s
+        conf = {"enable.auto.commit": False, "enable.partition.eof": True}
+        with self.consumer(HISTORY_GROUP, **conf) as consumer:
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for topic, p in pending])
+            deadline = time.monotonic() + timeout
+            while pending:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no progress for {timeout:.0f} s reading {sorted(pending)} to their end offsets")
+                msg = consumer.poll(0.2)
+                if msg is None or (key := (msg.topic(), msg.partition())) not in pending:
+                    continue
+                error = msg.error()
+                if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("reading %s [%d]: %s", *key, error)
+                    continue
+                end = pending[key]
+                if error is not None or msg.offset() + 1 >= end:
+                    del pending[key]
+                if error is None and msg.offset() < end:
+                    yield msg
+                deadline = time.monotonic() + timeout
 
     def group_state(self, group_id: str) -> tuple[str, int]:
         """(state, member count) of a consumer group as the broker's coordinator sees it."""

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -30,6 +28,7 @@ from lastream_stream.kafka_clients import KafkaClients, project_topics
 from lastream_stream.policy.ds2 import optimal_parallelism
 from lastream_stream.service import AgentService, AgentServiceSettings
 from lastream_stream.settings import LastreamSettings
+from lastream_stream.supervisor.workers import Worker, spawn, stop_workers
 from wordcount_app import topics as wordcount_topics
 from wordcount_app.settings import WordCountSettings
 from wordcount_app.topology import app_spec, worker_env
@@ -44,27 +43,21 @@ class Pipeline:
     settings: LastreamSettings
     wc: WordCountSettings
     log_dir: Path
-    processes: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+    processes: list[Worker] = field(default_factory=list)
 
-    def spawn(self, name: str, command: list[str], extra_env: dict[str, str]) -> subprocess.Popen:
+    def spawn(self, name: str, command: list[str], extra_env: dict[str, str]) -> Worker:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = os.environ | worker_env(self.settings, self.wc) | extra_env
-        with open(self.log_dir / f"{name}.log", "ab") as log_file:  # the child keeps its own copy
-            proc = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-        log.info("started %s (pid %d, log %s)", name, proc.pid, self.log_dir / f"{name}.log")
-        self.processes.append((name, proc))
-        return proc
+        log_path = self.log_dir / f"{name}.log"
+        process = spawn(name, 0, command, env, log_path)  # the single instance of each part
+        log.info("started %s (pid %d, log %s)", name, process.pid, log_path)
+        self.processes.append(process)
+        return process
 
     def stop(self, timeout_s: float = 40.0) -> None:
-        for name, proc in reversed(self.processes):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout_s)
-                except subprocess.TimeoutExpired:
-                    log.warning("%s ignored SIGTERM; killing it", name)
-                    proc.kill()
-            log.info("stopped %s", name)
+        for process in reversed(self.processes):  # one by one: the source stops before the supervisor
+            stop_workers([process], timeout_s)
+            log.info("stopped %s", process.operator)
 
 
 def start_wordcount(settings: LastreamSettings, wc: WordCountSettings, initial: dict[str, int], log_dir: Path) -> Pipeline:

@@ -1,11 +1,11 @@
 """``lastream agent``: the long-running service around the decision cycle.
 
-It reads the metrics, control and acks topics with one manually assigned consumer (no
-consumer group, so no rebalance ever pauses it): control and acks from the beginning,
-which replays the history of commands and acknowledgements into each app's controller
+On start it replays the history of the control and acks topics into each app's controller
 (restart safety: the generation continues, an unacknowledged command is awaited, not
-re-issued), and metrics from the end (older reports describe a past state).
-Decisions start once that history is caught up.
+re-issued). Then one manually assigned consumer (no consumer group, so no rebalance ever
+pauses it) follows all three topics from the end offsets taken before the replay: control
+and acks where the history stopped, metrics from there too (older reports describe a past
+state). Decisions start once the history is replayed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Producer, TopicPartition
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -82,19 +82,21 @@ class AgentService:
         self.clients.ensure_topics(project_topics(topics))
         with self.clients.producer() as producer, self.clients.consumer("lastream-agent", **{"enable.auto.commit": False}) as consumer:
             decoder = DeadLetterDecoder(producer, topics.deadletter, consumer_name="lastream-agent")
-            history_end = self._assign(consumer)
-            log.info("agent started: replaying %d control/ack record(s), then deciding", sum(history_end.values()))
+            ends = self.clients.end_offsets([topics.control, topics.acks, topics.metrics])
+            history = {tp: end for tp, end in ends.items() if tp[0] != topics.metrics}
+            log.info("agent started: replaying up to %d control/ack record(s), then deciding", sum(history.values()))
+            for msg in self.clients.read_history(history):
+                if stop.is_set():
+                    return
+                self._dispatch(decoder, msg)
+            # Explicit offsets: every message published after end_offsets is read, none twice.
+            consumer.assign([TopicPartition(topic, partition, end) for (topic, partition), end in ends.items()])
+            self.ready.set()
             next_tick = time.monotonic()
             while not stop.is_set():
                 msg = consumer.poll(0.1)
                 if msg is not None and msg.error() is None:
                     self._dispatch(decoder, msg)
-                    key = (msg.topic(), msg.partition())
-                    if key in history_end and msg.offset() + 1 >= history_end[key]:
-                        del history_end[key]
-                if history_end:
-                    continue
-                self.ready.set()
                 if time.monotonic() < next_tick:
                     continue
                 next_tick = time.monotonic() + self.service.tick_s
@@ -111,24 +113,6 @@ class AgentService:
                 if max_decisions is not None and sum(c.decisions for c in self.controllers.values()) >= max_decisions:
                     log.info("reached %d decision(s): stopping", max_decisions)
                     break
-
-    def _assign(self, consumer: Consumer) -> dict[tuple[str, int], int]:
-        """Assign every partition; return where the control/acks history ends (non-empty partitions)."""
-        topics = self.settings.topics
-        metadata = self.clients.metadata()
-        assignment, history_end = [], {}
-        for topic in (topics.control, topics.acks, topics.metrics):
-            for partition in metadata.topics[topic].partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self.clients.settings.timeout_s)
-                if topic == topics.metrics:
-                    # The explicit end offset: every report published after this call is read.
-                    assignment.append(TopicPartition(topic, partition, high))
-                else:
-                    assignment.append(TopicPartition(topic, partition, OFFSET_BEGINNING))
-                    if high > low:
-                        history_end[(topic, partition)] = high
-        consumer.assign(assignment)
-        return history_end
 
     def _dispatch(self, decoder: DeadLetterDecoder, msg) -> None:
         topics = self.settings.topics

@@ -36,3 +36,38 @@ def test_topics_ensure_is_idempotent_and_compacts_control(clients):
     resource = ConfigResource(ConfigResource.Type.TOPIC, f"c-{tag}")
     config = admin.describe_configs([resource])[resource].result(timeout=10)
     assert config["cleanup.policy"].value == "compact"
+
+
+def test_read_history_reads_every_partition_up_to_the_end_offsets_taken_before(clients, make_topic):
+    topic = make_topic(partitions=3)
+    with clients.producer() as producer:
+        for i in range(5):
+            producer.produce(topic, value=f"old-{i}".encode(), partition=i % 2)  # partition 2 stays empty
+    ends = clients.end_offsets([topic])
+    assert ends == {(topic, 0): 3, (topic, 1): 2, (topic, 2): 0}
+    with clients.producer() as producer:
+        for p in range(3):
+            producer.produce(topic, value=b"new", partition=p)
+
+    read = [(m.partition(), m.offset(), m.value()) for m in clients.read_history(ends)]
+    assert sorted(read) == [(0, 0, b"old-0"), (0, 1, b"old-2"), (0, 2, b"old-4"), (1, 0, b"old-1"), (1, 1, b"old-3")]
+    assert list(clients.read_history({(topic, 2): 0})) == []
+
+
+def test_read_history_ends_a_partition_whose_end_offset_holds_no_message(clients, make_topic):
+    """A transaction's commit marker takes the last offset; no message is ever delivered there."""
+    topic = make_topic()
+    with clients.producer(**{"transactional.id": f"tx-{topic}"}) as producer:
+        producer.init_transactions(clients.settings.timeout_s)
+        producer.begin_transaction()
+        producer.produce(topic, value=b"a")
+        producer.produce(topic, value=b"b")
+        producer.commit_transaction(clients.settings.timeout_s)
+    # The coordinator writes the marker after the commit returns.
+    deadline = time.monotonic() + 10
+    while (ends := clients.end_offsets([topic])) != {(topic, 0): 3} and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ends == {(topic, 0): 3}
+    started = time.monotonic()
+    assert [m.value() for m in clients.read_history(ends)] == [b"a", b"b"]
+    assert time.monotonic() - started < clients.settings.timeout_s / 2  # the broker said so: no waiting out a timeout

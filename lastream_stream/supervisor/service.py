@@ -16,7 +16,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -82,6 +82,7 @@ class Supervisor:
         self.crashes: dict[Slot, int] = {}  # consecutive crashes per slot, for the backoff
         self.pending: dict[Slot, PendingRestart] = {}
         self.restarts = {op: 0 for op in app_spec.operators}
+        self._states: dict[str, tuple[int, int, int]] = {}  # as last written to the state files
         self._ready = False
         self._status = self._snapshot()
 
@@ -122,25 +123,26 @@ class Supervisor:
         md = self.clients.metadata().topics.get(topic)
         if md is None or md.error is not None:
             raise RuntimeError(f"control topic {topic!r} does not exist: run `lastream topics ensure`")
-        timeout = self.settings.kafka.timeout_s
         partitions = [TopicPartition(topic, p) for p in sorted(md.partitions)]
-        done_before = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=timeout)}
-        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=timeout) for tp in partitions}
-        consumer.assign([TopicPartition(topic, tp.partition, OFFSET_BEGINNING) for tp in partitions])
-
+        done_before = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=self.settings.kafka.timeout_s)}
+        ends = self.clients.end_offsets([topic])
+        # Following the topic resumes where the history stopped, which is its end unless cut short.
+        resume = {tp: OFFSET_BEGINNING for tp in ends}
         history: list[tuple[ScalingCommand, bool]] = []  # (command, not handled by a previous run)
-        deadline = time.monotonic() + 3 * timeout
-        while not stop.is_set() and not self._caught_up(consumer, ends):
-            if time.monotonic() > deadline:
-                log.warning("could not read %s to its end within %.0f s: going on with what was read", topic, 3 * timeout)
-                break
-            msg = consumer.poll(0.2)
-            if msg is None or self._consumer_error(msg):
-                continue
-            seen = msg.offset() < done_before.get(msg.partition(), -1)
-            command = self._decode(msg, decoder, already_seen=seen)
-            if command is not None:
-                history.append((command, not seen))
+        try:
+            for msg in self.clients.read_history(ends):
+                if stop.is_set():
+                    break
+                resume[(topic, msg.partition())] = msg.offset() + 1
+                seen = msg.offset() < done_before.get(msg.partition(), -1)
+                command = self._decode(msg, decoder, already_seen=seen)
+                if command is not None:
+                    history.append((command, not seen))
+            else:
+                resume = dict(ends)
+        except TimeoutError as exc:
+            log.warning("%s: going on with what was read; the rest is followed as new commands", exc)
+        consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in resume.items()])
 
         recorded = {op: n for op, n in self.run_dir.read_states().items() if op in self.spec.operators}
         base = initial_state(self.spec, self.config.initial | recorded)
@@ -154,15 +156,9 @@ class Supervisor:
         if unanswered:
             # Commands superseded while the supervisor was down get no ack of their own.
             self._ack(producer, ack_for(self.spec.app, unanswered[-1], self._running(), failures))
-        positions = consumer.position(partitions)
-        self._commit(consumer, [TopicPartition(topic, tp.partition, tp.offset) for tp in positions if tp.offset >= 0])
+        self._commit(consumer, [TopicPartition(t, p, offset) for (t, p), offset in resume.items() if offset > 0])
         self._ready = True
         self._status = self._snapshot()
-
-    def _caught_up(self, consumer: Consumer, ends: dict[int, tuple[int, int]]) -> bool:
-        topic = self.settings.topics.control
-        positions = {tp.partition: tp.offset for tp in consumer.position([TopicPartition(topic, p) for p in ends])}
-        return all(high <= low or positions[p] >= high for p, (low, high) in ends.items())
 
     # Control messages
 
@@ -238,16 +234,14 @@ class Supervisor:
 
     def _reconcile(self) -> list[str]:
         """Make the workers match ``self.state``; returns what went wrong, for the ack."""
-        for op, n in self.state.parallelism.items():
-            self.run_dir.write_state(op, n, self.state.generation)  # before starting: new workers read it
         start, stop = plan_slots(self.state.parallelism, self.workers)
         self._stop(stop)
         self.pending = {s: p for s, p in self.pending.items() if s[1] < self.state.parallelism.get(s[0], 0)}
         self.crashes = {s: n for s, n in self.crashes.items() if s[1] < self.state.parallelism.get(s[0], 0)}
+        start = [slot for slot in start if slot not in self.pending]  # a crashed worker waits out its backoff
+        self._write_states(starting=start)
         failures, started = [], []
         for slot in start:
-            if slot in self.pending:
-                continue  # a crashed worker waits out its backoff
             worker = self._start(slot)
             if worker is None:
                 failures.append(f"{slot[0]}-{slot[1]} could not be started")
@@ -258,6 +252,7 @@ class Supervisor:
             while time.monotonic() < deadline and any(w.alive() for w in started):
                 time.sleep(0.05)
             failures += [f"{w.name} exited at start-up with {w.exit_description()}" for w in started if not w.alive()]
+        self._write_states()
         self._status = self._snapshot()
         return failures
 
@@ -302,14 +297,27 @@ class Supervisor:
                 worker.name, worker.pid, worker.exit_description(), ran_s, delay,
             )  # fmt: skip
         now = time.monotonic()
-        for slot, pending in sorted(self.pending.items()):
-            if pending.due > now:
-                continue
-            del self.pending[slot]
+        due = sorted(slot for slot, pending in self.pending.items() if pending.due <= now)
+        self._write_states(starting=due)
+        for slot in due:
+            pending = self.pending.pop(slot)
             worker = self._start(slot)
             if worker is not None:
                 self.restarts[slot[0]] += 1
                 log.warning("restarted %s after %s (restart #%d)", worker.name, pending.after, self.restarts[slot[0]])
+        self._write_states()
+
+    def _write_states(self, starting: Iterable[Slot] = ()) -> None:
+        """Tell the workers how many of their operator run, counting those about to start
+        (they read it at start-up) until they are seen to fail. Only changes are written."""
+        running = self._running()
+        for op, _ in starting:
+            running[op] += 1
+        for op, desired in self.state.parallelism.items():
+            state = (running[op], desired, self.state.generation)
+            if self._states.get(op) != state:
+                self.run_dir.write_state(op, *state)
+                self._states[op] = state
 
     def _running(self) -> dict[str, int]:
         running = {op: 0 for op in self.spec.operators}

@@ -4,10 +4,11 @@ In the run directory (``<home>/<app>/``):
 
 - ``<operator>-<slot>.pid``: pid and start time of the worker in that slot. The start time
   pins the identity: a pid the kernel has handed to another process since is not adopted.
-- ``<operator>.state.json``: ``{"operator", "parallelism", "generation"}``, what the
-  workers read through ``LASTREAM_WORKER_STATE``, and the supervisor's own record of the
-  desired state (a compacted control topic keeps only the latest command, which need not
-  name every operator).
+- ``<operator>.state.json``: ``{"operator", "parallelism", "desired", "generation"}``.
+  ``parallelism`` is what the workers read through ``LASTREAM_WORKER_STATE`` and report:
+  the workers actually running, which falls short of ``desired`` while some fail to start.
+  ``desired`` is the supervisor's own record of the desired state (a compacted control
+  topic keeps only the latest command, which need not name every operator).
 - ``<operator>-<slot>.log``: the worker's stdout and stderr, appended across restarts.
 
 Workers run in their own session, so a Ctrl-C in the supervisor's terminal does not reach
@@ -22,7 +23,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,16 @@ class Worker:
             pass
 
 
+def spawn(operator: str, slot: int, command: list[str], env: Mapping[str, str], log_path: Path) -> Worker:
+    """Start ``command`` in its own session with stdout and stderr appended to ``log_path``;
+    raises OSError when it cannot be executed."""
+    with open(log_path, "ab") as log_file:  # the child keeps its own copy
+        popen = subprocess.Popen(
+            command, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return Worker(operator, slot, psutil.Process(popen.pid), popen)
+
+
 class RunDir:
     """The supervisor's files for one app."""
 
@@ -108,17 +119,17 @@ class RunDir:
     def state_file(self, operator: str) -> Path:
         return self.path / f"{operator}.state.json"
 
-    def write_state(self, operator: str, parallelism: int, generation: int) -> None:
-        state = {"operator": operator, "parallelism": parallelism, "generation": generation}
+    def write_state(self, operator: str, running: int, desired: int, generation: int) -> None:
+        state = {"operator": operator, "parallelism": running, "desired": desired, "generation": generation}
         write_atomically(self.state_file(operator), state)
 
     def read_states(self) -> dict[str, int]:
-        """Parallelism per operator as last written; unreadable files are ignored."""
+        """Desired parallelism per operator as last written; unreadable files are ignored."""
         states = {}
         for path in self.path.glob("*.state.json"):
             try:
                 data = json.loads(path.read_text())
-                states[str(data["operator"])] = int(data["parallelism"])
+                states[str(data["operator"])] = int(data["desired"])
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("ignoring unreadable state file %s: %s", path, exc)
         return states
@@ -158,18 +169,13 @@ class RunDir:
             "LASTREAM_WORKER_INDEX": str(slot),
             "LASTREAM_WORKER_STATE": str(self.state_file(operator)),
         }
-        with open(self.log_file(operator, slot), "ab") as log_file:
-            popen = subprocess.Popen(
-                spec.command, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        process = psutil.Process(popen.pid)
+        worker = spawn(operator, slot, spec.command, env, self.log_file(operator, slot))
         # A zombie still has its create_time, so this holds even for a worker that died at once.
         write_atomically(
             self.pid_file(operator, slot),
-            {"operator": operator, "slot": slot, "pid": popen.pid, "create_time": process.create_time()},
+            {"operator": operator, "slot": slot, "pid": worker.pid, "create_time": worker.started_at},
         )
-        return Worker(operator, slot, process, popen)
+        return worker
 
     def forget(self, worker: Worker) -> None:
         self.pid_file(worker.operator, worker.slot).unlink(missing_ok=True)

@@ -1,6 +1,7 @@
 """The supervisor in a thread against the real broker, starting and stopping real processes."""
 
 import base64
+import json
 import logging
 import os
 import signal
@@ -9,6 +10,7 @@ from confluent_kafka import TopicPartition
 
 from lastream_stream.contracts import DeadLetter
 from lastream_stream.deadletter import parse
+from lastream_stream.supervisor.workers import RunDir
 from conftest import APP, command, publish, wait_for
 
 RUN_STATE = {"source": 1, "splitter": 1, "counter": 1}
@@ -33,7 +35,7 @@ def test_scale_up_down_clamp_and_unknown_operators(settings, clients, workers, s
     assert supervisor.status().workers["splitter"] == {s: live[("splitter", s)] for s in (0, 1, 2)}
     for slot in (1, 2):  # the new workers were handed the new parallelism
         started = wait_for(lambda: workers.started("splitter", slot, live[("splitter", slot)]), what="marker")
-        assert started["state"] == {"operator": "splitter", "parallelism": 3, "generation": 1}
+        assert started["state"] == {"operator": "splitter", "parallelism": 3, "desired": 3, "generation": 1}
 
     publish(clients, settings, command(2, splitter=1, counter=9))
     ack = acks.next()
@@ -46,7 +48,7 @@ def test_scale_up_down_clamp_and_unknown_operators(settings, clients, workers, s
     assert slots(after, "splitter") == [0] and slots(after, "counter") == [0, 1, 2, 3]
     assert all(workers.stopped_gracefully("splitter", s, live[("splitter", s)]) for s in (1, 2))
     state_file = sup_config.run_dir(APP) / "splitter.state.json"
-    assert state_file.read_text() == '{"operator": "splitter", "parallelism": 1, "generation": 2}'
+    assert state_file.read_text() == '{"operator": "splitter", "parallelism": 1, "desired": 1, "generation": 2}'
 
     publish(clients, settings, command(3, source=3))
     ack = acks.next()
@@ -161,3 +163,23 @@ def test_workers_dying_at_start_make_the_ack_partial(settings, clients, workers,
     # They keep being retried, with backoff.
     wait_for(lambda: supervisor.status().restarts["splitter"] >= 2, what="restarts of the failing workers")
     assert workers.live()[("splitter", 0)] == first
+
+
+def test_state_files_count_the_workers_running_not_the_desired_ones(settings, clients, workers, supervise, acks, sup_config):
+    """Workers report the parallelism in their state file: one that exits at once or cannot
+    be executed at all must not be counted, while the desired state is still recorded."""
+    spec = workers.spec(env={"splitter": {"TEST_WORKER_FAIL_FROM_SLOT": "1"}})
+    spec.operators["counter"] = spec.operators["counter"].model_copy(update={"command": [str(workers.out / "missing")]})
+    # No retry within the test: each file is read between start attempts.
+    supervise(spec, sup_config.model_copy(update={"backoff_initial_s": 600.0, "backoff_max_s": 600.0}))
+    publish(clients, settings, command(1, splitter=3))
+    ack = acks.next()
+    assert (ack.status, ack.applied) == ("partial", {"source": 1, "splitter": 1, "counter": 0})
+    run_dir = RunDir(sup_config.run_dir(APP))
+    states = {op: json.loads(run_dir.state_file(op).read_text()) for op in ("source", "splitter", "counter")}
+    assert states == {
+        "source": {"operator": "source", "parallelism": 1, "desired": 1, "generation": 1},
+        "splitter": {"operator": "splitter", "parallelism": 1, "desired": 3, "generation": 1},
+        "counter": {"operator": "counter", "parallelism": 0, "desired": 1, "generation": 1},
+    }
+    assert run_dir.read_states() == {"source": 1, "splitter": 3, "counter": 1}

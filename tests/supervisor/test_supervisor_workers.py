@@ -13,10 +13,11 @@ from conftest import wait_for
 
 def test_start_sets_the_environment_and_a_pid_file_that_a_new_supervisor_adopts(tmp_path, workers):
     run_dir = RunDir(tmp_path / "run")
-    run_dir.write_state("splitter", 2, 7)
+    run_dir.write_state("splitter", 2, 3, 7)
     worker = run_dir.start("splitter", 1, WorkerSpec(command=workers.command(), partitions=4, env={"EXTRA": "x"}))
     started = wait_for(lambda: workers.started("splitter", 1, worker.pid), what="the worker to start")
-    assert started["state"] == {"operator": "splitter", "parallelism": 2, "generation": 7}
+    assert started["state"] == {"operator": "splitter", "parallelism": 2, "desired": 3, "generation": 7}
+    assert run_dir.read_states() == {"splitter": 3}  # the supervisor's record is the desired state
     env = psutil.Process(worker.pid).environ()
     assert env["EXTRA"] == "x" and env["LASTREAM_WORKER_STATE"] == str(run_dir.state_file("splitter"))
     assert os.getsid(worker.pid) == worker.pid  # its own session: a Ctrl-C of the supervisor does not reach it
@@ -50,7 +51,7 @@ def test_stale_pid_files_are_removed_and_a_reused_pid_is_not_adopted(tmp_path):
 
 def test_a_worker_ignoring_sigterm_is_killed_after_the_timeout(tmp_path, workers):
     run_dir = RunDir(tmp_path / "run")
-    run_dir.write_state("counter", 2, 1)
+    run_dir.write_state("counter", 2, 2, 1)
     spec = WorkerSpec(command=workers.command(), partitions=4)
     stubborn_spec = spec.model_copy(update={"env": {"TEST_WORKER_IGNORE_TERM": "1"}})
     polite, stubborn = run_dir.start("counter", 0, spec), run_dir.start("counter", 1, stubborn_spec)
