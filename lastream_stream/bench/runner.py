@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lastream_stream.bench.baselines import DS2Policy, FlinkAutoscaler, FlinkSettings, KedaScaler, OraclePolicy, StaticPolicy
-from lastream_stream.policy.base import DecisionContext, PastDecision, Policy
-from lastream_stream.policy.graph import build_graph
+from lastream_stream.controller import ControllerSettings
+from lastream_stream.policy.base import Decision, DecisionContext, PastDecision, Policy
+from lastream_stream.policy.graph import AppGraph, build_graph
 from lastream_stream.policy.reward import RewardParams, reward
 from lastream_stream.sim import Scenario, Simulator, Steps
 
@@ -152,9 +153,39 @@ def lastream_factory(settings: BenchSettings) -> PolicyFactory:
         agent = copy.deepcopy(template)
         agent.generators = [*agent.generators, *extra]
         agent.config = agent.config.model_copy(update={"restart_s": scenario.downtime_s})
-        return agent
+        return AsTheServiceRuns(agent, settings.decision_interval_s)
 
     return build
+
+
+@dataclass
+class AsTheServiceRuns:
+    """A policy timed as the agent service's controller times it: after a reconfiguration it
+    waits out the warm-up, then a full window, before deciding again, so a window disturbed
+    by the restart is never decided on. On the bench's fixed decision grid that means
+    skipping the windows that end before warm-up + window has passed. (The baselines keep
+    their originals' own warm-ups: DS2's two intervals, Flink's stabilisation, KEDA's.)"""
+
+    policy: Policy
+    decision_interval_s: float
+    controller: ControllerSettings = field(default_factory=ControllerSettings)
+    _skip: int = field(default=0, init=False)
+    _last_parallelism: dict[str, int] | None = field(default=None, init=False)
+
+    @property
+    def name(self) -> str:
+        return self.policy.name
+
+    def decide(self, graph: AppGraph, context: DecisionContext | None = None) -> Decision:
+        current = graph.parallelism
+        if self._last_parallelism is not None and current != self._last_parallelism:
+            settle_s = self.controller.warmup_s + self.controller.window_s
+            self._skip = math.ceil(settle_s / self.decision_interval_s - 1e-9) - 1
+        self._last_parallelism = current
+        if self._skip > 0:
+            self._skip -= 1
+            return Decision.single(self.name, graph, current, note="warm-up")
+        return self.policy.decide(graph, context)
 
 
 def phase_start(scenario: Scenario, horizon_s: float) -> float:

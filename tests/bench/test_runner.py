@@ -11,9 +11,10 @@ from rich.console import Console
 
 from lastream_stream.bench import POLICY_NAMES, BenchSettings, run, run_episode
 from lastream_stream.bench.baselines import OraclePolicy
-from lastream_stream.bench.runner import direction_changes, phase_start, policy_factory
+from lastream_stream.bench.runner import AsTheServiceRuns, direction_changes, phase_start, policy_factory
+from lastream_stream.controller import ControllerSettings
 from lastream_stream.policy.base import Decision, DecisionContext
-from lastream_stream.policy.graph import AppGraph
+from lastream_stream.policy.graph import AppGraph, build_graph
 from lastream_stream.sim import Constant, Scenario, SimOperator, Simulator, Steps, scenarios
 
 
@@ -146,10 +147,38 @@ def test_llm_flag_adds_the_llm_generator_only_when_a_key_is_set(monkeypatch, cap
     monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
     with caplog.at_level("WARNING", logger="lastream_stream.bench.runner"):
         without_key = policy_factory("lastream", BenchSettings(llm=True))(scenario, Simulator(scenario))
-    assert [g.name for g in without_key.generators] == ["analytic"]
+    assert [g.name for g in without_key.policy.generators] == ["analytic"]
     assert "LLM generator is skipped" in caplog.text
 
     monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-test-not-used")
     with_key = policy_factory("lastream", BenchSettings(llm=True))(scenario, Simulator(scenario))
-    assert [g.name for g in with_key.generators] == ["analytic", "llm"]
-    assert with_key.config.restart_s == scenario.downtime_s
+    assert [g.name for g in with_key.policy.generators] == ["analytic", "llm"]
+    assert with_key.policy.config.restart_s == scenario.downtime_s
+
+
+class Counting:
+    """Asks for one more instance of ``parse`` every time it is asked."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def decide(self, graph: AppGraph, context: DecisionContext | None = None) -> Decision:
+        self.asked += 1
+        return Decision.single(self.name, graph, graph.parallelism | {"parse": graph.parallelism["parse"] + 1})
+
+
+def test_the_learned_policy_is_timed_as_the_service_times_it():
+    """Warm-up 6 s + a full 10 s window after a change: on a 10 s grid the window right after
+    a reconfiguration is held, the next one is decided on."""
+    sim = Simulator(two_stage())
+    inner = Counting()
+    policy = AsTheServiceRuns(inner, decision_interval_s=10.0, controller=ControllerSettings(warmup_s=6.0, window_s=10.0))
+    chosen = []
+    for _ in range(4):
+        decision = policy.decide(build_graph(sim.run(10.0)))
+        sim.apply(decision.chosen)
+        chosen.append(decision.chosen["parse"])
+    assert chosen == [2, 2, 3, 3]
+    assert inner.asked == 2
