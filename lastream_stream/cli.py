@@ -262,7 +262,7 @@ def bench(n_scenarios: int, seed: int, horizon: float | None, policies: tuple[st
 
 @main.command("train")
 @click.option("--sim", "simulated", is_flag=True, required=True, help="Pretrain on simulated episodes (the only mode so far).")
-@click.option("--episodes", type=int, default=600, show_default=True, help="Simulated decision states to learn from.")
+@click.option("--episodes", type=int, default=800, show_default=True, help="Simulated decision states to learn from.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Checkpoint to write (default: the shipped lastream_stream/models/pretrained.pt).")
 def train(simulated: bool, episodes: int, seed: int, out: str | None) -> None:

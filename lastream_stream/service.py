@@ -40,6 +40,7 @@ class AgentServiceSettings(BaseSettings):
     apps: list[str] = Field(default_factory=list, description="apps to scale; empty means every app that reports")
     tick_s: float = Field(default=0.5, gt=0)
     llm: bool = Field(default=True, description="add DeepSeek candidates when DEEPSEEK_API_KEY is set")
+    restart_s: float = Field(default=5.0, ge=0, description="seconds a rescaled operator pauses (start, rebalance): what a change costs")
     controller: ControllerSettings = Field(default_factory=ControllerSettings)
 
 
@@ -52,6 +53,7 @@ def build_agent(service: AgentServiceSettings) -> LaStreamAgent:
         if llm.enabled:
             generators.append(llm)
     agent = LaStreamAgent.pretrained(service.checkpoint, generators=generators)
+    agent.config = agent.config.model_copy(update={"restart_s": service.restart_s})
     source = f"model and replay from {service.checkpoint}" if service.checkpoint.exists() else "the shipped pretrained model"
     log.info("agent uses %s (%d replayed outcome(s)); candidates from %s", source, len(agent.replay),
              ", ".join(g.name for g in generators))  # fmt: skip

@@ -13,7 +13,7 @@ from lastream_stream.controller import ControllerSettings
 from lastream_stream.deadletter import parse
 from lastream_stream.policy.base import Decision
 from lastream_stream.policy.ds2 import optimal_parallelism
-from lastream_stream.service import AgentService, AgentServiceSettings
+from lastream_stream.service import AgentService, AgentServiceSettings, build_agent
 
 
 class DS2:
@@ -81,3 +81,10 @@ def test_metrics_flood_is_dead_lettered_and_does_not_move_the_decision(settings,
     reasons = " | ".join(letter.error for letter in letters)
     for expected in ("not JSON", "records_in", "useful_time_s exceeds", "Field required", "expected a JSON object"):
         assert expected in reasons
+
+
+def test_the_agent_is_charged_the_configured_restart_time(tmp_path, monkeypatch):
+    monkeypatch.setenv("LASTREAM_AGENT_RESTART_S", "12.5")
+    agent = build_agent(AgentServiceSettings(checkpoint=tmp_path / "none.pt", llm=False))
+    assert agent.config.restart_s == 12.5
+    assert agent.normaliser.fitted  # the shipped model, not an untrained one

@@ -131,8 +131,8 @@ def lastream_factory(settings: BenchSettings) -> PolicyFactory:
     """The La-Stream agent with its pretrained evaluator (untrained if none is shipped),
     plus DeepSeek candidates when ``settings.llm`` is set and a key is there.
 
-    The model is loaded once; each episode gets its own copy, told the scenario's restart
-    time as Flink is (``FlinkSettings.restart_s``)."""
+    The model is loaded once; each episode gets its own copy. The scenario's restart time
+    reaches it through the decision context, as it reaches every policy."""
     try:
         from lastream_stream.policy.agent import LaStreamAgent
         from lastream_stream.policy.llm import LLMGenerator
@@ -152,7 +152,6 @@ def lastream_factory(settings: BenchSettings) -> PolicyFactory:
     def build(scenario: Scenario, sim: Simulator) -> Policy:
         agent = copy.deepcopy(template)
         agent.generators = [*agent.generators, *extra]
-        agent.config = agent.config.model_copy(update={"restart_s": scenario.downtime_s})
         return AsTheServiceRuns(agent, settings.decision_interval_s)
 
     return build
@@ -227,7 +226,8 @@ def run_episode(scenario: Scenario, policy_name: str, factory: PolicyFactory, se
         if w == n_windows - 1:
             break  # nothing would observe a decision taken at the horizon
 
-        context = DecisionContext(history=tuple(history[-HISTORY_SHOWN:]))
+        # Every policy is told the restart time, as Flink's autoscaler is configured with it.
+        context = DecisionContext(history=tuple(history[-HISTORY_SHOWN:]), restart_s=scenario.downtime_s)
         started = time.perf_counter()
         decision = policy.decide(build_graph(reports), context)
         decision_ms.append(1000.0 * (time.perf_counter() - started))

@@ -8,7 +8,12 @@ the scheme and added analytically, so the network spends no capacity learning ar
     score = exp(-(expm1(evaluator(...)) + resource_penalty(scheme)) / 3)
 
 The network's target is ``log1p`` of the performance penalty, which keeps a backlog of a
-million records from drowning out the difference between 20 ms and 40 ms of latency.
+million records from drowning out the difference between 20 ms and 40 ms of latency. It
+predicts that target as a correction to the fluid model's own estimate (the candidate
+feature ``log_estimated_penalty``): the estimate already scales with the app's rates, so
+on an app slower or faster than any seen in training the network only has to correct a
+sound guess rather than invent one. Training fits the target and, for candidates measured
+in the same state, their differences: the choice depends only on those.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -26,6 +31,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch_geometric.data import Batch, Data
+from torch_geometric.utils import scatter
 
 from lastream_stream.policy.base import Decision, DecisionContext, PastDecision, ScoredCandidate
 from lastream_stream.policy.candidates import AnalyticGenerator, Candidate, CandidateGenerator, clamp_scheme, dedupe
@@ -48,6 +54,7 @@ log = logging.getLogger(__name__)
 PRETRAINED_PATH = Path(__file__).resolve().parent.parent / "models" / "pretrained.pt"
 _ARCHITECTURE = ("gcn_hidden", "embedding_dim", "evaluator_hidden")
 _SMALLEST_REWARD = 1e-300  # a reward that underflowed to 0 still has a finite log
+_ESTIMATE = CANDIDATE_FEATURES.index("log_estimated_penalty")
 
 
 class AgentConfig(BaseModel):
@@ -70,10 +77,12 @@ class AgentConfig(BaseModel):
     # Sources are generators we do not control (DS2's assumption), unless said otherwise.
     scale_sources: bool = False
     # Expected pause of a reconfigured operator, seconds: sizes the backlog a change creates.
+    # A decision's context overrides it when the caller knows better.
     restart_s: float = Field(default=5.0, ge=0)
-    # How long after acting a scheme is judged (pretraining measures the reward from then on):
-    # a scheme whose restart backlog has not drained by then is penalised for it.
-    horizon_s: float = Field(default=120.0, gt=0)
+    # How long a scheme is judged over, from the moment it is applied: pretraining's label is
+    # the mean reward over it, restart and drain included. Minutes: long enough for a lasting
+    # saving to outweigh one restart, short enough that a marginal gain does not.
+    horizon_s: float = Field(default=600.0, gt=0)
     # DS2 variants in the analytic pool, planned for instances busy this share of the time.
     headroom_utilisations: list[float] = Field(default_factory=lambda: [0.9, 0.8])
     reward: RewardParams = Field(default_factory=RewardParams)
@@ -87,13 +96,16 @@ class Example:
     edge_index: torch.Tensor  # (2, E)
     u: torch.Tensor  # (1, len(CANDIDATE_FEATURES))
     y: float  # log1p of the performance penalty
+    # The decision state it was measured in, when several candidates were measured there
+    # (pretraining); training compares those with each other. None: the only one (a real outcome).
+    state_id: int | None = None
 
     @cached_property
     def data(self) -> Data:
         return Data(x=self.x, edge_index=self.edge_index, u=self.u, y=torch.tensor([self.y], dtype=torch.float32))
 
-    def state(self) -> dict[str, torch.Tensor | float]:
-        return {"x": self.x, "edge_index": self.edge_index, "u": self.u, "y": self.y}
+    def state(self) -> dict[str, torch.Tensor | float | int | None]:
+        return {"x": self.x, "edge_index": self.edge_index, "u": self.u, "y": self.y, "state_id": self.state_id}
 
 
 def performance_target(log_reward: float, scheme: dict[str, int], params: RewardParams) -> float:
@@ -110,18 +122,18 @@ class Normaliser:
         self.node_std = torch.ones(len(NODE_FEATURES))
         self.cand_mean = torch.zeros(len(CANDIDATE_FEATURES))
         self.cand_std = torch.ones(len(CANDIDATE_FEATURES))
-        self.target_mean = 0.0
-        self.target_std = 1.0
+        self.correction_mean = 0.0
+        self.correction_std = 1.0
         self.fitted = False
 
     def fit(self, examples: Sequence[Example]) -> None:
         x = torch.cat([e.x for e in examples])
         u = torch.cat([e.u for e in examples])
-        y = torch.tensor([e.y for e in examples])
+        correction = torch.tensor([e.y for e in examples]) - u[:, _ESTIMATE]
         # Floors keep constant features (a flag that never flips in the data) at their raw scale.
         self.node_mean, self.node_std = x.mean(0), x.std(0, correction=0).clamp_min(1e-2)
         self.cand_mean, self.cand_std = u.mean(0), u.std(0, correction=0).clamp_min(1e-2)
-        self.target_mean, self.target_std = float(y.mean()), max(float(y.std(correction=0)), 1e-2)
+        self.correction_mean, self.correction_std = float(correction.mean()), max(float(correction.std(correction=0)), 1e-2)
         self.fitted = True
 
     def state(self) -> dict[str, torch.Tensor | float | bool]:
@@ -218,17 +230,19 @@ class LaStreamAgent:
         return np.exp(self.log_scores(graph, schemes, context))
 
     def _view(self, graph: AppGraph, context: DecisionContext | None) -> GraphView:
-        max_parallelism = (context or DecisionContext()).max_parallelism
-        return GraphView.of(graph, max_parallelism, self.config.restart_s, self.config.horizon_s, self.config.reward)
+        context = context or DecisionContext()
+        restart_s = self.config.restart_s if context.restart_s is None else context.restart_s
+        return GraphView.of(graph, context.max_parallelism, restart_s, self.config.horizon_s, self.config.reward)
 
     def _predict(self, batch: Batch, train: bool) -> torch.Tensor:
-        """log1p(performance penalty) per candidate in the batch."""
+        """log1p(performance penalty) per candidate in the batch: the fluid estimate plus the
+        network's correction."""
         self.gcn.train(train)
         self.evaluator.train(train)
         n = self.normaliser
         embedding = self.gcn((batch.x - n.node_mean) / n.node_std, batch.edge_index, batch.batch)
-        normalised = self.evaluator(embedding, (batch.u - n.cand_mean) / n.cand_std)
-        return normalised * n.target_std + n.target_mean
+        correction = self.evaluator(embedding, (batch.u - n.cand_mean) / n.cand_std)
+        return batch.u[:, _ESTIMATE] + correction * n.correction_std + n.correction_mean
 
     def sanitise(self, graph: AppGraph, scheme: dict[str, int], context: DecisionContext | None = None) -> dict[str, int]:
         """The scheme as it would be applied: every operator, within [1, cap], sources untouched
@@ -238,12 +252,14 @@ class LaStreamAgent:
 
     # -- learning ----------------------------------------------------------------------
 
-    def example(self, graph: AppGraph, scheme: dict[str, int], log_reward: float, context: DecisionContext | None = None) -> Example:
+    def example(
+        self, graph: AppGraph, scheme: dict[str, int], log_reward: float, context: DecisionContext | None = None, state_id: int | None = None
+    ) -> Example:
         """``scheme`` applied in ``graph``'s state earned reward exp(``log_reward``), encoded for training."""
         view = self._view(graph, context)
         nodes, candidates = encode(view, [scheme])
         data = to_data(view, nodes[0], candidates[0])
-        return Example(data.x, data.edge_index, data.u, performance_target(log_reward, scheme, self.config.reward))
+        return Example(data.x, data.edge_index, data.u, performance_target(log_reward, scheme, self.config.reward), state_id)
 
     def observe(self, decision: Decision, measured_reward: float) -> None:
         """Remember what the chosen scheme earned, for ``train`` and for the LLM's prompt."""
@@ -262,16 +278,25 @@ class LaStreamAgent:
             return 0.0
         if not self.normaliser.fitted:
             self.normaliser.fit(examples)
-        size = min(self.config.batch_size, len(examples))
+        by_state: dict[object, list[int]] = defaultdict(list)
+        for i, e in enumerate(examples):
+            by_state[("measured", i) if e.state_id is None else e.state_id].append(i)
+        states = list(by_state.values())
         losses = []
         for _ in range(steps):
-            picked = self.rng.choice(len(examples), size=size, replace=False)
-            batch = Batch.from_data_list([examples[i].data for i in picked])
-            predicted = self._predict(batch, train=True)
-            loss = torch.nn.functional.mse_loss(
-                (predicted - self.normaliser.target_mean) / self.normaliser.target_std,
-                (batch.y - self.normaliser.target_mean) / self.normaliser.target_std,
-            )
+            # Whole decision states, until the batch is full.
+            picked: list[list[int]] = []
+            for k in self.rng.permutation(len(states)):
+                picked.append(states[k])
+                if sum(map(len, picked)) >= self.config.batch_size:
+                    break
+            batch = Batch.from_data_list([examples[i].data for indices in picked for i in indices])
+            state = torch.cat([torch.full((len(indices),), k) for k, indices in enumerate(picked)])
+            error = (self._predict(batch, train=True) - batch.y) / self.normaliser.correction_std
+            # A decision only compares candidates of one state: their errors around the state's
+            # mean error are what a wrong choice comes from, so they are penalised on their own too.
+            relative = error - scatter(error, state, reduce="mean")[state]
+            loss = error.pow(2).mean() + relative.pow(2).mean()
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
@@ -281,7 +306,7 @@ class LaStreamAgent:
 
     # -- checkpoints -------------------------------------------------------------------
 
-    def save(self, path: Path | str, include_replay: bool = True) -> None:
+    def save(self, path: Path | str) -> None:
         checkpoint = {
             "features_version": FEATURES_VERSION,
             "config": self.config.model_dump(mode="json"),
@@ -289,7 +314,7 @@ class LaStreamAgent:
             "evaluator": self.evaluator.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "normaliser": self.normaliser.state(),
-            "replay": [e.state() for e in self.replay] if include_replay else [],
+            "replay": [e.state() for e in self.replay],
             "history": [{"scheme": p.scheme, "reward": p.reward} for p in self.history],
             "trained_steps": self.trained_steps,
             "numpy_rng": self.rng.bit_generator.state,

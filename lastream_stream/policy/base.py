@@ -29,6 +29,9 @@ class DecisionContext:
     max_parallelism: int = MAX_PARALLELISM
     latency_target_ms: float | None = None
     lag_target: int | None = None
+    # How long a reconfigured operator pauses, seconds, when the caller knows it (configured
+    # or measured); the agent assumes its ``AgentConfig.restart_s`` otherwise.
+    restart_s: float | None = None
 
 
 @dataclass(frozen=True)

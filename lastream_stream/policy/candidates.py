@@ -7,6 +7,7 @@ being reachable; the LLM only adds variety on top of it.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -66,8 +67,11 @@ def clamp_scheme(
 
 @dataclass
 class AnalyticGenerator:
-    """DS2's optimum, variants with headroom, the current scheme, and ±1 around the optimum
-    on the operators under pressure, where DS2's linear model is most likely to be off."""
+    """DS2's optimum, variants with headroom, the current scheme, a step halfway from the
+    current scheme to the optimum, and ±1 around the optimum on the operators under pressure
+    or that the optimum moves: where DS2's linear model is most likely to be off, and where
+    the reward may prefer spare instances (an app so slow that queueing delay outweighs
+    their cost)."""
 
     # DS2 planned for instances busy this share of the time: the evaluator picks the headroom.
     target_utilisations: tuple[float, ...] = (0.9, 0.8)
@@ -85,8 +89,13 @@ class AnalyticGenerator:
         for utilisation in self.target_utilisations:
             headroom = ds2_plan(graph, replace(settings, target_utilisation=utilisation)).parallelism
             pool.append(Candidate(headroom, "analytic", f"ds2 at {utilisation:.0%} utilisation"))
-        pool.append(Candidate(graph.parallelism, "analytic", "current"))
-        for name in self.pressured(graph)[: self.max_neighbour_ops]:
+        current = graph.parallelism
+        pool.append(Candidate(current, "analytic", "current"))
+        halfway = {name: math.ceil((current[name] + optimum[name]) / 2) for name in optimum}
+        pool.append(Candidate(halfway, "analytic", "halfway to ds2"))
+        moved = [name for name in optimum if optimum[name] != current[name] and not graph.operators[name].is_source]
+        neighbours = list(dict.fromkeys(self.pressured(graph) + moved))
+        for name in neighbours[: self.max_neighbour_ops]:
             limit = parallelism_cap(graph.operators[name], cap)
             for step in (-1, 1):
                 value = optimum[name] + step

@@ -1,9 +1,12 @@
 """Numbers the GCN and the evaluator see: the operator graph's state and a candidate scheme.
 
-Everything is on comparable scales whatever the app: rates, lag and latency go through
-``log1p``, ratios stay as they are, and a candidate is described *relative* to the current
-scheme and to DS2's requirement rather than by raw instance counts, so one model serves
-graphs of 3 or 50 operators at 100 or 100 000 records/s.
+Everything is on comparable scales whatever the app: lag and latency go through ``log1p``,
+ratios stay as they are, and a candidate is described *relative* to the current scheme and
+to DS2's requirement rather than by raw instance counts, so one model serves graphs of 3 or
+50 operators at 10 or 100 000 records/s. Raw rates are left out on purpose: what they mean
+for the reward (queueing delay, backlog) is in the fluid model's features below, in the
+reward's own units, and a raw rate far from the training range made the network
+extrapolate wildly on slow apps.
 
 Per candidate, each node gets the state features concatenated with candidate features
 (``NODE_FEATURES``); the GCN pools these into one embedding. ``CANDIDATE_FEATURES`` are
@@ -13,8 +16,11 @@ share of operators restarted, ...) that pooling alone would blur.
 The candidate features come from a fluid model of the scheme: records flow from the
 sources through each operator, an operator passes on at most its capacity
 (instances x per-instance true rate), and queueing delay is M/M/1's median sojourn time.
-The model is crude on purpose (linear scaling, no reconfiguration dynamics); the learned
-evaluator corrects it from measured rewards.
+A changed operator pauses for ``restart_s`` while its input keeps arriving, and a scheme is
+judged over the next ``horizon_s``: its estimated penalty averages the backlog (and the wait
+it causes) over that horizon, so the backlog a reconfiguration itself creates is part of
+the scheme's cost. The model is crude on purpose (linear scaling, no backpressure); the
+learned evaluator corrects it from measured rewards.
 """
 
 from __future__ import annotations
@@ -32,11 +38,9 @@ from lastream_stream.policy.graph import AppGraph
 from lastream_stream.policy.reward import RewardParams
 
 # Bumped whenever the meaning or order of a feature changes: old checkpoints no longer fit.
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 
 STATE_FEATURES = (
-    "log_observed_input_rate",
-    "log_true_rate",
     "log_selectivity",
     "busy_ratio",
     "log_lag",
@@ -60,6 +64,7 @@ SCHEME_NODE_FEATURES = (
     "deficit_share",
     "candidate_over_cap",
     "log_backlog_at_horizon",
+    "log_disrupted_backlog",
 )
 NODE_FEATURES = STATE_FEATURES + SCHEME_NODE_FEATURES
 CANDIDATE_FEATURES = (
@@ -71,6 +76,7 @@ CANDIDATE_FEATURES = (
     "max_deficit_share",
     "log_path_queueing_ms",
     "log_max_drain_s",
+    "disrupted_share",
     "share_changed",
     "log_operators",
     "log_total_lag",
@@ -135,8 +141,6 @@ class GraphView:
         lag = np.array([op.lag for op in ops], dtype=np.float64)
         state = np.column_stack(
             [
-                np.log1p([op.observed_input_rate for op in ops]),
-                np.log1p(true_rate),
                 np.log1p(selectivity),
                 [op.busy_ratio for op in ops],
                 np.log1p(lag),
@@ -204,8 +208,14 @@ def encode(view: GraphView, schemes: Sequence[dict[str, int]]) -> tuple[np.ndarr
     drain_s = np.minimum(drain_s, _MAX_DRAIN_S)
     # What is still queued at the horizon: the backlog drained by the spare capacity, or grown by the deficit.
     backlog_at_horizon = np.where(known, np.maximum(backlog - spare * view.horizon_s, 0.0), view.lag)
+    # Until then the app is disrupted: the backlog (a restart's included) drains linearly, or
+    # grows over the whole horizon when there is no spare capacity.
+    disrupted_backlog = np.where(spare > 0, backlog / 2.0, backlog - spare * view.horizon_s / 2.0)
+    disrupted_backlog = np.where(known, disrupted_backlog, view.lag)
     with np.errstate(invalid="ignore"):
-        wait_ms = np.where(known & (capacity > 0), 1000.0 * backlog_at_horizon / capacity, 0.0)
+        has_capacity = known & (capacity > 0)
+        wait_ms = np.where(has_capacity, 1000.0 * backlog_at_horizon / capacity, 0.0)
+        disrupted_wait_ms = np.where(has_capacity, 1000.0 * disrupted_backlog / capacity, 0.0)
     deficit_share = np.maximum(inflow - capacity, 0.0) / np.maximum(inflow, 1.0)
     deficit_share = np.where(known, deficit_share, 0.0)
     capacity_ratio = np.where(
@@ -225,19 +235,24 @@ def encode(view: GraphView, schemes: Sequence[dict[str, int]]) -> tuple[np.ndarr
             deficit_share,
             cand / view.cap,
             np.log1p(backlog_at_horizon),
+            np.log1p(disrupted_backlog),
         ],
         axis=-1,
     )
     nodes = np.concatenate([np.broadcast_to(view.state, (n_candidates, *view.state.shape)), scheme_nodes], axis=-1)
 
-    # Longest chain of delays from a source: what end-to-end latency adds up along.
-    path_ms = np.zeros_like(cand)
-    for i in range(n):
-        upstream = np.max([path_ms[:, u] for u in view.upstreams[i]], axis=0) if view.upstreams[i] else 0.0
-        path_ms[:, i] = upstream + queueing_ms[:, i] + wait_ms[:, i]
     # The fluid model's own guess of the reward's performance penalty; the network corrects it.
+    # A scheme is judged by its mean reward over the horizon: the disrupted share of it at the
+    # disrupted penalty, the rest at the steady one (what the reward averages to, not the
+    # penalty: an hour of backlog costs an hour of reward, not an arbitrarily large penalty).
     p = view.reward
-    estimated_penalty = p.eta_l * path_ms.max(axis=1) / p.theta_ms + p.eta_d * backlog_at_horizon.sum(axis=1) / p.d_star
+    steady_path_ms = _path_ms(view, queueing_ms + wait_ms)
+    steady = p.eta_l * steady_path_ms / p.theta_ms + p.eta_d * backlog_at_horizon.sum(axis=1) / p.d_star
+    disrupted = p.eta_l * _path_ms(view, queueing_ms + disrupted_wait_ms) / p.theta_ms + p.eta_d * disrupted_backlog.sum(axis=1) / p.d_star
+    disrupted_share = np.minimum(drain_s.max(axis=1), view.horizon_s) / view.horizon_s
+    with np.errstate(divide="ignore"):
+        log_mean_reward = np.logaddexp(np.log1p(-disrupted_share) - steady / 3.0, np.log(disrupted_share) - disrupted / 3.0)
+    estimated_penalty = np.maximum(-3.0 * log_mean_reward, 0.0)
 
     scalable = known & ~view.is_source
     candidates = np.column_stack(
@@ -248,8 +263,9 @@ def encode(view: GraphView, schemes: Sequence[dict[str, int]]) -> tuple[np.ndarr
             capacity_ratio[:, scalable].min(axis=1) if scalable.any() else np.zeros(n_candidates),
             np.minimum(utilisation.max(axis=1), 2.0),
             deficit_share.max(axis=1),
-            np.log1p(path_ms.max(axis=1)),
+            np.log1p(steady_path_ms),
             np.log1p(drain_s.max(axis=1)),
+            disrupted_share,
             changed.mean(axis=1),
             np.full(n_candidates, math.log(n)),
             np.full(n_candidates, math.log1p(view.total_lag)),
@@ -258,6 +274,16 @@ def encode(view: GraphView, schemes: Sequence[dict[str, int]]) -> tuple[np.ndarr
         ]
     )
     return nodes.astype(np.float32), candidates.astype(np.float32)
+
+
+def _path_ms(view: GraphView, delay_ms: np.ndarray) -> np.ndarray:
+    """(C,) the longest chain of per-operator delays from a source to a sink: what end-to-end
+    latency adds up along."""
+    path_ms = np.zeros_like(delay_ms)
+    for i in range(delay_ms.shape[1]):
+        upstream = np.max([path_ms[:, u] for u in view.upstreams[i]], axis=0) if view.upstreams[i] else 0.0
+        path_ms[:, i] = upstream + delay_ms[:, i]
+    return path_ms.max(axis=1)
 
 
 def to_data(view: GraphView, nodes: np.ndarray, candidate: np.ndarray, target: float | None = None) -> Data:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -153,7 +154,6 @@ def test_llm_flag_adds_the_llm_generator_only_when_a_key_is_set(monkeypatch, cap
     monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-test-not-used")
     with_key = policy_factory("lastream", BenchSettings(llm=True))(scenario, Simulator(scenario))
     assert [g.name for g in with_key.policy.generators] == ["analytic", "llm"]
-    assert with_key.policy.config.restart_s == scenario.downtime_s
 
 
 class Counting:
@@ -182,3 +182,18 @@ def test_the_learned_policy_is_timed_as_the_service_times_it():
         chosen.append(decision.chosen["parse"])
     assert chosen == [2, 2, 3, 3]
     assert inner.asked == 2
+
+
+def test_every_policy_is_told_the_restart_time():
+    told = []
+
+    class Recording:
+        name = "recording"
+
+        def decide(self, graph: AppGraph, context: DecisionContext | None = None) -> Decision:
+            told.append(context.restart_s)
+            return Decision.single(self.name, graph, graph.parallelism)
+
+    scenario = dataclasses.replace(two_stage(), downtime_s=7.0)
+    run_episode(scenario, "recording", lambda scenario, sim: Recording(), BenchSettings(horizon_s=30.0))
+    assert told and set(told) == {7.0}

@@ -45,6 +45,24 @@ def test_neighbours_stay_within_the_partitions():
     assert "ds2 with count +1" not in notes
 
 
+def test_over_provisioned_operator_gets_intermediate_steps():
+    # 1 000 records/s into 4 splitters that each manage 1 000/s: DS2 needs 1 (2 with headroom).
+    # Nothing is under pressure, so only the moves the optimum makes get neighbours: halfway
+    # is ceil((4 + 1) / 2) = 3, and split + 1 is the headroom scheme again.
+    graph = graph_of(
+        operator_reports("src", records_in=10_000, records_out=10_000, useful_s=1.0),
+        operator_reports("split", upstreams=("src",), instances=4, records_in=2_500, records_out=2_500, useful_s=2.5, partitions=8),
+        operator_reports("sink", upstreams=("split",), records_in=10_000, records_out=0, useful_s=1.0, partitions=8),
+    )
+    pool = AnalyticGenerator().propose(graph)
+    assert [(c.scheme["split"], c.note) for c in pool] == [
+        (1, "ds2"),
+        (2, "ds2 at 90% utilisation"),
+        (4, "current"),
+        (3, "halfway to ds2"),
+    ]
+
+
 def test_clamp_scheme():
     graph = chain_graph()
     # src pinned, split capped by its 8 partitions, count raised to 1, sink missing -> current

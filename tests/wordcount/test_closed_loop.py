@@ -18,8 +18,6 @@ from lastream_stream.deadletter import parse
 from lastream_stream.kafka_clients import KafkaClients
 from lastream_stream.controller import ControllerSettings
 from lastream_stream.launcher import start_wordcount
-from lastream_stream.policy.base import Decision
-from lastream_stream.policy.ds2 import optimal_parallelism
 from lastream_stream.service import AgentService, AgentServiceSettings
 from lastream_stream.window import MetricsWindow, keeps_up
 from wordcount_app.settings import WordCountSettings
@@ -47,10 +45,10 @@ def supervisor_home(tmp_path, monkeypatch):
 class RunningAgent:
     """An AgentService in a thread, recording what it publishes."""
 
-    def __init__(self, settings, checkpoint, policy=None, **controller):
+    def __init__(self, settings, checkpoint, **controller):
         controller = {"window_s": 8.0, "warmup_s": 5.0, "train_steps": 5} | controller
         service = AgentServiceSettings(checkpoint=checkpoint, llm=False, controller=ControllerSettings(**controller))
-        self.service = AgentService(settings, service, policy)
+        self.service = AgentService(settings, service)
         self.published = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.service.run, args=(self.stop, None, lambda a: self.published.append(a.message)), daemon=True)  # fmt: skip
@@ -124,22 +122,12 @@ def test_under_provisioned_wordcount_converges_and_learns(settings, loop_wc, sup
     assert generations == sorted(set(generations)), "a generation was issued twice"
 
 
-class DS2:
-    name = "ds2"
-
-    def decide(self, graph, context=None):
-        return Decision.single(self.name, graph, optimal_parallelism(graph))
-
-
 @pytest.mark.timeout(900)
 def test_step_down_in_source_rate_leads_to_a_scale_in(settings, supervisor_home, tmp_path):
-    """The service's scale-in path, driven by the DS2 policy: the shipped LaStream model
-    keeps 4/4 on this slow app (its known weak spot, see the README), so this test pins the
-    loop's mechanics (command, ack, warm-up, sustained at the lower rate), not the model."""
     # Over-sized for 12 sentences/s, then the rate drops to 2/s: one splitter and one counter suffice.
     wc = WordCountSettings(prefix=f"down-{uuid.uuid4().hex[:8]}", **(LOOP_WC | {"schedule": "0:12,15:2"}))
     pipeline = start_wordcount(settings, wc, {"splitter": 4, "counter": 4, "sink": 1}, tmp_path / "logs")
-    agent = RunningAgent(settings, tmp_path / "agent.pt", policy=DS2())
+    agent = RunningAgent(settings, tmp_path / "agent.pt")
     try:
         def scaled_in():
             return [c for c in agent.commands() if c.target.get("splitter", 4) < 4 or c.target.get("counter", 4) < 4]
