@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections import defaultdict, deque
 from collections.abc import Sequence
@@ -325,7 +326,10 @@ class LaStreamAgent:
         }
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(checkpoint, path)
+        # Written aside and renamed: a reader, or a crash mid-save, never sees half a checkpoint.
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        torch.save(checkpoint, partial)
+        os.replace(partial, path)
 
     @classmethod
     def load(cls, path: Path | str, generators: Sequence[CandidateGenerator] | None = None, config: AgentConfig | None = None) -> LaStreamAgent:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
 import torch
 from policy_graphs import chain_graph, graph_of, operator_reports
 
@@ -58,3 +61,17 @@ def test_own_checkpoint_is_preferred_over_the_shipped_one(tmp_path):
     path = tmp_path / "own.pt"
     agent.save(path)
     assert LaStreamAgent.pretrained(path).trained_steps == agent.trained_steps == 20
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path):
+    agent = trained_agent()
+    path = tmp_path / "agent.pt"
+    agent.save(path)
+    saved = path.read_bytes()
+    agent.observe(agent.decide(chain_graph()), 0.9)
+    # A directory where the save writes its partial file makes that write fail.
+    (tmp_path / f".agent.pt.{os.getpid()}.partial").mkdir()
+    with pytest.raises(RuntimeError, match="Is a directory"):
+        agent.save(path)
+    assert path.read_bytes() == saved
+    assert len(LaStreamAgent.load(path).replay) == 5
