@@ -246,7 +246,7 @@ def up(settings: LastreamSettings, initial: str, rate: float | None, schedule: s
 @click.option("--scenarios", "n_scenarios", type=int, default=36, show_default=True, help="How many scenarios of the seeded suite.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--horizon", type=float, default=None, help="Seconds per episode (default: each scenario's own).")
-@click.option("--policy", "policies", multiple=True, help="Only these policies (repeatable): lastream, ds2, flink, keda, static, oracle.")
+@click.option("--policy", "policies", multiple=True, help="Only these policies (repeatable): lastream, lastream-online (learns from each outcome, as the service does), ds2, flink, keda, static, oracle.")
 @click.option("--out", type=click.Path(file_okay=False), default="benchmarks/results/bench", show_default=True)
 @click.option("--llm", is_flag=True, help="Add DeepSeek candidates to LaStream (needs DEEPSEEK_API_KEY; skipped with a warning otherwise).")
 def bench(n_scenarios: int, seed: int, horizon: float | None, policies: tuple[str, ...], out: str, llm: bool) -> None:

@@ -137,7 +137,6 @@ class AgentService:
         # A command must be on the broker before we wait for its ack.
         producer.flush(self.clients.settings.timeout_s)
         if isinstance(message, DecisionRecord) and message.kind == "outcome" and isinstance(self.agent, LaStreamAgent):
-            self.service.checkpoint.parent.mkdir(parents=True, exist_ok=True)
             self.agent.save(self.service.checkpoint)
 
 

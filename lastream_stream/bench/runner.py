@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lastream_stream.bench.baselines import DS2Policy, FlinkAutoscaler, FlinkSettings, KedaScaler, OraclePolicy, StaticPolicy
-from lastream_stream.controller import ControllerSettings
+from lastream_stream.controller import ControllerSettings, LearningPolicy
 from lastream_stream.policy.base import Decision, DecisionContext, PastDecision, Policy
 from lastream_stream.policy.graph import AppGraph, build_graph
 from lastream_stream.policy.reward import RewardParams, reward
@@ -42,7 +42,7 @@ from lastream_stream.sim import Scenario, Simulator, Steps
 
 log = logging.getLogger(__name__)
 
-POLICY_NAMES = ("static", "oracle", "ds2", "flink", "keda", "lastream")
+POLICY_NAMES = ("static", "oracle", "ds2", "flink", "keda", "lastream", "lastream-online")
 SUSTAIN_FRACTION = 0.95  # processed / arrived for a window to count as keeping up
 HISTORY_SHOWN = 8  # past decisions handed to a policy in its context
 
@@ -123,15 +123,18 @@ def policy_factory(name: str, settings: BenchSettings) -> PolicyFactory:
     if name == "keda":
         return lambda scenario, sim: KedaScaler()
     if name == "lastream":
-        return lastream_factory(settings)
+        return lastream_factory(settings, learn=False)
+    if name == "lastream-online":
+        return lastream_factory(settings, learn=True)
     raise ValueError(f"unknown policy {name!r}")
 
 
-def lastream_factory(settings: BenchSettings) -> PolicyFactory:
+def lastream_factory(settings: BenchSettings, learn: bool) -> PolicyFactory:
     """The La-Stream agent with its pretrained evaluator (untrained if none is shipped),
     plus DeepSeek candidates when ``settings.llm`` is set and a key is there.
 
-    The model is loaded once; each episode gets its own copy. The scenario's restart time
+    The model is loaded once; each episode gets its own copy, so an agent that ``learn``s
+    online starts every episode from the shipped model. The scenario's restart time
     reaches it through the decision context, as it reaches every policy."""
     try:
         from lastream_stream.policy.agent import LaStreamAgent
@@ -152,7 +155,7 @@ def lastream_factory(settings: BenchSettings) -> PolicyFactory:
     def build(scenario: Scenario, sim: Simulator) -> Policy:
         agent = copy.deepcopy(template)
         agent.generators = [*agent.generators, *extra]
-        return AsTheServiceRuns(agent, settings.decision_interval_s)
+        return AsTheServiceRuns(agent, settings.decision_interval_s, learn=learn, reward_params=settings.reward)
 
     return build
 
@@ -163,13 +166,20 @@ class AsTheServiceRuns:
     waits out the warm-up, then a full window, before deciding again, so a window disturbed
     by the restart is never decided on. On the bench's fixed decision grid that means
     skipping the windows that end before warm-up + window has passed. (The baselines keep
-    their originals' own warm-ups: DS2's two intervals, Flink's stabilisation, KEDA's.)"""
+    their originals' own warm-ups: DS2's two intervals, Flink's stabilisation, KEDA's.)
+
+    With ``learn``, it also learns as the controller does: the first window it decides on
+    after a decision measures that decision's reward (a hold's too), which the policy
+    observes and then trains on for ``controller.train_steps`` steps."""
 
     policy: Policy
     decision_interval_s: float
     controller: ControllerSettings = field(default_factory=ControllerSettings)
+    learn: bool = False
+    reward_params: RewardParams = field(default_factory=RewardParams)
     _skip: int = field(default=0, init=False)
     _last_parallelism: dict[str, int] | None = field(default=None, init=False)
+    _awaiting_reward: Decision | None = field(default=None, init=False)
 
     @property
     def name(self) -> str:
@@ -184,7 +194,12 @@ class AsTheServiceRuns:
         if self._skip > 0:
             self._skip -= 1
             return Decision.single(self.name, graph, current, note="warm-up")
-        return self.policy.decide(graph, context)
+        if self.learn and isinstance(self.policy, LearningPolicy) and self._awaiting_reward is not None:
+            self.policy.observe(self._awaiting_reward, reward(graph.latency_ms, graph.total_lag, current, self.reward_params))
+            self.policy.train(self.controller.train_steps)
+        decision = self.policy.decide(graph, context)
+        self._awaiting_reward = decision
+        return decision
 
 
 def phase_start(scenario: Scenario, horizon_s: float) -> float:

@@ -15,7 +15,9 @@ from lastream_stream.bench.baselines import OraclePolicy
 from lastream_stream.bench.runner import AsTheServiceRuns, direction_changes, phase_start, policy_factory
 from lastream_stream.controller import ControllerSettings
 from lastream_stream.policy.base import Decision, DecisionContext
+from lastream_stream.policy.agent import AgentConfig, LaStreamAgent
 from lastream_stream.policy.graph import AppGraph, build_graph
+from lastream_stream.policy.reward import reward
 from lastream_stream.sim import Constant, Scenario, SimOperator, Simulator, Steps, scenarios
 
 
@@ -197,3 +199,28 @@ def test_every_policy_is_told_the_restart_time():
     scenario = dataclasses.replace(two_stage(), downtime_s=7.0)
     run_episode(scenario, "recording", lambda scenario, sim: Recording(), BenchSettings(horizon_s=30.0))
     assert told and set(told) == {7.0}
+
+
+def test_the_online_agent_learns_each_outcome_from_the_window_it_next_decides_on():
+    """As the controller does: every decision (holds too) is observed once, with the reward
+    of the first window decided on after it, and training follows each observation."""
+    sim = Simulator(two_stage())
+    agent = LaStreamAgent(AgentConfig(seed=3, batch_size=4))
+    policy = AsTheServiceRuns(agent, decision_interval_s=10.0, learn=True)
+    decided = []
+    for _ in range(6):
+        graph = build_graph(sim.run(10.0))
+        decision = policy.decide(graph)
+        if decision.policy == agent.name and decision.candidates[0].score is not None:
+            decided.append(graph)
+        sim.apply(decision.chosen)
+    assert len(decided) >= 3, "too few windows decided on to test learning"
+    assert len(agent.replay) == len(decided) - 1
+    # Training needs two outcomes; from the second on, each is followed by its steps.
+    assert agent.trained_steps == (len(decided) - 2) * ControllerSettings().train_steps
+    measured = [p.reward for p in agent.history]
+    assert measured == pytest.approx([reward(g.latency_ms, g.total_lag, g.parallelism) for g in decided[1:]])
+    frozen = AsTheServiceRuns(LaStreamAgent(AgentConfig(seed=3)), decision_interval_s=10.0)
+    for _ in range(3):
+        frozen.decide(build_graph(Simulator(two_stage()).run(10.0)))
+    assert len(frozen.policy.replay) == 0

@@ -113,7 +113,8 @@ def test_under_provisioned_wordcount_converges_and_learns(settings, loop_wc, sup
         replay_before = len(agent.service.agent.replay)
         size_before = checkpoint.stat().st_size
         wait_for(lambda: len(agent.service.agent.replay) > replay_before, 120, "another measured outcome", agent)
-        assert checkpoint.stat().st_size > size_before
+        # The checkpoint is written after the training that follows the outcome.
+        wait_for(lambda: checkpoint.stat().st_size > size_before, 120, "the checkpoint to grow with the new outcome", agent)
         assert all(0 < r.measured_reward <= 1 for r in agent.records("outcome"))
     finally:
         agent.halt()
