@@ -150,6 +150,7 @@ class DecisionRecord(WireMessage):
     chosen: dict[str, int]
     predicted_reward: float | None = None
     measured_reward: float | None = None
+    restart_s: float | None = Field(default=None, ge=0, description="the app's measured restart time when recorded (median of recent commands); None before the first")
     timings_ms: dict[str, float] = Field(default_factory=dict)
     at: float = Field(default_factory=time.time)
 

@@ -11,13 +11,19 @@ and the simulator drive it directly.
 "Stable" means every operator's expected instances (its parallelism) have all reported for
 a full window that started after the warm-up, so a rebalance in progress is never read as
 slowness.
+
+The controller also measures what a change costs: the restart time, from a command's issue
+until every instance of every changed operator processed input again (to within one
+reporting interval). The median of the last few is the ``restart_s`` its policy is told;
+before the first, the policy assumes its configured one.
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
 import uuid
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol, runtime_checkable
@@ -26,11 +32,14 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lastream_stream.contracts import MAX_PARALLELISM, CommandAck, DecisionKind, DecisionRecord, MetricsReport, OperatorSummary, ScalingCommand, ScoredScheme
-from lastream_stream.policy.base import Decision, Policy
+from lastream_stream.policy.base import Decision, DecisionContext, PastDecision, Policy
 from lastream_stream.policy.graph import AppGraph, build_graph
 from lastream_stream.policy.reward import RewardParams, reward
 
 log = logging.getLogger(__name__)
+
+RESTARTS_KEPT = 5  # the policy is told the median of the last few measured restarts
+HISTORY_KEPT = 8  # past decisions of this app, with their rewards, in the policy's context
 
 
 class ControllerSettings(BaseSettings):
@@ -84,6 +93,27 @@ class Publish:
 
 
 @dataclass
+class Restart:
+    """An applied command whose new instances are not all processing yet."""
+
+    issued_at: float
+    expected: dict[str, int]  # changed operator: instances it now runs
+    first_input: dict[tuple[str, str], float] = field(default_factory=dict)  # (operator, instance): end of its first interval with input
+
+    def seen(self, report: MetricsReport) -> float | None:
+        """The restart time, seconds, once this report completes the picture; None before."""
+        expected = self.expected.get(report.operator)
+        # Only intervals wholly after the command, from instances of the new configuration.
+        if expected is None or report.parallelism != expected or report.records_in == 0 or report.interval_start < self.issued_at:
+            return None
+        self.first_input.setdefault((report.operator, report.instance_id), report.interval_end)
+        processing = Counter(operator for operator, _ in self.first_input)
+        if any(processing[operator] < n for operator, n in self.expected.items()):
+            return None
+        return max(0.0, max(self.first_input.values()) - self.issued_at)
+
+
+@dataclass
 class AppController:
     app: str
     policy: Policy
@@ -101,10 +131,23 @@ class AppController:
     commands: int = 0  # published by this controller (the generation also counts other runs')
     rewards: list[float] = field(default_factory=list)
     acked: deque[str] = field(default_factory=lambda: deque(maxlen=100))  # recent acknowledged decision ids
+    history: deque[PastDecision] = field(default_factory=lambda: deque(maxlen=HISTORY_KEPT))
+    restart: Restart | None = None  # being measured
+    restarts_s: deque[float] = field(default_factory=lambda: deque(maxlen=RESTARTS_KEPT))
+
+    @property
+    def restart_s(self) -> float | None:
+        """What a change costs this app, as measured; None before the first measurement."""
+        return statistics.median(self.restarts_s) if self.restarts_s else None
 
     # -- inputs ------------------------------------------------------------------------
 
     def on_report(self, report: MetricsReport) -> None:
+        # Before the warm-up filter: warm-up reports are what show the restart ending.
+        if self.restart is not None and (seconds := self.restart.seen(report)) is not None:
+            self.restarts_s.append(seconds)
+            self.restart = None
+            log.info("%s: the new instances processed input %.1f s after the command", self.app, seconds)
         if report.interval_start >= self.since:
             self.reports.append(report)
 
@@ -129,6 +172,8 @@ class AppController:
         self._restart_window(now + self.settings.warmup_s)
         if ack.status == "applied":
             self.awaiting_reward = self.pending_decision
+            changed = {name: n for name, n in ack.applied.items() if name in pending.target}
+            self.restart = Restart(pending.issued_at, changed) if changed else None
             log.info("%s: generation %d applied: %s", self.app, ack.generation, ack.applied)
         else:
             log.warning("%s: generation %d %s (%s); not counted as an outcome", self.app, ack.generation, ack.status, ack.error)
@@ -178,7 +223,7 @@ class AppController:
             return None
 
     def _decide(self, graph: AppGraph, now: float) -> list[Publish]:
-        decision = self.policy.decide(graph)
+        decision = self.policy.decide(graph, DecisionContext(history=tuple(self.history), restart_s=self.restart_s))
         current = graph.parallelism
         chosen = next(c for c in decision.candidates if c.candidate.scheme == decision.chosen)
         predicted, source = chosen.score, chosen.candidate.source
@@ -213,6 +258,10 @@ class AppController:
     def _outcome(self, decision: Decision, graph: AppGraph) -> DecisionRecord:
         measured = reward(graph.latency_ms, graph.total_lag, graph.parallelism, self.reward_params)
         self.rewards.append(measured)
+        self.history.append(PastDecision(dict(decision.chosen), measured))
+        if self.restart is not None:
+            log.info("%s: not every new instance processed input before the outcome; restart not measured", self.app)
+            self.restart = None
         if isinstance(self.policy, LearningPolicy):
             self.policy.observe(decision, measured)
             self.policy.train(self.settings.train_steps)
@@ -236,6 +285,7 @@ class AppController:
             chosen=chosen,
             predicted_reward=predicted,
             measured_reward=measured,
+            restart_s=self.restart_s,
             timings_ms=decision.timings_ms,
         )
 

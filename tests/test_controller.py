@@ -123,3 +123,46 @@ def test_replayed_ack_before_its_command_is_not_awaited_again():
     c.on_ack(CommandAck(app="wordcount", decision_id=earlier.decision_id, generation=4, status="applied"), now=T0)
     c.on_command(earlier)
     assert (c.phase, c.pending, c.generation) == (Phase.OBSERVING, None, 4)
+
+
+class ToldPolicy(FixedPolicy):
+    """FixedPolicy that keeps the context of every decision it was asked for."""
+
+    def __init__(self, scheme):
+        super().__init__(scheme)
+        self.told = []
+
+    def decide(self, graph, context=None):
+        self.told.append(context)
+        return super().decide(graph, context)
+
+
+def splitter_report(instance, end, parallelism, records_in=100):
+    return sample_report(operator="splitter", instance_id=instance, interval_end=end, interval_s=1.0, records_in=records_in,
+                         records_out=records_in, useful_time_s=0.5, parallelism=parallelism, input_partitions=8)  # fmt: skip
+
+
+def test_the_restart_time_is_measured_and_told_to_the_policy():
+    policy = ToldPolicy({"splitter": 3})
+    c = AppController("wordcount", policy, ControllerSettings(window_s=5, warmup_s=2), since=T0)
+    feed(c, T0, 5, parallelism=1)
+    command, _ = (a.message for a in c.tick(T0 + 5))
+    assert command.issued_at == T0 + 5 and policy.told[0].restart_s is None
+    c.on_ack(CommandAck(app="wordcount", decision_id=command.decision_id, generation=1, status="applied",
+                        applied={"splitter": 3}), now=T0 + 6)  # fmt: skip
+    c.on_report(splitter_report("splitter-0", T0 + 5.5, parallelism=3))  # began before the command
+    c.on_report(splitter_report("splitter-0", T0 + 7, parallelism=1))  # the old configuration
+    for instance in ("splitter-0", "splitter-1"):
+        c.on_report(splitter_report(instance, T0 + 8, parallelism=3))
+    c.on_report(splitter_report("splitter-2", T0 + 8, parallelism=3, records_in=0))  # up, not processing yet
+    assert c.restart_s is None
+    c.on_report(splitter_report("splitter-2", T0 + 9, parallelism=3))
+    assert c.restart_s == 4.0  # the last new instance's first interval with input ended 4 s after the command
+
+    feed(c, T0 + 9, 5, parallelism=3)
+    outcome, hold = (a.message for a in c.tick(T0 + 14))
+    assert (outcome.kind, hold.kind) == ("outcome", "hold")
+    assert outcome.restart_s == hold.restart_s == 4.0
+    told = policy.told[-1]
+    assert told.restart_s == 4.0
+    assert [(p.scheme, p.reward) for p in told.history] == [({"source": 1, "splitter": 3}, c.rewards[0])]

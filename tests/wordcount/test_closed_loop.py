@@ -116,6 +116,8 @@ def test_under_provisioned_wordcount_converges_and_learns(settings, loop_wc, sup
         # The checkpoint is written after the training that follows the outcome.
         wait_for(lambda: checkpoint.stat().st_size > size_before, 120, "the checkpoint to grow with the new outcome", agent)
         assert all(0 < r.measured_reward <= 1 for r in agent.records("outcome"))
+        restarts = [r.restart_s for r in agent.records("outcome") if r.restart_s is not None]
+        assert restarts and all(0 < s < 60 for s in restarts), f"restart times measured on the real workers: {restarts}"
     finally:
         agent.halt()
         pipeline.stop()
