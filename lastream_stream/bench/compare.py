@@ -90,6 +90,8 @@ def run(settings: BenchSettings | None = None, console: Console | None = None) -
                 progress.update(task, description=f"{name:<9} {scenario.name}")
                 episodes.append(run_episode(scenario, name, factory, settings))
                 progress.advance(task)
+                if not console.is_terminal:  # a log file sees no bar
+                    log.info("episode %d of %d: %s on %s", len(episodes), len(suite) * len(factories), name, scenario.name)
 
     summary = summarise(episodes, list(factories))
     out_dir = settings.out_dir
