@@ -84,6 +84,7 @@ def main() -> None:
                     "total_parallelism": sum(graph.parallelism.values()), "ds2_total": sum(ds2.values()),
                     "source_rate": graph.operators["source"].observed_output_rate,
                     "splitter_rate": graph.operators["splitter"].observed_input_rate,
+                    "restarts_s": [round(s, 1) for s in controller.restarts_s],
                 }  # fmt: skip
                 break
     finally:

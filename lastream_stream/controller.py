@@ -5,12 +5,16 @@ The service feeds it reports, acks and the clock, and carries out the actions it
 and the simulator drive it directly.
 
     observing --(stable window, cooldown over, best != current)--> awaiting_ack
-    awaiting_ack --(ack applied)--> observing (warm-up, then the next full window measures the reward)
-    awaiting_ack --(ack partial/rejected or timeout)--> observing (no reward recorded)
+    awaiting_ack --(ack applied)--> observing (warm-up, then the scheme's outcome is measured)
+    awaiting_ack --(ack partial/rejected or timeout)--> observing (no outcome recorded)
 
 "Stable" means every operator's expected instances (its parallelism) have all reported for
 a full window that started after the warm-up, so a rebalance in progress is never read as
 slowness.
+
+Each decision's outcome is measured as pretraining labels it (``policy/outcomes.py``): over
+the windows its scheme runs for, up to ``outcome_s``, the rest of the learner's horizon
+taken to go on as the last window did. A hold is a decision too.
 
 The controller also measures what a change costs: the restart time, from a command's issue
 until every instance of every changed operator processed input again (to within one
@@ -21,6 +25,7 @@ before the first, the policy assumes its configured one.
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import uuid
 from collections import Counter, deque
@@ -34,7 +39,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from lastream_stream.contracts import MAX_PARALLELISM, CommandAck, DecisionKind, DecisionRecord, MetricsReport, OperatorSummary, ScalingCommand, ScoredScheme
 from lastream_stream.policy.base import Decision, DecisionContext, PastDecision, Policy
 from lastream_stream.policy.graph import AppGraph, build_graph
-from lastream_stream.policy.reward import RewardParams, reward
+from lastream_stream.policy.outcomes import Outcomes
+from lastream_stream.policy.reward import RewardParams, log_reward
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,7 @@ class ControllerSettings(BaseSettings):
     max_parallelism: dict[str, int] = Field(default_factory=dict)
     dry_run: bool = False
     train_steps: int = Field(default=20, ge=0)
+    outcome_s: float = Field(default=120.0, gt=0, description="windows of a decision's scheme its outcome is measured over")
 
 
 def guard(current: dict[str, int], proposed: dict[str, int], graph: AppGraph, settings: ControllerSettings) -> dict[str, int]:
@@ -75,6 +82,8 @@ def guard(current: dict[str, int], proposed: dict[str, int], graph: AppGraph, se
 
 @runtime_checkable
 class LearningPolicy(Protocol):
+    horizon_s: float  # what an outcome's reward is averaged over
+
     def observe(self, decision: Decision, measured_reward: float) -> None: ...
 
     def train(self, steps: int) -> float: ...
@@ -126,7 +135,6 @@ class AppController:
     last_command_at: float = float("-inf")
     pending: ScalingCommand | None = None  # published, not acknowledged yet
     pending_decision: Decision | None = None
-    awaiting_reward: Decision | None = None  # applied; its reward comes from the next full window
     decisions: int = 0
     commands: int = 0  # published by this controller (the generation also counts other runs')
     rewards: list[float] = field(default_factory=list)
@@ -134,6 +142,11 @@ class AppController:
     history: deque[PastDecision] = field(default_factory=lambda: deque(maxlen=HISTORY_KEPT))
     restart: Restart | None = None  # being measured
     restarts_s: deque[float] = field(default_factory=lambda: deque(maxlen=RESTARTS_KEPT))
+    outcomes: Outcomes = field(init=False)
+
+    def __post_init__(self) -> None:
+        horizon_s = self.policy.horizon_s if isinstance(self.policy, LearningPolicy) else self.settings.outcome_s
+        self.outcomes = Outcomes(self.settings.window_s, self.settings.outcome_s, horizon_s)
 
     @property
     def restart_s(self) -> float | None:
@@ -170,8 +183,8 @@ class AppController:
         self.pending = None
         self.phase = Phase.OBSERVING
         self._restart_window(now + self.settings.warmup_s)
-        if ack.status == "applied":
-            self.awaiting_reward = self.pending_decision
+        if ack.status == "applied" and self.pending_decision is not None:
+            self.outcomes.start(self.pending_decision)
             changed = {name: n for name, n in ack.applied.items() if name in pending.target}
             self.restart = Restart(pending.issued_at, changed) if changed else None
             log.info("%s: generation %d applied: %s", self.app, ack.generation, ack.applied)
@@ -192,11 +205,13 @@ class AppController:
         graph = self.stable_graph(now)
         if graph is None:
             return []
-        actions: list[Publish] = []
-        if self.awaiting_reward is not None:
-            actions.append(Publish(self._outcome(self.awaiting_reward, graph)))
-            self.awaiting_reward = None
+        if self.restart is not None:
+            log.info("%s: not every new instance processed input in the first full window; restart not measured", self.app)
+            self.restart = None
+        window_log_reward = log_reward(graph.latency_ms, graph.total_lag, graph.parallelism, self.reward_params)
+        actions = [Publish(self._outcome(decision, graph, r)) for decision, r in self.outcomes.window(window_log_reward)]
         if now - self.last_command_at < self.settings.cooldown_s:
+            self._restart_window(now)  # this window is counted; the next must not overlap it
             return actions
         return actions + self._decide(graph, now)
 
@@ -231,15 +246,18 @@ class AppController:
         target = decision.chosen = guard(current, decision.chosen, graph, self.settings)
         self.decisions += 1
         decision_id = uuid.uuid4().hex
+        actions: list[Publish] = []
         if target == current:
             kind: DecisionKind = "hold"
-            self.awaiting_reward = decision  # staying put is an outcome worth learning from too
+            self.outcomes.start(decision)
             self._restart_window(now)
         elif self.settings.dry_run:
             kind = "recommendation"
             self._restart_window(now)
         else:
             kind = "command"
+            # The running scheme's last window was this one: its open outcomes are complete.
+            actions += [Publish(self._outcome(d, graph, r)) for d, r in self.outcomes.replaced()]
             self.generation += 1
             # Only what changes: operators the app runs outside its supervisor (a source) stay out.
             changes = {name: n for name, n in target.items() if n != current.get(name)}
@@ -253,15 +271,12 @@ class AppController:
             self.last_command_at = now
             log.info("%s: generation %d -> %s (%s)", self.app, self.generation, changes, self.pending.reason)
         record = Publish(self._record(decision, graph, decision_id, kind, target, predicted))
-        return [Publish(self.pending), record] if self.pending is not None and kind == "command" else [record]
+        return actions + ([Publish(self.pending), record] if self.pending is not None and kind == "command" else [record])
 
-    def _outcome(self, decision: Decision, graph: AppGraph) -> DecisionRecord:
-        measured = reward(graph.latency_ms, graph.total_lag, graph.parallelism, self.reward_params)
+    def _outcome(self, decision: Decision, graph: AppGraph, measured_log_reward: float) -> DecisionRecord:
+        measured = math.exp(measured_log_reward)
         self.rewards.append(measured)
         self.history.append(PastDecision(dict(decision.chosen), measured))
-        if self.restart is not None:
-            log.info("%s: not every new instance processed input before the outcome; restart not measured", self.app)
-            self.restart = None
         if isinstance(self.policy, LearningPolicy):
             self.policy.observe(decision, measured)
             self.policy.train(self.settings.train_steps)

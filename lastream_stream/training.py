@@ -36,7 +36,7 @@ from lastream_stream.policy.base import DecisionContext
 from lastream_stream.policy.candidates import AnalyticGenerator, clamp_scheme
 from lastream_stream.policy.ds2 import optimal_parallelism
 from lastream_stream.policy.graph import AppGraph, build_graph
-from lastream_stream.policy.reward import RewardParams, log_reward
+from lastream_stream.policy.reward import RewardParams, horizon_log_reward, log_reward
 from lastream_stream.sim import Constant, Scenario, Simulator, scenarios
 
 log = logging.getLogger(__name__)
@@ -166,12 +166,8 @@ def measure(sim: Simulator, scheme: dict[str, int], settings: PretrainSettings, 
     samples = []
     for _ in range(max(1, round(min(settings.simulate_s, settings.agent.horizon_s) / interval))):
         sim.run(interval)
-        # The simulator's queues can end a hair below zero from float rounding.
-        samples.append(log_reward(sim.latency_ms(), max(0.0, sim.total_lag()), sim.parallelism, params))
-    weights = [1.0] * len(samples)
-    weights[-1] += max(0.0, settings.agent.horizon_s / interval - len(samples))
-    peak = max(samples)
-    return peak + math.log(sum(w * math.exp(s - peak) for w, s in zip(weights, samples, strict=True)) / sum(weights))
+        samples.append(log_reward(sim.latency_ms(), sim.total_lag(), sim.parallelism, params))
+    return horizon_log_reward(samples, interval, settings.agent.horizon_s)
 
 
 def collect_episode(index: int, settings: PretrainSettings) -> Episode:

@@ -37,7 +37,8 @@ from lastream_stream.bench.baselines import DS2Policy, FlinkAutoscaler, FlinkSet
 from lastream_stream.controller import ControllerSettings, LearningPolicy
 from lastream_stream.policy.base import Decision, DecisionContext, PastDecision, Policy
 from lastream_stream.policy.graph import AppGraph, build_graph
-from lastream_stream.policy.reward import RewardParams, reward
+from lastream_stream.policy.outcomes import Outcomes
+from lastream_stream.policy.reward import RewardParams, log_reward, reward
 from lastream_stream.sim import Scenario, Simulator, Steps
 
 log = logging.getLogger(__name__)
@@ -168,9 +169,10 @@ class AsTheServiceRuns:
     skipping the windows that end before warm-up + window has passed. (The baselines keep
     their originals' own warm-ups: DS2's two intervals, Flink's stabilisation, KEDA's.)
 
-    With ``learn``, it also learns as the controller does: the first window it decides on
-    after a decision measures that decision's reward (a hold's too), which the policy
-    observes and then trains on for ``controller.train_steps`` steps."""
+    With ``learn``, it also learns as the controller does (``policy/outcomes.py``): every
+    window it decides on counts towards the outcomes of the decisions whose scheme runs, a
+    change closes them, and each closed outcome is observed and followed by
+    ``controller.train_steps`` training steps."""
 
     policy: Policy
     decision_interval_s: float
@@ -179,7 +181,15 @@ class AsTheServiceRuns:
     reward_params: RewardParams = field(default_factory=RewardParams)
     _skip: int = field(default=0, init=False)
     _last_parallelism: dict[str, int] | None = field(default=None, init=False)
-    _awaiting_reward: Decision | None = field(default=None, init=False)
+    _learner: LearningPolicy | None = field(default=None, init=False)
+    _outcomes: Outcomes | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.learn:
+            if not isinstance(self.policy, LearningPolicy):
+                raise TypeError(f"{self.policy.name} does not learn")
+            self._learner = self.policy
+            self._outcomes = Outcomes(self.decision_interval_s, self.controller.outcome_s, self.policy.horizon_s)
 
     @property
     def name(self) -> str:
@@ -194,12 +204,19 @@ class AsTheServiceRuns:
         if self._skip > 0:
             self._skip -= 1
             return Decision.single(self.name, graph, current, note="warm-up")
-        if self.learn and isinstance(self.policy, LearningPolicy) and self._awaiting_reward is not None:
-            self.policy.observe(self._awaiting_reward, reward(graph.latency_ms, graph.total_lag, current, self.reward_params))
-            self.policy.train(self.controller.train_steps)
+        if self._outcomes is None:
+            return self.policy.decide(graph, context)
+        self._learn(self._outcomes.window(log_reward(graph.latency_ms, graph.total_lag, current, self.reward_params)))
         decision = self.policy.decide(graph, context)
-        self._awaiting_reward = decision
+        if decision.chosen != current:
+            self._learn(self._outcomes.replaced())
+        self._outcomes.start(decision)
         return decision
+
+    def _learn(self, closed: list[tuple[Decision, float]]) -> None:
+        for decision, measured_log_reward in closed:
+            self._learner.observe(decision, math.exp(measured_log_reward))
+            self._learner.train(self.controller.train_steps)
 
 
 def phase_start(scenario: Scenario, horizon_s: float) -> float:

@@ -173,6 +173,11 @@ class LaStreamAgent:
         self.history: deque[PastDecision] = deque(maxlen=self.config.history_size)
         self.trained_steps = 0
 
+    @property
+    def horizon_s(self) -> float:
+        """What a scheme's reward is averaged over, in its label and in ``observe``'s argument."""
+        return self.config.horizon_s
+
     # -- deciding ----------------------------------------------------------------------
 
     def decide(self, graph: AppGraph, context: DecisionContext | None = None) -> Decision:

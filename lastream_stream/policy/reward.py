@@ -61,3 +61,15 @@ def reward(
     params: RewardParams | None = None,
 ) -> float:
     return math.exp(log_reward(latency_ms, in_flight, parallelism, params))
+
+
+def horizon_log_reward(log_rewards: Sequence[float], interval_s: float, horizon_s: float) -> float:
+    """ln of the mean reward over ``horizon_s``, from the rewards of the consecutive
+    ``interval_s`` intervals it starts with; the rest of the horizon is taken to go on as the
+    last interval did. This is how a scheme is judged, in pretraining and online alike."""
+    if not log_rewards:
+        raise ValueError("at least one interval is needed")
+    weights = [1.0] * len(log_rewards)
+    weights[-1] += max(0.0, horizon_s / interval_s - len(log_rewards))
+    peak = max(log_rewards)  # factored out: exp of a hopeless interval's ln r underflows
+    return peak + math.log(sum(w * math.exp(s - peak) for w, s in zip(weights, log_rewards, strict=True)) / sum(weights))

@@ -15,9 +15,8 @@ from lastream_stream.bench.baselines import OraclePolicy
 from lastream_stream.bench.runner import AsTheServiceRuns, direction_changes, phase_start, policy_factory
 from lastream_stream.controller import ControllerSettings
 from lastream_stream.policy.base import Decision, DecisionContext
-from lastream_stream.policy.agent import AgentConfig, LaStreamAgent
 from lastream_stream.policy.graph import AppGraph, build_graph
-from lastream_stream.policy.reward import reward
+from lastream_stream.policy.reward import horizon_log_reward, log_reward
 from lastream_stream.sim import Constant, Scenario, SimOperator, Simulator, Steps, scenarios
 
 
@@ -201,26 +200,51 @@ def test_every_policy_is_told_the_restart_time():
     assert told and set(told) == {7.0}
 
 
-def test_the_online_agent_learns_each_outcome_from_the_window_it_next_decides_on():
-    """As the controller does: every decision (holds too) is observed once, with the reward
-    of the first window decided on after it, and training follows each observation."""
+class ScriptedLearner:
+    """Scales ``parse`` to the next scheme of its script at each decision, and keeps what it
+    is told to learn from."""
+
+    name = "scripted"
+    horizon_s = 60.0
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.observed = []
+        self.trained = 0
+
+    def decide(self, graph, context=None):
+        return Decision.single(self.name, graph, graph.parallelism | {"parse": self.script.pop(0)})
+
+    def observe(self, decision, measured_reward):
+        self.observed.append((decision.chosen["parse"], measured_reward))
+
+    def train(self, steps):
+        self.trained += steps
+        return 0.0
+
+
+def test_online_learning_judges_each_decision_over_the_windows_its_scheme_ran():
+    """Window 0 scales out, window 1 is the warm-up, windows 2-4 hold; window 5 scales out
+    again. With 30 s outcomes and a 60 s horizon the first change is judged on windows 2-4,
+    the hold of window 2 on 3-5; the change of window 5 ends the holds of windows 3 and 4
+    early, on what they saw; the last hold is replaced before any window of its own."""
     sim = Simulator(two_stage())
-    agent = LaStreamAgent(AgentConfig(seed=3, batch_size=4))
-    policy = AsTheServiceRuns(agent, decision_interval_s=10.0, learn=True)
-    decided = []
-    for _ in range(6):
+    learner = ScriptedLearner([4, 4, 4, 4, 5])
+    policy = AsTheServiceRuns(learner, 10.0, controller=ControllerSettings(outcome_s=30.0, train_steps=3), learn=True)
+    rewards = {}
+    for w in range(6):
         graph = build_graph(sim.run(10.0))
-        decision = policy.decide(graph)
-        if decision.policy == agent.name and decision.candidates[0].score is not None:
-            decided.append(graph)
-        sim.apply(decision.chosen)
-    assert len(decided) >= 3, "too few windows decided on to test learning"
-    assert len(agent.replay) == len(decided) - 1
-    # Training needs two outcomes; from the second on, each is followed by its steps.
-    assert agent.trained_steps == (len(decided) - 2) * ControllerSettings().train_steps
-    measured = [p.reward for p in agent.history]
-    assert measured == pytest.approx([reward(g.latency_ms, g.total_lag, g.parallelism) for g in decided[1:]])
-    frozen = AsTheServiceRuns(LaStreamAgent(AgentConfig(seed=3)), decision_interval_s=10.0)
-    for _ in range(3):
-        frozen.decide(build_graph(Simulator(two_stage()).run(10.0)))
-    assert len(frozen.policy.replay) == 0
+        rewards[w] = log_reward(graph.latency_ms, graph.total_lag, graph.parallelism)
+        sim.apply(policy.decide(graph).chosen)
+
+    def judged(*windows):
+        return pytest.approx(math.exp(horizon_log_reward([rewards[w] for w in windows], 10.0, 60.0)))
+
+    assert learner.observed == [(4, judged(2, 3, 4)), (4, judged(3, 4, 5)), (4, judged(4, 5)), (4, judged(5))]
+    assert learner.trained == 4 * 3
+    assert sim.parallelism["parse"] == 5
+
+
+def test_a_policy_that_does_not_learn_cannot_run_online():
+    with pytest.raises(TypeError, match="does not learn"):
+        AsTheServiceRuns(OraclePolicy(Simulator(two_stage())), 10.0, learn=True)

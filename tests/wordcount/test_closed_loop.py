@@ -46,7 +46,7 @@ class RunningAgent:
     """An AgentService in a thread, recording what it publishes."""
 
     def __init__(self, settings, checkpoint, **controller):
-        controller = {"window_s": 8.0, "warmup_s": 5.0, "train_steps": 5} | controller
+        controller = {"window_s": 8.0, "warmup_s": 5.0, "outcome_s": 16.0, "train_steps": 5} | controller
         service = AgentServiceSettings(checkpoint=checkpoint, llm=False, controller=ControllerSettings(**controller))
         self.service = AgentService(settings, service)
         self.published = []

@@ -1,0 +1,58 @@
+"""What a decision earned, measured online the way pretraining labels it.
+
+Pretraining judges a scheme by ln of its mean reward over the agent's horizon from the
+moment it is applied: the first ``observe_s`` simulated, the rest taken to go on as the last
+interval did (``reward.horizon_log_reward``). Judging a scale-out by the first window after
+its restart instead would blame it for the backlog it is still draining, and teach the
+agent to undo it.
+
+So online, a decision's outcome stays open while its scheme runs: every window decided on
+adds its reward to every open outcome, and an outcome closes after ``observe_s`` of windows
+or when another scheme replaces its own, whichever comes first. A hold is a decision too:
+its outcome is the windows that follow it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lastream_stream.policy.base import Decision
+from lastream_stream.policy.reward import horizon_log_reward
+
+
+@dataclass
+class OpenOutcome:
+    decision: Decision
+    log_rewards: list[float] = field(default_factory=list)  # ln r of each window since it was applied
+
+
+@dataclass
+class Outcomes:
+    window_s: float
+    observe_s: float
+    horizon_s: float
+    open: list[OpenOutcome] = field(default_factory=list)
+
+    def start(self, decision: Decision) -> None:
+        """``decision``'s scheme now runs; the next window is the first of its outcome."""
+        self.open.append(OpenOutcome(decision))
+
+    def window(self, log_reward: float) -> list[tuple[Decision, float]]:
+        """A window of the running scheme: the outcomes it completes, as (decision, ln reward)."""
+        for outcome in self.open:
+            outcome.log_rewards.append(log_reward)
+        done = [o for o in self.open if self._observed_enough(o)]
+        self.open = [o for o in self.open if not self._observed_enough(o)]
+        return [self._closed(o) for o in done]
+
+    def replaced(self) -> list[tuple[Decision, float]]:
+        """Another scheme runs now: the open outcomes are what their windows showed. One that
+        saw no window yet earned nothing measurable and is dropped."""
+        done, self.open = self.open, []
+        return [self._closed(o) for o in done if o.log_rewards]
+
+    def _observed_enough(self, outcome: OpenOutcome) -> bool:
+        return len(outcome.log_rewards) * self.window_s >= self.observe_s - 1e-9
+
+    def _closed(self, outcome: OpenOutcome) -> tuple[Decision, float]:
+        return outcome.decision, horizon_log_reward(outcome.log_rewards, self.window_s, self.horizon_s)

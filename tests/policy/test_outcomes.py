@@ -1,0 +1,52 @@
+"""Online outcomes: judged like pretraining's labels, over the windows a scheme ran for."""
+
+import math
+
+import pytest
+from policy_graphs import chain_graph
+
+from lastream_stream.policy.base import Decision
+from lastream_stream.policy.outcomes import Outcomes
+from lastream_stream.policy.reward import horizon_log_reward
+
+
+def decision(splitter: int) -> Decision:
+    graph = chain_graph()
+    return Decision.single("test", graph, graph.parallelism | {"map": splitter})
+
+
+def test_the_last_interval_is_held_for_the_rest_of_the_horizon():
+    # 10 s intervals, 60 s horizon: 0.1 and 0.4 observed, 0.4 held for the 4 intervals left.
+    assert math.exp(horizon_log_reward([math.log(0.1), math.log(0.4)], 10.0, 60.0)) == pytest.approx((0.1 + 0.4 * 5) / 6)
+    # Observed beyond the horizon: the plain mean of what was observed.
+    assert math.exp(horizon_log_reward([math.log(0.2), math.log(0.6)], 10.0, 10.0)) == pytest.approx(0.4)
+    # Rewards that underflow on their own still average in logs.
+    assert horizon_log_reward([-2000.0, -2000.0], 10.0, 60.0) == pytest.approx(-2000.0)
+    with pytest.raises(ValueError):
+        horizon_log_reward([], 10.0, 60.0)
+
+
+def test_an_outcome_closes_after_its_observation_time():
+    outcomes = Outcomes(window_s=10.0, observe_s=30.0, horizon_s=60.0)
+    change, hold = decision(3), decision(3)
+    outcomes.start(change)
+    assert outcomes.window(math.log(0.1)) == []
+    outcomes.start(hold)  # decided on the window just counted: its outcome starts with the next
+    assert outcomes.window(math.log(0.4)) == []
+    ((closed, log_r),) = outcomes.window(math.log(0.4))
+    assert closed is change
+    assert math.exp(log_r) == pytest.approx((0.1 + 0.4 + 0.4 * 4) / 6)
+    assert [o.decision for o in outcomes.open] == [hold]
+
+
+def test_a_replaced_scheme_closes_its_outcomes_with_what_they_saw():
+    outcomes = Outcomes(window_s=10.0, observe_s=120.0, horizon_s=60.0)
+    first, second, unseen = decision(2), decision(2), decision(2)
+    outcomes.start(first)
+    outcomes.window(math.log(0.2))
+    outcomes.start(second)
+    outcomes.window(math.log(0.5))
+    outcomes.start(unseen)  # replaced before any window of it: nothing to learn from
+    closed = dict((id(d), math.exp(r)) for d, r in outcomes.replaced())
+    assert closed == {id(first): pytest.approx((0.2 + 0.5 * 5) / 6), id(second): pytest.approx(0.5)}
+    assert outcomes.open == []
