@@ -184,7 +184,7 @@ class AppController:
         self.phase = Phase.OBSERVING
         self._restart_window(now + self.settings.warmup_s)
         if ack.status == "applied" and self.pending_decision is not None:
-            self.outcomes.start(self.pending_decision)
+            self.outcomes.start(self.pending_decision, unobserved_s=self.since - pending.issued_at)
             changed = {name: n for name, n in ack.applied.items() if name in pending.target}
             self.restart = Restart(pending.issued_at, changed) if changed else None
             log.info("%s: generation %d applied: %s", self.app, ack.generation, ack.applied)

@@ -75,11 +75,12 @@ def test_command_ack_outcome_cycle():
     feed(c, T0 + 17, 5, parallelism=3, lag=100, latency=30.0)
     outcome, hold = (a.message for a in c.tick(T0 + 22))
     assert outcome.kind == "outcome" and hold.kind == "hold"
-    # Lag of 4 instances, the latest report of each; a policy that does not learn has no
-    # horizon beyond what was observed, so the outcome is the plain mean of the two windows.
+    # Lag of 4 instances, the latest report of each. The 7 s from the command to the end of
+    # the warm-up count as the first window does; a policy that does not learn has no
+    # horizon beyond that, so the outcome is the mean over 7 + 5 + 5 s.
     first, second = (reward(latency, lag * 4, {"source": 1, "splitter": 3}) for latency, lag in ((50.0, 500), (30.0, 100)))
-    assert outcome.measured_reward == pytest.approx((first + second) / 2)
-    assert c.rewards == [pytest.approx((first + second) / 2)]
+    assert outcome.measured_reward == pytest.approx((12 * first + 5 * second) / 17)
+    assert c.rewards == [pytest.approx((12 * first + 5 * second) / 17)]
 
 
 def test_partial_ack_is_not_an_outcome():

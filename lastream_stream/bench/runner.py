@@ -198,8 +198,7 @@ class AsTheServiceRuns:
     def decide(self, graph: AppGraph, context: DecisionContext | None = None) -> Decision:
         current = graph.parallelism
         if self._last_parallelism is not None and current != self._last_parallelism:
-            settle_s = self.controller.warmup_s + self.controller.window_s
-            self._skip = math.ceil(settle_s / self.decision_interval_s - 1e-9) - 1
+            self._skip = self._settle_windows()
         self._last_parallelism = current
         if self._skip > 0:
             self._skip -= 1
@@ -208,10 +207,17 @@ class AsTheServiceRuns:
             return self.policy.decide(graph, context)
         self._learn(self._outcomes.window(log_reward(graph.latency_ms, graph.total_lag, current, self.reward_params)))
         decision = self.policy.decide(graph, context)
-        if decision.chosen != current:
+        if decision.chosen == current:
+            self._outcomes.start(decision)
+        else:
             self._learn(self._outcomes.replaced())
-        self._outcomes.start(decision)
+            self._outcomes.start(decision, unobserved_s=self._settle_windows() * self.decision_interval_s)
         return decision
+
+    def _settle_windows(self) -> int:
+        """Windows of the grid skipped after a change: those ending before warm-up + window."""
+        settle_s = self.controller.warmup_s + self.controller.window_s
+        return math.ceil(settle_s / self.decision_interval_s - 1e-9) - 1
 
     def _learn(self, closed: list[tuple[Decision, float]]) -> None:
         for decision, measured_log_reward in closed:

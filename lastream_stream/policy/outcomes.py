@@ -9,7 +9,9 @@ agent to undo it.
 So online, a decision's outcome stays open while its scheme runs: every window decided on
 adds its reward to every open outcome, and an outcome closes after ``observe_s`` of windows
 or when another scheme replaces its own, whichever comes first. A hold is a decision too:
-its outcome is the windows that follow it.
+its outcome is the windows that follow it. The restart and warm-up of a change are not
+windows anyone decides on; they count as much as the first window, which carries their
+backlog, so that a change still pays for its disruption as in pretraining.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from lastream_stream.policy.reward import horizon_log_reward
 @dataclass
 class OpenOutcome:
     decision: Decision
+    unobserved_s: float  # between applying it and its first window: restart and warm-up
     log_rewards: list[float] = field(default_factory=list)  # ln r of each window since it was applied
 
 
@@ -33,9 +36,10 @@ class Outcomes:
     horizon_s: float
     open: list[OpenOutcome] = field(default_factory=list)
 
-    def start(self, decision: Decision) -> None:
-        """``decision``'s scheme now runs; the next window is the first of its outcome."""
-        self.open.append(OpenOutcome(decision))
+    def start(self, decision: Decision, unobserved_s: float = 0.0) -> None:
+        """``decision``'s scheme now runs; the next window is the first of its outcome, and
+        starts ``unobserved_s`` after the scheme was applied."""
+        self.open.append(OpenOutcome(decision, max(0.0, unobserved_s)))
 
     def window(self, log_reward: float) -> list[tuple[Decision, float]]:
         """A window of the running scheme: the outcomes it completes, as (decision, ln reward)."""
@@ -55,4 +59,4 @@ class Outcomes:
         return len(outcome.log_rewards) * self.window_s >= self.observe_s - 1e-9
 
     def _closed(self, outcome: OpenOutcome) -> tuple[Decision, float]:
-        return outcome.decision, horizon_log_reward(outcome.log_rewards, self.window_s, self.horizon_s)
+        return outcome.decision, horizon_log_reward(outcome.log_rewards, self.window_s, self.horizon_s, outcome.unobserved_s)

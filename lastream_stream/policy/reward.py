@@ -63,13 +63,18 @@ def reward(
     return math.exp(log_reward(latency_ms, in_flight, parallelism, params))
 
 
-def horizon_log_reward(log_rewards: Sequence[float], interval_s: float, horizon_s: float) -> float:
+def horizon_log_reward(log_rewards: Sequence[float], interval_s: float, horizon_s: float, unobserved_s: float = 0.0) -> float:
     """ln of the mean reward over ``horizon_s``, from the rewards of the consecutive
     ``interval_s`` intervals it starts with; the rest of the horizon is taken to go on as the
-    last interval did. This is how a scheme is judged, in pretraining and online alike."""
+    last interval did. This is how a scheme is judged, in pretraining and online alike.
+
+    Online, the restart and warm-up before the first interval decided on go unmeasured:
+    ``unobserved_s`` of them are taken to be like the first interval, the one with the
+    restart's backlog still in it."""
     if not log_rewards:
         raise ValueError("at least one interval is needed")
     weights = [1.0] * len(log_rewards)
-    weights[-1] += max(0.0, horizon_s / interval_s - len(log_rewards))
+    weights[0] += unobserved_s / interval_s
+    weights[-1] += max(0.0, horizon_s / interval_s - sum(weights))
     peak = max(log_rewards)  # factored out: exp of a hopeless interval's ln r underflows
     return peak + math.log(sum(w * math.exp(s - peak) for w, s in zip(weights, log_rewards, strict=True)) / sum(weights))
