@@ -62,7 +62,8 @@ class ControllerSettings(BaseSettings):
     max_parallelism: dict[str, int] = Field(default_factory=dict)
     dry_run: bool = False
     train_steps: int = Field(default=20, ge=0)
-    outcome_s: float = Field(default=120.0, gt=0, description="windows of a decision's scheme its outcome is measured over")
+    # As long as pretraining simulates a scheme before holding its last interval (simulate_s).
+    outcome_s: float = Field(default=120.0, gt=0, description="seconds of windows a decision is judged on; replaced sooner, it is not learnt from")
 
 
 def guard(current: dict[str, int], proposed: dict[str, int], graph: AppGraph, settings: ControllerSettings) -> dict[str, int]:
@@ -246,7 +247,6 @@ class AppController:
         target = decision.chosen = guard(current, decision.chosen, graph, self.settings)
         self.decisions += 1
         decision_id = uuid.uuid4().hex
-        actions: list[Publish] = []
         if target == current:
             kind: DecisionKind = "hold"
             self.outcomes.start(decision)
@@ -256,8 +256,8 @@ class AppController:
             self._restart_window(now)
         else:
             kind = "command"
-            # The running scheme's last window was this one: its open outcomes are complete.
-            actions += [Publish(self._outcome(d, graph, r)) for d, r in self.outcomes.replaced()]
+            if dropped := self.outcomes.replaced():
+                log.info("%s: %d decision(s) replaced before their outcome was measured; not learnt from", self.app, dropped)
             self.generation += 1
             # Only what changes: operators the app runs outside its supervisor (a source) stay out.
             changes = {name: n for name, n in target.items() if n != current.get(name)}
@@ -271,7 +271,7 @@ class AppController:
             self.last_command_at = now
             log.info("%s: generation %d -> %s (%s)", self.app, self.generation, changes, self.pending.reason)
         record = Publish(self._record(decision, graph, decision_id, kind, target, predicted))
-        return actions + ([Publish(self.pending), record] if self.pending is not None and kind == "command" else [record])
+        return [Publish(self.pending), record] if self.pending is not None and kind == "command" else [record]
 
     def _outcome(self, decision: Decision, graph: AppGraph, measured_log_reward: float) -> DecisionRecord:
         measured = math.exp(measured_log_reward)

@@ -171,7 +171,7 @@ class AsTheServiceRuns:
 
     With ``learn``, it also learns as the controller does (``policy/outcomes.py``): every
     window it decides on counts towards the outcomes of the decisions whose scheme runs, a
-    change closes them, and each closed outcome is observed and followed by
+    change drops the incomplete ones, and each complete outcome is observed and followed by
     ``controller.train_steps`` training steps."""
 
     policy: Policy
@@ -210,7 +210,7 @@ class AsTheServiceRuns:
         if decision.chosen == current:
             self._outcomes.start(decision)
         else:
-            self._learn(self._outcomes.replaced())
+            self._outcomes.replaced()
             self._outcomes.start(decision, unobserved_s=self._settle_windows() * self.decision_interval_s)
         return decision
 

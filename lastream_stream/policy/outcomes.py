@@ -7,9 +7,12 @@ its restart instead would blame it for the backlog it is still draining, and tea
 agent to undo it.
 
 So online, a decision's outcome stays open while its scheme runs: every window decided on
-adds its reward to every open outcome, and an outcome closes after ``observe_s`` of windows
-or when another scheme replaces its own, whichever comes first. A hold is a decision too:
-its outcome is the windows that follow it. The restart and warm-up of a change are not
+adds its reward to every open outcome, and after ``observe_s`` of windows (pretraining's
+``simulate_s``) the outcome is complete. A hold is a decision too: its outcome is the
+windows that follow it. An outcome whose scheme is replaced before that is dropped, not
+judged: held for the rest of the horizon, a window with the restart's backlog still
+draining would make a sound change look hopeless (the bench's online agent, judging that
+way, collapsed its scores and flip-flopped). The restart and warm-up of a change are not
 windows anyone decides on; they count as much as the first window, which carries their
 backlog, so that a change still pays for its disruption as in pretraining.
 """
@@ -49,11 +52,11 @@ class Outcomes:
         self.open = [o for o in self.open if not self._observed_enough(o)]
         return [self._closed(o) for o in done]
 
-    def replaced(self) -> list[tuple[Decision, float]]:
-        """Another scheme runs now: the open outcomes are what their windows showed. One that
-        saw no window yet earned nothing measurable and is dropped."""
-        done, self.open = self.open, []
-        return [self._closed(o) for o in done if o.log_rewards]
+    def replaced(self) -> int:
+        """Another scheme runs now: the open outcomes were not observed long enough to be
+        judged, and are dropped. Returns how many."""
+        dropped, self.open = len(self.open), []
+        return dropped
 
     def _observed_enough(self, outcome: OpenOutcome) -> bool:
         return len(outcome.log_rewards) * self.window_s >= self.observe_s - 1e-9

@@ -41,14 +41,14 @@ def test_an_outcome_closes_after_its_observation_time():
     assert [o.decision for o in outcomes.open] == [hold]
 
 
-def test_a_replaced_scheme_closes_its_outcomes_with_what_they_saw():
-    outcomes = Outcomes(window_s=10.0, observe_s=120.0, horizon_s=60.0)
-    first, second, unseen = decision(2), decision(2), decision(2)
-    outcomes.start(first)
+def test_a_scheme_replaced_before_its_outcome_is_complete_is_not_judged():
+    outcomes = Outcomes(window_s=10.0, observe_s=30.0, horizon_s=60.0)
+    outcomes.start(decision(2))
     outcomes.window(math.log(0.2))
-    outcomes.start(second)
-    outcomes.window(math.log(0.5))
-    outcomes.start(unseen)  # replaced before any window of it: nothing to learn from
-    closed = dict((id(d), math.exp(r)) for d, r in outcomes.replaced())
-    assert closed == {id(first): pytest.approx((0.2 + 0.5 * 5) / 6), id(second): pytest.approx(0.5)}
+    outcomes.start(decision(2))
+    assert outcomes.replaced() == 2
     assert outcomes.open == []
+    outcomes.start(decision(3), unobserved_s=10.0)
+    assert [outcomes.window(math.log(0.5)) for _ in range(2)] == [[], []]
+    ((_, log_r),) = outcomes.window(math.log(0.5))
+    assert math.exp(log_r) == pytest.approx(0.5)
