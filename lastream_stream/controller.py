@@ -13,8 +13,8 @@ a full window that started after the warm-up, so a rebalance in progress is neve
 slowness.
 
 Each decision's outcome is measured as pretraining labels it (``policy/outcomes.py``): over
-the windows its scheme runs for, up to ``outcome_s``, the rest of the learner's horizon
-taken to go on as the last window did. A hold is a decision too.
+``outcome_s`` of windows of its scheme, the rest of the learner's horizon taken to go on as
+the last window did. A hold is a decision too; one replaced sooner is not learnt from.
 
 The controller also measures what a change costs: the restart time, from a command's issue
 until every instance of every changed operator processed input again (to within one
