@@ -138,7 +138,8 @@ class AppController:
     pending_decision: Decision | None = None
     decisions: int = 0
     commands: int = 0  # published by this controller (the generation also counts other runs')
-    rewards: list[float] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)  # measured outcomes of decisions
+    window_rewards: list[float] = field(default_factory=list)  # every stable window's own reward
     acked: deque[str] = field(default_factory=lambda: deque(maxlen=100))  # recent acknowledged decision ids
     history: deque[PastDecision] = field(default_factory=lambda: deque(maxlen=HISTORY_KEPT))
     restart: Restart | None = None  # being measured
@@ -210,6 +211,7 @@ class AppController:
             log.info("%s: not every new instance processed input in the first full window; restart not measured", self.app)
             self.restart = None
         window_log_reward = log_reward(graph.latency_ms, graph.total_lag, graph.parallelism, self.reward_params)
+        self.window_rewards.append(math.exp(window_log_reward))
         actions = [Publish(self._outcome(decision, graph, r)) for decision, r in self.outcomes.window(window_log_reward)]
         if now - self.last_command_at < self.settings.cooldown_s:
             self._restart_window(now)  # this window is counted; the next must not overlap it

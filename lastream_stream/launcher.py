@@ -141,12 +141,13 @@ def up(settings: LastreamSettings, wc: WordCountSettings, initial: dict[str, int
 
 def summarise(agent: AgentService, app: str, graph) -> dict:
     controller = agent.controllers.get(app)
-    rewards = controller.rewards if controller else []
+    rewards = controller.window_rewards if controller else []
     return {
         "decisions": controller.decisions if controller else 0,
         "commands": controller.commands if controller else 0,
-        "first_reward": rewards[0] if rewards else None,
-        "last_reward": rewards[-1] if rewards else None,
+        "outcomes_learnt": len(controller.rewards) if controller else 0,
+        "reward_first_window": rewards[0] if rewards else None,
+        "reward_last_window": rewards[-1] if rewards else None,
         "final_parallelism": graph.parallelism if graph else {},
         "ds2_optimum": optimal_parallelism(graph) if graph else {},
     }

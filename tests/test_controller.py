@@ -81,6 +81,7 @@ def test_command_ack_outcome_cycle():
     first, second = (reward(latency, lag * 4, {"source": 1, "splitter": 3}) for latency, lag in ((50.0, 500), (30.0, 100)))
     assert outcome.measured_reward == pytest.approx((12 * first + 5 * second) / 17)
     assert c.rewards == [pytest.approx((12 * first + 5 * second) / 17)]
+    assert c.window_rewards[-2:] == [pytest.approx(first), pytest.approx(second)]
 
 
 def test_partial_ack_is_not_an_outcome():
