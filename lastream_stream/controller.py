@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 RESTARTS_KEPT = 5  # the policy is told the median of the last few measured restarts
 HISTORY_KEPT = 8  # past decisions of this app, with their rewards, in the policy's context
+RECENT_KEPT = 1000  # recent rewards kept for views and summaries: a service runs for months
 
 
 class ControllerSettings(BaseSettings):
@@ -104,10 +105,12 @@ class Publish:
 
 @dataclass
 class Restart:
-    """An applied command whose new instances are not all processing yet."""
+    """A command whose new instances are not all processing yet. Created when the command is
+    published, so that reports of instances that start before the ack arrives count too."""
 
     issued_at: float
-    expected: dict[str, int]  # changed operator: instances it now runs
+    before: dict[str, int]  # parallelism of the changed operators when the command was issued
+    expected: dict[str, int]  # changed operator: instances it runs once the command is applied
     first_input: dict[tuple[str, str], float] = field(default_factory=dict)  # (operator, instance): end of its first interval with input
 
     def seen(self, report: MetricsReport) -> float | None:
@@ -121,6 +124,13 @@ class Restart:
         if any(processing[operator] < n for operator, n in self.expected.items()):
             return None
         return max(0.0, max(self.first_input.values()) - self.issued_at)
+
+    def applied(self, reached: dict[str, int]) -> bool:
+        """The ack's parallelism: what to wait for. False when nothing changed after all
+        (the supervisor clamped the change away), which leaves nothing to measure."""
+        self.expected = {name: n for name, n in reached.items() if name in self.before and n != self.before[name]}
+        self.first_input = {key: end for key, end in self.first_input.items() if key[0] in self.expected}
+        return bool(self.expected)
 
 
 @dataclass
@@ -138,8 +148,9 @@ class AppController:
     pending_decision: Decision | None = None
     decisions: int = 0
     commands: int = 0  # published by this controller (the generation also counts other runs')
-    rewards: list[float] = field(default_factory=list)  # measured outcomes of decisions
-    window_rewards: list[float] = field(default_factory=list)  # every stable window's own reward
+    rewards: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_KEPT))  # measured outcomes of decisions
+    window_rewards: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_KEPT))  # every stable window's own reward
+    first_window_reward: float | None = None
     acked: deque[str] = field(default_factory=lambda: deque(maxlen=100))  # recent acknowledged decision ids
     history: deque[PastDecision] = field(default_factory=lambda: deque(maxlen=HISTORY_KEPT))
     restart: Restart | None = None  # being measured
@@ -174,6 +185,10 @@ class AppController:
             self.last_command_at = command.issued_at
             # Replayed history interleaves the control and acks topics: the ack may come first.
             if command.decision_id not in self.acked:
+                if self.pending is not None and self.pending.decision_id != command.decision_id:
+                    # Someone else's command supersedes ours: what runs next is not our decision.
+                    self.pending_decision = None
+                    self.restart = None
                 self.pending = command
                 self.phase = Phase.AWAITING_ACK
 
@@ -185,11 +200,14 @@ class AppController:
         self.pending = None
         self.phase = Phase.OBSERVING
         self._restart_window(now + self.settings.warmup_s)
-        if ack.status == "applied" and self.pending_decision is not None:
-            self.outcomes.start(self.pending_decision, unobserved_s=self.since - pending.issued_at)
-            changed = {name: n for name, n in ack.applied.items() if name in pending.target}
-            self.restart = Restart(pending.issued_at, changed) if changed else None
+        if ack.status in ("applied", "partial") and (dropped := self.outcomes.replaced()):
+            log.info("%s: %d decision(s) replaced before their outcome was measured; not learnt from", self.app, dropped)
+        if self.restart is not None and (ack.status != "applied" or not self.restart.applied(ack.applied)):
+            self.restart = None
+        if ack.status == "applied":
             log.info("%s: generation %d applied: %s", self.app, ack.generation, ack.applied)
+            if self.pending_decision is not None:
+                self.outcomes.start(self.pending_decision, unobserved_s=self.since - pending.issued_at)
         else:
             log.warning("%s: generation %d %s (%s); not counted as an outcome", self.app, ack.generation, ack.status, ack.error)
         self.pending_decision = None
@@ -210,11 +228,15 @@ class AppController:
         if self.restart is not None:
             log.info("%s: not every new instance processed input in the first full window; restart not measured", self.app)
             self.restart = None
+        # This window is counted now, once: the next must not overlap it, even if deciding fails.
+        self._restart_window(now)
         window_log_reward = log_reward(graph.latency_ms, graph.total_lag, graph.parallelism, self.reward_params)
         self.window_rewards.append(math.exp(window_log_reward))
-        actions = [Publish(self._outcome(decision, graph, r)) for decision, r in self.outcomes.window(window_log_reward)]
+        if self.first_window_reward is None:
+            self.first_window_reward = self.window_rewards[-1]
+        closed = self.outcomes.window(window_log_reward, graph.parallelism)
+        actions = [Publish(self._outcome(decision, graph, r)) for decision, r in closed]
         if now - self.last_command_at < self.settings.cooldown_s:
-            self._restart_window(now)  # this window is counted; the next must not overlap it
             return actions
         return actions + self._decide(graph, now)
 
@@ -252,14 +274,10 @@ class AppController:
         if target == current:
             kind: DecisionKind = "hold"
             self.outcomes.start(decision)
-            self._restart_window(now)
         elif self.settings.dry_run:
             kind = "recommendation"
-            self._restart_window(now)
         else:
             kind = "command"
-            if dropped := self.outcomes.replaced():
-                log.info("%s: %d decision(s) replaced before their outcome was measured; not learnt from", self.app, dropped)
             self.generation += 1
             # Only what changes: operators the app runs outside its supervisor (a source) stay out.
             changes = {name: n for name, n in target.items() if n != current.get(name)}
@@ -269,6 +287,7 @@ class AppController:
             )  # fmt: skip
             self.commands += 1
             self.pending_decision = decision
+            self.restart = Restart(now, {name: current[name] for name in changes}, dict(changes))
             self.phase = Phase.AWAITING_ACK
             self.last_command_at = now
             log.info("%s: generation %d -> %s (%s)", self.app, self.generation, changes, self.pending.reason)

@@ -146,7 +146,7 @@ def summarise(agent: AgentService, app: str, graph) -> dict:
         "decisions": controller.decisions if controller else 0,
         "commands": controller.commands if controller else 0,
         "outcomes_learnt": len(controller.rewards) if controller else 0,
-        "reward_first_window": rewards[0] if rewards else None,
+        "reward_first_window": controller.first_window_reward if controller else None,
         "reward_last_window": rewards[-1] if rewards else None,
         "final_parallelism": graph.parallelism if graph else {},
         "ds2_optimum": optimal_parallelism(graph) if graph else {},

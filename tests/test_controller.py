@@ -80,8 +80,8 @@ def test_command_ack_outcome_cycle():
     # horizon beyond that, so the outcome is the mean over 7 + 5 + 5 s.
     first, second = (reward(latency, lag * 4, {"source": 1, "splitter": 3}) for latency, lag in ((50.0, 500), (30.0, 100)))
     assert outcome.measured_reward == pytest.approx((12 * first + 5 * second) / 17)
-    assert c.rewards == [pytest.approx((12 * first + 5 * second) / 17)]
-    assert c.window_rewards[-2:] == [pytest.approx(first), pytest.approx(second)]
+    assert list(c.rewards) == [pytest.approx((12 * first + 5 * second) / 17)]
+    assert list(c.window_rewards)[-2:] == [pytest.approx(first), pytest.approx(second)]
 
 
 def test_partial_ack_is_not_an_outcome():
@@ -92,7 +92,7 @@ def test_partial_ack_is_not_an_outcome():
                         applied={"splitter": 2}, error="one worker failed"), now=T0 + 5)  # fmt: skip
     feed(c, T0 + 7, 5, parallelism=2)
     kinds = [a.message.kind for a in c.tick(T0 + 12) if isinstance(a.message, DecisionRecord)]
-    assert "outcome" not in kinds and c.rewards == []
+    assert "outcome" not in kinds and not c.rewards
 
 
 def test_restart_awaits_an_unacknowledged_command_instead_of_reissuing():
@@ -157,21 +157,65 @@ def test_the_restart_time_is_measured_and_told_to_the_policy():
     feed(c, T0, 5, parallelism=1)
     command, _ = (a.message for a in c.tick(T0 + 5))
     assert command.issued_at == T0 + 5 and policy.told[0].restart_s is None
-    c.on_ack(CommandAck(app="wordcount", decision_id=command.decision_id, generation=1, status="applied",
-                        applied={"splitter": 3}), now=T0 + 6)  # fmt: skip
     c.on_report(splitter_report("splitter-0", T0 + 5.5, parallelism=3))  # began before the command
     c.on_report(splitter_report("splitter-0", T0 + 7, parallelism=1))  # the old configuration
-    for instance in ("splitter-0", "splitter-1"):
+    for instance in ("splitter-0", "splitter-1"):  # new instances at work before the ack arrives
         c.on_report(splitter_report(instance, T0 + 8, parallelism=3))
-    c.on_report(splitter_report("splitter-2", T0 + 8, parallelism=3, records_in=0))  # up, not processing yet
+    c.on_ack(CommandAck(app="wordcount", decision_id=command.decision_id, generation=1, status="applied",
+                        applied={"splitter": 3}), now=T0 + 8.5)  # fmt: skip
+    c.on_report(splitter_report("splitter-2", T0 + 9, parallelism=3, records_in=0))  # up, not processing yet
     assert c.restart_s is None
-    c.on_report(splitter_report("splitter-2", T0 + 9, parallelism=3))
-    assert c.restart_s == 4.0  # the last new instance's first interval with input ended 4 s after the command
+    c.on_report(splitter_report("splitter-2", T0 + 10, parallelism=3))
+    assert c.restart_s == 5.0  # the last new instance's first interval with input ended 5 s after the command
 
-    feed(c, T0 + 9, 5, parallelism=3)
-    outcome, hold = (a.message for a in c.tick(T0 + 14))
+    feed(c, T0 + 10.5, 5, parallelism=3)
+    outcome, hold = (a.message for a in c.tick(T0 + 15.5))
     assert (outcome.kind, hold.kind) == ("outcome", "hold")
-    assert outcome.restart_s == hold.restart_s == 4.0
+    assert outcome.restart_s == hold.restart_s == 5.0
     told = policy.told[-1]
-    assert told.restart_s == 4.0
+    assert told.restart_s == 5.0
     assert [(p.scheme, p.reward) for p in told.history] == [({"source": 1, "splitter": 3}, c.rewards[0])]
+
+
+def test_a_change_the_supervisor_clamped_away_measures_no_restart():
+    c = make({"splitter": 3})
+    feed(c, T0, 5, parallelism=1)
+    command, _ = (a.message for a in c.tick(T0 + 5))
+    c.on_ack(CommandAck(app="wordcount", decision_id=command.decision_id, generation=1, status="applied",
+                        applied={"splitter": 1}, clamped={"splitter": 3}), now=T0 + 6)  # fmt: skip
+    c.on_report(splitter_report("splitter-0", T0 + 8, parallelism=1))
+    assert c.restart is None and c.restart_s is None
+
+
+def test_someone_elses_command_is_not_learnt_as_ours():
+    """Ours is pending when an operator's own command (a higher generation) overtakes it:
+    what then runs is theirs, so no outcome of our decision and no restart of ours."""
+    c = make({"splitter": 3})
+    feed(c, T0, 5, parallelism=1)
+    ours, _ = (a.message for a in c.tick(T0 + 5))
+    theirs = ScalingCommand(app="wordcount", generation=ours.generation + 1, target={"splitter": 3}, issued_at=T0 + 5.5)
+    c.on_command(theirs)
+    c.on_ack(CommandAck(app="wordcount", decision_id=theirs.decision_id, generation=theirs.generation, status="applied",
+                        applied={"splitter": 3}), now=T0 + 6)  # fmt: skip
+    assert c.outcomes.open == [] and c.restart is None
+    feed(c, T0 + 8, 15, parallelism=3)
+    kinds = [a.message.kind for t in (13, 18, 23) for a in c.tick(T0 + t) if isinstance(a.message, DecisionRecord)]
+    # The first window after theirs closes nothing: the outcomes are of our holds, one window each.
+    assert kinds == ["hold", "outcome", "hold", "outcome", "hold"]
+
+
+def test_a_failed_decision_does_not_count_its_window_twice():
+    class FailingOnce(FixedPolicy):
+        failed = False
+
+        def decide(self, graph, context=None):
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("model not loaded")
+            return super().decide(graph, context)
+
+    c = AppController("wordcount", FailingOnce({"splitter": 1}), ControllerSettings(window_s=5, warmup_s=2, outcome_s=5), since=T0)
+    feed(c, T0, 5, parallelism=1)
+    with pytest.raises(RuntimeError):
+        c.tick(T0 + 5)
+    assert c.tick(T0 + 5) == [] and len(c.window_rewards) == 1

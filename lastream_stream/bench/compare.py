@@ -136,7 +136,7 @@ def _cell(value: object, fmt: str) -> str:
 
 def summary_table(summary: dict[str, dict[str, object]]) -> Table:
     table = Table(title="LaStream bench: medians over scenarios")
-    table.add_column("policy")
+    table.add_column("policy", no_wrap=True)
     for _, title, _ in HEADLINE:
         table.add_column(title, justify="right")
     for policy, row in summary.items():

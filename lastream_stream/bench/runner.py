@@ -205,7 +205,7 @@ class AsTheServiceRuns:
             return Decision.single(self.name, graph, current, note="warm-up")
         if self._outcomes is None:
             return self.policy.decide(graph, context)
-        self._learn(self._outcomes.window(log_reward(graph.latency_ms, graph.total_lag, current, self.reward_params)))
+        self._learn(self._outcomes.window(log_reward(graph.latency_ms, graph.total_lag, current, self.reward_params), current))
         decision = self.policy.decide(graph, context)
         if decision.chosen == current:
             self._outcomes.start(decision)

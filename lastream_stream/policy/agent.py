@@ -18,6 +18,7 @@ in the same state, their differences: the choice depends only on those.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -333,8 +334,13 @@ class LaStreamAgent:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Written aside and renamed: a reader, or a crash mid-save, never sees half a checkpoint.
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        torch.save(checkpoint, partial)
-        os.replace(partial, path)
+        try:
+            torch.save(checkpoint, partial)
+            os.replace(partial, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise
 
     @classmethod
     def load(cls, path: Path | str, generators: Sequence[CandidateGenerator] | None = None, config: AgentConfig | None = None) -> LaStreamAgent:

@@ -44,8 +44,10 @@ class Outcomes:
         starts ``unobserved_s`` after the scheme was applied."""
         self.open.append(OpenOutcome(decision, max(0.0, unobserved_s)))
 
-    def window(self, log_reward: float) -> list[tuple[Decision, float]]:
-        """A window of the running scheme: the outcomes it completes, as (decision, ln reward)."""
+    def window(self, log_reward: float, running: dict[str, int]) -> list[tuple[Decision, float]]:
+        """A window of the ``running`` scheme: the outcomes it completes, as (decision, ln
+        reward). Outcomes of another scheme (changed by someone else) are dropped."""
+        self.open = [o for o in self.open if o.decision.chosen == running]
         for outcome in self.open:
             outcome.log_rewards.append(log_reward)
         done = [o for o in self.open if self._observed_enough(o)]

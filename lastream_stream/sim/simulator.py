@@ -245,8 +245,9 @@ class Simulator:
             down_s = max(0.0, st.down_until - t)
             capacity = op.capacity(p)
             processed = min(st.queue + arrivals, capacity * dt) if down_s <= 0 else 0.0
-            # (queue + arrivals) - processed can round to -1e-13 when everything was processed.
-            st.queue = max(0.0, st.queue + arrivals - processed)
+            # In this order it is exactly 0 when everything was processed (processed is then
+            # queue + arrivals); queue + (arrivals - processed) could round to about -1e-13.
+            st.queue = st.queue + arrivals - processed
             emitted[name] = processed * op.selectivity
             st.segment_in += processed
             st.segment_out += processed * op.selectivity

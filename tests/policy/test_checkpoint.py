@@ -71,7 +71,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path):
     agent.observe(agent.decide(chain_graph()), 0.9)
     # A directory where the save writes its partial file makes that write fail.
     (tmp_path / f".agent.pt.{os.getpid()}.partial").mkdir()
-    with pytest.raises(RuntimeError, match="Is a directory"):
+    with pytest.raises(RuntimeError):  # torch's error for a file it cannot open
         agent.save(path)
     assert path.read_bytes() == saved
     assert len(LaStreamAgent.load(path).replay) == 5

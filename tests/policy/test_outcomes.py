@@ -10,9 +10,9 @@ from lastream_stream.policy.outcomes import Outcomes
 from lastream_stream.policy.reward import horizon_log_reward
 
 
-def decision(splitter: int) -> Decision:
+def decision(map_instances: int) -> Decision:
     graph = chain_graph()
-    return Decision.single("test", graph, graph.parallelism | {"map": splitter})
+    return Decision.single("test", graph, graph.parallelism | {"map": map_instances})
 
 
 def test_the_last_interval_is_held_for_the_rest_of_the_horizon():
@@ -31,11 +31,12 @@ def test_the_last_interval_is_held_for_the_rest_of_the_horizon():
 def test_an_outcome_closes_after_its_observation_time():
     outcomes = Outcomes(window_s=10.0, observe_s=30.0, horizon_s=60.0)
     change, hold = decision(3), decision(3)
+    running = change.chosen
     outcomes.start(change)
-    assert outcomes.window(math.log(0.1)) == []
+    assert outcomes.window(math.log(0.1), running) == []
     outcomes.start(hold)  # decided on the window just counted: its outcome starts with the next
-    assert outcomes.window(math.log(0.4)) == []
-    ((closed, log_r),) = outcomes.window(math.log(0.4))
+    assert outcomes.window(math.log(0.4), running) == []
+    ((closed, log_r),) = outcomes.window(math.log(0.4), running)
     assert closed is change
     assert math.exp(log_r) == pytest.approx((0.1 + 0.4 + 0.4 * 4) / 6)
     assert [o.decision for o in outcomes.open] == [hold]
@@ -44,11 +45,21 @@ def test_an_outcome_closes_after_its_observation_time():
 def test_a_scheme_replaced_before_its_outcome_is_complete_is_not_judged():
     outcomes = Outcomes(window_s=10.0, observe_s=30.0, horizon_s=60.0)
     outcomes.start(decision(2))
-    outcomes.window(math.log(0.2))
+    outcomes.window(math.log(0.2), decision(2).chosen)
     outcomes.start(decision(2))
     assert outcomes.replaced() == 2
     assert outcomes.open == []
     outcomes.start(decision(3), unobserved_s=10.0)
-    assert [outcomes.window(math.log(0.5)) for _ in range(2)] == [[], []]
-    ((_, log_r),) = outcomes.window(math.log(0.5))
+    assert [outcomes.window(math.log(0.5), decision(3).chosen) for _ in range(2)] == [[], []]
+    ((_, log_r),) = outcomes.window(math.log(0.5), decision(3).chosen)
     assert math.exp(log_r) == pytest.approx(0.5)
+
+
+def test_a_window_of_another_scheme_drops_the_outcomes_it_does_not_belong_to():
+    """Someone else rescaled the app: the running scheme is no decision of ours."""
+    outcomes = Outcomes(window_s=10.0, observe_s=30.0, horizon_s=60.0)
+    ours = decision(3)
+    outcomes.start(ours)
+    outcomes.window(math.log(0.5), ours.chosen)
+    assert outcomes.window(math.log(0.5), decision(5).chosen) == []
+    assert outcomes.open == []

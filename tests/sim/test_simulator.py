@@ -251,8 +251,8 @@ def test_source_equivalent_lag_counts_a_backlog_in_source_records():
 
 @pytest.mark.parametrize(("rate", "leftover"), [(3.0, 0.3), (7.0, 0.1), (30.0, 0.7)])
 def test_a_fully_processed_queue_is_empty_not_a_rounding_error_below(rate, leftover):
-    """(queue + arrivals) - processed rounds to about -1e-16 for these values; a negative
-    lag would then reach the reward, which refuses it (a bench run died of this)."""
+    """queue + (arrivals - processed) rounds to about +-1e-16 for these values; a negative
+    lag then reaches the reward, which refuses it (a bench run died of this)."""
     sim = Simulator(Scenario(name="drained", operators=(SimOperator("source", true_rate=1000.0),
                                                         SimOperator("map", ("source",), true_rate=500.0, partitions=4)),
                              schedule=Constant(rate)))  # fmt: skip
