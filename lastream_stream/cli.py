@@ -12,6 +12,7 @@ from rich.logging import RichHandler
 
 from lastream_stream.broker import LocalBroker, MissingTool
 from lastream_stream.kafka_clients import BrokerUnreachable, KafkaClients, project_topics
+from lastream_stream.policy.base import CheckpointMismatch
 from lastream_stream.settings import LastreamSettings
 
 console = Console(stderr=True)
@@ -36,7 +37,7 @@ class FriendlyErrors(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (MissingTool, BrokerUnreachable) as exc:
+        except (MissingTool, BrokerUnreachable, CheckpointMismatch) as exc:
             console.print(f"[red]error:[/] {exc}")
             sys.exit(2)
 

@@ -26,7 +26,7 @@ from lastream_stream.control import latest_commands
 from lastream_stream.dashboard import AppMonitor
 from lastream_stream.kafka_clients import KafkaClients, project_topics
 from lastream_stream.policy.ds2 import optimal_parallelism
-from lastream_stream.service import AgentService, AgentServiceSettings
+from lastream_stream.service import AgentService, AgentServiceSettings, build_agent
 from lastream_stream.settings import LastreamSettings
 from lastream_stream.supervisor.workers import Worker, spawn, stop_workers
 from wordcount_app import topics as wordcount_topics
@@ -110,10 +110,11 @@ def wordcount_up(settings: LastreamSettings, wc: WordCountSettings, initial: dic
 def up(settings: LastreamSettings, wc: WordCountSettings, initial: dict[str, int], log_dir: Path, max_decisions: int,
        service: AgentServiceSettings | None = None) -> dict:  # fmt: skip
     """The main job: broker, WordCount under-provisioned, the agent, a live view, a summary."""
-    settings = ensure_broker(settings)
     service = service or AgentServiceSettings()
+    policy = build_agent(service)  # a checkpoint it cannot use stops it before anything starts
+    settings = ensure_broker(settings)
     console = Console()
-    agent = AgentService(settings, service)  # loads the model before any process starts
+    agent = AgentService(settings, service, agent=policy)
     monitor = AppMonitor(settings, wc.app, decisions_kept=10)
     stop = threading.Event()
     agent_thread = threading.Thread(target=agent.run, args=(stop, max_decisions), name="agent", daemon=True)

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
-from lastream_stream.policy.base import Decision, DecisionContext, PastDecision, ScoredCandidate
+from lastream_stream.policy.base import CheckpointMismatch, Decision, DecisionContext, PastDecision, ScoredCandidate
 from lastream_stream.policy.candidates import AnalyticGenerator, Candidate, CandidateGenerator, clamp_scheme, dedupe
 from lastream_stream.policy.evaluator import Evaluator
 from lastream_stream.policy.features import (
@@ -347,10 +347,13 @@ class LaStreamAgent:
         """Restore an agent; ``config`` may change anything but the network's shape."""
         checkpoint = torch.load(Path(path), weights_only=True)
         if checkpoint["features_version"] != FEATURES_VERSION:
-            raise ValueError(f"{path}: features version {checkpoint['features_version']}, this code has {FEATURES_VERSION}")
+            raise CheckpointMismatch(
+                f"{path} was written by another LaStream version (features version {checkpoint['features_version']}, this one "
+                f"reads {FEATURES_VERSION}); move it away to start again from the shipped model, or choose another checkpoint path"
+            )  # fmt: skip
         saved = AgentConfig.model_validate(checkpoint["config"])
         if config is not None and (changed := [k for k in _ARCHITECTURE if getattr(config, k) != getattr(saved, k)]):
-            raise ValueError(f"{path}: the checkpoint's {', '.join(changed)} differ from the configuration")
+            raise CheckpointMismatch(f"{path}: the checkpoint's {', '.join(changed)} differ from the configuration")
         agent = cls(config or saved, generators)
         agent.gcn.load_state_dict(checkpoint["gcn"])
         agent.evaluator.load_state_dict(checkpoint["evaluator"])

@@ -15,6 +15,10 @@ from lastream_stream.policy.candidates import Candidate, CandidateSource
 from lastream_stream.policy.graph import AppGraph
 
 
+class CheckpointMismatch(ValueError):
+    """A saved policy this code cannot use: written by another version, or for another shape."""
+
+
 @dataclass(frozen=True)
 class PastDecision:
     scheme: dict[str, int]

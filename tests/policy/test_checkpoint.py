@@ -6,9 +6,12 @@ import os
 
 import pytest
 import torch
+from click.testing import CliRunner
 from policy_graphs import chain_graph, graph_of, operator_reports
 
+from lastream_stream.cli import main
 from lastream_stream.policy.agent import AgentConfig, LaStreamAgent
+from lastream_stream.policy.base import CheckpointMismatch
 
 
 def busy_graph():
@@ -75,3 +78,25 @@ def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path):
         agent.save(path)
     assert path.read_bytes() == saved
     assert len(LaStreamAgent.load(path).replay) == 5
+
+
+def old_checkpoint(tmp_path):
+    path = tmp_path / "old.pt"
+    trained_agent().save(path)
+    state = torch.load(path, weights_only=True)
+    torch.save(state | {"features_version": state["features_version"] - 1}, path)
+    return path
+
+
+def test_a_checkpoint_of_another_version_is_refused_with_what_to_do(tmp_path):
+    path = old_checkpoint(tmp_path)
+    with pytest.raises(CheckpointMismatch, match="move it away to start again from the shipped model"):
+        LaStreamAgent.pretrained(path)
+
+
+def test_the_agent_command_reports_an_unusable_checkpoint_in_one_line(tmp_path):
+    path = old_checkpoint(tmp_path)
+    result = CliRunner().invoke(main, ["agent", "--checkpoint", str(path)])
+    assert result.exit_code == 2
+    assert "error:" in result.output and str(path) in result.output.replace("\n", "")
+    assert "Traceback" not in result.output
