@@ -9,8 +9,9 @@ and the simulator drive it directly.
     awaiting_ack --(ack partial/rejected or timeout)--> observing (no outcome recorded)
 
 "Stable" means every operator's expected instances (its parallelism) have all reported for
-a full window that started after the warm-up, so a rebalance in progress is never read as
-slowness.
+a full window that started after the warm-up and after the restart (below) ended, so a
+rebalance in progress is never read as slowness: an instance can report while it waits
+for its partitions.
 
 Each decision's outcome is measured as pretraining labels it (``policy/outcomes.py``): over
 ``outcome_s`` of windows of its scheme, the rest of the learner's horizon taken to go on as
@@ -58,6 +59,7 @@ class ControllerSettings(BaseSettings):
     warmup_s: float = Field(default=6.0, ge=0, description="ignore reports this long after a rescale")
     cooldown_s: float = Field(default=0.0, ge=0, description="minimum time between two commands")
     ack_timeout_s: float = Field(default=90.0, gt=0)
+    restart_timeout_s: float = Field(default=60.0, gt=0, description="decide again after this long even if a new instance never got input")
     max_step: int = Field(default=8, ge=1, description="largest change of one operator per command")
     min_parallelism: dict[str, int] = Field(default_factory=dict)
     max_parallelism: dict[str, int] = Field(default_factory=dict)
@@ -174,6 +176,8 @@ class AppController:
             self.restarts_s.append(seconds)
             self.restart = None
             log.info("%s: the new instances processed input %.1f s after the command", self.app, seconds)
+            if self.phase is Phase.OBSERVING:
+                self._restart_window(max(self.since, report.interval_end))
         if report.interval_start >= self.since:
             self.reports.append(report)
 
@@ -222,12 +226,14 @@ class AppController:
                 self.phase = Phase.OBSERVING
                 self._restart_window(now)
             return []
+        if self.restart is not None:
+            if now - self.restart.issued_at < self.settings.restart_timeout_s:
+                return []
+            log.info("%s: a new instance got no input for %.0f s; restart not measured, deciding again", self.app, now - self.restart.issued_at)
+            self.restart = None
         graph = self.stable_graph(now)
         if graph is None:
             return []
-        if self.restart is not None:
-            log.info("%s: not every new instance processed input in the first full window; restart not measured", self.app)
-            self.restart = None
         # This window is counted now, once: the next must not overlap it, even if deciding fails.
         self._restart_window(now)
         window_log_reward = log_reward(graph.latency_ms, graph.total_lag, graph.parallelism, self.reward_params)

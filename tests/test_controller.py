@@ -219,3 +219,43 @@ def test_a_failed_decision_does_not_count_its_window_twice():
     with pytest.raises(RuntimeError):
         c.tick(T0 + 5)
     assert c.tick(T0 + 5) == [] and len(c.window_rewards) == 1
+
+
+def feed_idle_instance(c, start, seconds, idle="splitter-2"):
+    """Splitter at 3: every instance reports each second, ``idle`` without input (still
+    waiting for its partitions)."""
+    for t in range(int(seconds)):
+        end = start + t + 1
+        c.on_report(sample_report(operator="source", instance_id="source-0", interval_end=end, interval_s=1.0, records_in=100,
+                                  records_out=100, useful_time_s=0.5, parallelism=1, upstreams=[], input_partitions=None))  # fmt: skip
+        for i in range(3):
+            c.on_report(splitter_report(f"splitter-{i}", end, parallelism=3, records_in=0 if f"splitter-{i}" == idle else 100))
+
+
+def test_no_decision_while_a_new_instance_waits_for_its_partitions():
+    """Reporting is not processing: the window that counts starts once every new instance
+    processed input, or after restart_timeout_s without that."""
+    c = make({"splitter": 3}, restart_timeout_s=30)
+    feed(c, T0, 5, parallelism=1)
+    command, _ = (a.message for a in c.tick(T0 + 5))
+    c.on_ack(CommandAck(app="wordcount", decision_id=command.decision_id, generation=1, status="applied",
+                        applied={"splitter": 3}), now=T0 + 6)  # fmt: skip
+    feed_idle_instance(c, T0 + 6, 14)
+    assert c.tick(T0 + 20) == []  # every instance covered the window, one of them idle
+    feed_idle_instance(c, T0 + 20, 1, idle=None)
+    assert c.restart_s == 16.0 and c.since == T0 + 21
+    feed_idle_instance(c, T0 + 21, 5, idle=None)
+    assert c.tick(T0 + 25) == []
+    assert [a.message.kind for a in c.tick(T0 + 26)] == ["outcome", "hold"]
+
+
+def test_an_instance_that_never_gets_input_delays_the_next_decision_only_so_long():
+    c = make({"splitter": 3}, restart_timeout_s=30)
+    feed(c, T0, 5, parallelism=1)
+    command, _ = (a.message for a in c.tick(T0 + 5))
+    c.on_ack(CommandAck(app="wordcount", decision_id=command.decision_id, generation=1, status="applied",
+                        applied={"splitter": 3}), now=T0 + 6)  # fmt: skip
+    feed_idle_instance(c, T0 + 6, 30)
+    assert c.tick(T0 + 34) == []
+    assert [a.message.kind for a in c.tick(T0 + 36)] == ["outcome", "hold"]
+    assert c.restart is None and c.restart_s is None

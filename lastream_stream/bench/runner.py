@@ -164,7 +164,7 @@ def lastream_factory(settings: BenchSettings, learn: bool) -> PolicyFactory:
 @dataclass
 class AsTheServiceRuns:
     """A policy timed as the agent service's controller times it: after a reconfiguration it
-    waits out the warm-up, then a full window, before deciding again, so a window disturbed
+    waits out the warm-up and the restart, then a full window, before deciding again, so a window disturbed
     by the restart is never decided on. On the bench's fixed decision grid that means
     skipping the windows that end before warm-up + window has passed. (The baselines keep
     their originals' own warm-ups: DS2's two intervals, Flink's stabilisation, KEDA's.)
@@ -198,7 +198,7 @@ class AsTheServiceRuns:
     def decide(self, graph: AppGraph, context: DecisionContext | None = None) -> Decision:
         current = graph.parallelism
         if self._last_parallelism is not None and current != self._last_parallelism:
-            self._skip = self._settle_windows()
+            self._skip = self._settle_windows(context)
         self._last_parallelism = current
         if self._skip > 0:
             self._skip -= 1
@@ -211,12 +211,14 @@ class AsTheServiceRuns:
             self._outcomes.start(decision)
         else:
             self._outcomes.replaced()
-            self._outcomes.start(decision, unobserved_s=self._settle_windows() * self.decision_interval_s)
+            self._outcomes.start(decision, unobserved_s=self._settle_windows(context) * self.decision_interval_s)
         return decision
 
-    def _settle_windows(self) -> int:
-        """Windows of the grid skipped after a change: those ending before warm-up + window."""
-        settle_s = self.controller.warmup_s + self.controller.window_s
+    def _settle_windows(self, context: DecisionContext | None) -> int:
+        """Windows of the grid skipped after a change: those ending before the warm-up and the
+        restart are both over, plus a full window."""
+        restart_s = context.restart_s if context is not None and context.restart_s is not None else 0.0
+        settle_s = max(self.controller.warmup_s, restart_s) + self.controller.window_s
         return math.ceil(settle_s / self.decision_interval_s - 1e-9) - 1
 
     def _learn(self, closed: list[tuple[Decision, float]]) -> None:

@@ -185,6 +185,20 @@ def test_the_learned_policy_is_timed_as_the_service_times_it():
     assert inner.asked == 2
 
 
+def test_a_slow_restart_is_waited_out_before_the_window_that_counts():
+    """A 15 s restart outlasts the 6 s warm-up: windows ending before 15 + 10 s are held."""
+    sim = Simulator(two_stage())
+    inner = Counting()
+    policy = AsTheServiceRuns(inner, decision_interval_s=10.0, controller=ControllerSettings(warmup_s=6.0, window_s=10.0))
+    chosen = []
+    for _ in range(5):
+        decision = policy.decide(build_graph(sim.run(10.0)), DecisionContext(restart_s=15.0))
+        sim.apply(decision.chosen)
+        chosen.append(decision.chosen["parse"])
+    assert chosen == [2, 2, 2, 3, 3]
+    assert inner.asked == 2
+
+
 def test_every_policy_is_told_the_restart_time():
     told = []
 
