@@ -164,10 +164,11 @@ def lastream_factory(settings: BenchSettings, learn: bool) -> PolicyFactory:
 @dataclass
 class AsTheServiceRuns:
     """A policy timed as the agent service's controller times it: after a reconfiguration it
-    waits out the warm-up and the restart, then a full window, before deciding again, so a window disturbed
-    by the restart is never decided on. On the bench's fixed decision grid that means
-    skipping the windows that end before warm-up + window has passed. (The baselines keep
-    their originals' own warm-ups: DS2's two intervals, Flink's stabilisation, KEDA's.)
+    waits out the warm-up and the restart, then a full window, before deciding again, so a
+    window disturbed by the restart is never decided on. On the bench's fixed decision grid
+    that means skipping the windows that end before max(warm-up, restart) + window has
+    passed. (The baselines keep their originals' own warm-ups: DS2's two intervals, Flink's
+    stabilisation, KEDA's.)
 
     With ``learn``, it also learns as the controller does (``policy/outcomes.py``): every
     window it decides on counts towards the outcomes of the decisions whose scheme runs, a
