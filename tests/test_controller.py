@@ -177,12 +177,18 @@ def test_the_restart_time_is_measured_and_told_to_the_policy():
     assert [(p.scheme, p.reward) for p in told.history] == [({"source": 1, "splitter": 3}, c.rewards[0])]
 
 
-def test_a_change_the_supervisor_clamped_away_measures_no_restart():
-    c = make({"splitter": 3})
+def scaled_out(c, ack_at, applied=None, **ack):
+    """The first window at splitter 1 brings a command to 3 at T0 + 5, acknowledged at ``ack_at``."""
     feed(c, T0, 5, parallelism=1)
     command, _ = (a.message for a in c.tick(T0 + 5))
     c.on_ack(CommandAck(app="wordcount", decision_id=command.decision_id, generation=1, status="applied",
-                        applied={"splitter": 1}, clamped={"splitter": 3}), now=T0 + 6)  # fmt: skip
+                        applied=applied or {"splitter": 3}, **ack), now=ack_at)  # fmt: skip
+    return command
+
+
+def test_a_change_the_supervisor_clamped_away_measures_no_restart():
+    c = make({"splitter": 3})
+    scaled_out(c, ack_at=T0 + 6, applied={"splitter": 1}, clamped={"splitter": 3})
     c.on_report(splitter_report("splitter-0", T0 + 8, parallelism=1))
     assert c.restart is None and c.restart_s is None
 
@@ -236,10 +242,7 @@ def test_no_decision_while_a_new_instance_waits_for_its_partitions():
     """Reporting is not processing: the window that counts starts once every new instance
     processed input, or after restart_timeout_s without that."""
     c = make({"splitter": 3}, restart_timeout_s=30)
-    feed(c, T0, 5, parallelism=1)
-    command, _ = (a.message for a in c.tick(T0 + 5))
-    c.on_ack(CommandAck(app="wordcount", decision_id=command.decision_id, generation=1, status="applied",
-                        applied={"splitter": 3}), now=T0 + 6)  # fmt: skip
+    scaled_out(c, ack_at=T0 + 6)
     feed_idle_instance(c, T0 + 6, 14)
     assert c.tick(T0 + 20) == []  # every instance covered the window, one of them idle
     feed_idle_instance(c, T0 + 20, 1, idle=None)
@@ -251,10 +254,7 @@ def test_no_decision_while_a_new_instance_waits_for_its_partitions():
 
 def test_an_instance_that_never_gets_input_delays_the_next_decision_only_so_long():
     c = make({"splitter": 3}, restart_timeout_s=30)
-    feed(c, T0, 5, parallelism=1)
-    command, _ = (a.message for a in c.tick(T0 + 5))
-    c.on_ack(CommandAck(app="wordcount", decision_id=command.decision_id, generation=1, status="applied",
-                        applied={"splitter": 3}), now=T0 + 6)  # fmt: skip
+    scaled_out(c, ack_at=T0 + 6)
     feed_idle_instance(c, T0 + 6, 30)
     assert c.tick(T0 + 34) == []
     assert [a.message.kind for a in c.tick(T0 + 36)] == ["outcome", "hold"]
