@@ -27,6 +27,7 @@ import random
 from dataclasses import dataclass, field
 
 from lastream_stream.contracts import MAX_LAG, MAX_LATENCY_MS, MetricsReport
+from lastream_stream.policy.reward import Measured, path_backlog_s
 from lastream_stream.sim.model import Scenario, SimOperator
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,21 @@ class Simulator:
     def total_lag(self) -> float:
         """Records waiting in all operators' input queues."""
         return sum(st.queue for st in self._ops.values())
+
+    def queues(self) -> dict[str, float]:
+        """Records waiting in each operator's input queue."""
+        return {name: st.queue for name, st in self._ops.items()}
+
+    def measured(self) -> Measured:
+        """The reward's inputs, from the ground truth: true backlog seconds and requirement."""
+        required = self.required_rates()
+        return Measured(
+            latency_ms=self.latency_ms(),
+            backlog_s=path_backlog_s(self.queues(), required, {name: self._ops[name].spec.upstreams for name in self._order}),
+            lag=self.total_lag(),
+            parallelism=self.parallelism,
+            required=self.oracle(),
+        )
 
     def source_equivalent_lag(self) -> float:
         """The backlog in source records: each queue divided by its operator's required input
