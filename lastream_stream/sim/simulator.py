@@ -63,6 +63,10 @@ class _OperatorState:
     latency_p99_max_ms: float = 0.0
     latency_p50_ms: float = 0.0  # at the last tick, source to the output of this operator
     latency_p99_ms: float = 0.0
+    # Per instance, the fraction of a record (in, out) not reported yet. Carried into the next
+    # interval so that reported counts add up to what was processed: at a few records/s an
+    # instance's share of an interval is below one record and would otherwise round to 0 forever.
+    unreported: list[tuple[float, float]] = field(default_factory=list)
 
     def flush_segment(self) -> None:
         p = self.parallelism
@@ -73,6 +77,17 @@ class _OperatorState:
             instance.records_out += self.segment_out / p
             instance.busy_s += self.segment_busy_s / p
         self.segment_in = self.segment_out = self.segment_busy_s = 0.0
+
+    def report_counts(self, k: int) -> tuple[int, int]:
+        """Whole records in and out instance ``k`` reports for the interval, remainders carried."""
+        while len(self.unreported) <= k:
+            self.unreported.append((0.0, 0.0))
+        carry_in, carry_out = self.unreported[k]
+        exact_in = self.instances[k].records_in + carry_in
+        exact_out = self.instances[k].records_out + carry_out
+        records_in, records_out = round(exact_in), round(exact_out)
+        self.unreported[k] = (exact_in - records_in, exact_out - records_out)
+        return records_in, records_out
 
 
 class Simulator:
@@ -288,7 +303,9 @@ class Simulator:
             st.flush_segment()
             p = st.parallelism
             lag_total = min(round(st.queue), MAX_LAG)
+            del st.unreported[p:]  # instances that stopped take their fractions with them
             for k, instance in enumerate(st.instances[:p]):
+                records_in, records_out = st.report_counts(k)
                 reports.append(
                     MetricsReport(
                         app=self.scenario.name,
@@ -296,8 +313,8 @@ class Simulator:
                         instance_id=f"{name}-{k}",
                         interval_end=interval_end,
                         interval_s=interval_s,
-                        records_in=round(instance.records_in),
-                        records_out=round(instance.records_out),
+                        records_in=records_in,
+                        records_out=records_out,
                         # Never above the interval: an instance is busy at most dt per tick.
                         useful_time_s=min(instance.busy_s, interval_s),
                         lag=lag_total // p + (1 if k < lag_total % p else 0),
