@@ -8,6 +8,9 @@ Naming, used throughout ``lastream_stream.sim``:
 * *capacity* — total true rate of all instances: ``true_rate * p ** scaling_exponent``.
   With ``scaling_exponent < 1`` every added instance adds less than the one before
   (contention on a shared store, skew); the per-instance true rate then falls as ``p`` grows.
+  A ``capacity_table`` of measured capacities at some parallelisms replaces the formula.
+* *host contention* — with ``Scenario.host_cores`` set, all non-source instances share that
+  many cores, so every instance's true rate is multiplied by ``Scenario.contention(n)``.
 * *required input rate* — records per second an operator must take in to keep up with the
   sources at their current rate: its share of the source rate for a source, the sum of its
   upstreams' required input rates times their selectivities otherwise.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -88,6 +92,16 @@ class SimOperator:
     scaling_exponent: float = 1.0  # capacity = true_rate * p ** scaling_exponent
     parallelism: int = 1  # initial parallelism; sources keep theirs for the whole run
     share: float = 1.0  # sources only: weight of this source in the total source rate
+    # Measured total capacity, ((p, records/s of busy time, all instances), ...) or {p: records/s};
+    # replaces true_rate and scaling_exponent. Stored as pairs sorted by p.
+    capacity_table: tuple[tuple[int, float], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.capacity_table is None:
+            return
+        if self.scaling_exponent != 1.0:
+            raise ValueError(f"{self.name}: give a capacity_table or a scaling_exponent, not both")
+        object.__setattr__(self, "capacity_table", _capacity_points(self.name, self.capacity_table))
 
     @property
     def is_source(self) -> bool:
@@ -99,7 +113,9 @@ class SimOperator:
 
     def capacity(self, p: int) -> float:
         """Total true rate of ``p`` instances, records/s."""
-        return self.true_rate * p**self.scaling_exponent
+        if self.capacity_table is None:
+            return self.true_rate * p**self.scaling_exponent
+        return _interpolate(self.capacity_table, p)
 
     def instance_true_rate(self, p: int) -> float:
         """True rate of one of ``p`` instances, records/s of busy time."""
@@ -109,6 +125,8 @@ class SimOperator:
         """Smallest p with capacity(p) >= required_rate, or None if even the cap falls short."""
         if required_rate <= 0:
             return 1
+        if self.capacity_table is not None:
+            return self._search_parallelism(required_rate)
         # Closed form, then nudge for floating-point error at exact boundaries.
         p = max(1, math.ceil((required_rate / self.true_rate) ** (1.0 / self.scaling_exponent) - 1e-9))
         while p > 1 and self.capacity(p - 1) >= required_rate:
@@ -116,6 +134,52 @@ class SimOperator:
         while self.capacity(p) < required_rate:
             p += 1
         return p if p <= self.max_parallelism else None
+
+    def _search_parallelism(self, required_rate: float) -> int | None:
+        # A table's capacity never decreases with p, so bisection finds the smallest p.
+        low, high = 1, self.max_parallelism
+        if self.capacity(high) < required_rate:
+            return None
+        while low < high:
+            middle = (low + high) // 2
+            if self.capacity(middle) >= required_rate:
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+
+def _capacity_points(name: str, table: Mapping[int, float] | Iterable[tuple[int, float]]) -> tuple[tuple[int, float], ...]:
+    """The table as pairs sorted by parallelism, refused unless capacity never falls with p."""
+    pairs = sorted(table.items() if isinstance(table, Mapping) else table)
+    if not pairs:
+        raise ValueError(f"{name}: capacity_table is empty")
+    points = []
+    for p, capacity in pairs:
+        if p != int(p) or p < 1 or capacity <= 0:
+            raise ValueError(f"{name}: capacity_table needs whole parallelisms >= 1 and capacities > 0, got {p}: {capacity}")
+        points.append((int(p), float(capacity)))
+    for (p0, c0), (p1, c1) in zip(points, points[1:]):
+        if p1 == p0:
+            raise ValueError(f"{name}: capacity_table gives parallelism {p0} twice")
+        if c1 < c0:
+            # An added instance that removes capacity would make "more is never worse" false
+            # for every policy and the oracle; a measurement like that is noise or a bottleneck
+            # elsewhere, not this operator's capacity.
+            raise ValueError(
+                f"{name}: capacity_table decreases from {c0:g} records/s at parallelism {p0} to {c1:g} at {p1}; "
+                "capacity must not fall as instances are added"
+            )
+    return tuple(points)
+
+
+def _interpolate(points: tuple[tuple[int, float], ...], p: int) -> float:
+    """Linear between measurements, proportional from (0, 0) below the first, and beyond the
+    last continuing the last segment's gain per instance."""
+    knots = ((0, 0.0), *points)
+    k = next((i for i in range(1, len(knots)) if p <= knots[i][0]), len(knots) - 1)
+    (p0, c0), (p1, c1) = knots[k - 1], knots[k]
+    return c0 + (p - p0) * (c1 - c0) / (p1 - p0)
 
 
 @dataclass(frozen=True)
@@ -126,6 +190,8 @@ class Scenario:
     (restart, consumer-group rebalance, state migration); its input keeps arriving meanwhile.
     ``source_noise`` is the relative standard deviation of the source rate, drawn anew each
     reporting interval, so that decisions see realistic jitter rather than a perfect signal.
+    ``host_cores``, when set, is the cores every non-source instance shares (one host, as on a
+    small machine): past that many instances each runs proportionally slower.
     """
 
     name: str
@@ -136,6 +202,7 @@ class Scenario:
     downtime_s: float = 5.0
     source_noise: float = 0.0
     horizon_s: float = 300.0  # how long the benchmark runs this scenario
+    host_cores: float | None = None
     tags: frozenset[str] = field(default_factory=frozenset)
     description: str = ""
 
@@ -156,6 +223,8 @@ class Scenario:
                 raise ValueError(f"{op.name}: scaling_exponent must be in (0, 1]")
             if not 1 <= op.parallelism <= op.max_parallelism:
                 raise ValueError(f"{op.name}: initial parallelism {op.parallelism} outside [1, {op.max_parallelism}]")
+        if self.host_cores is not None and self.host_cores <= 0:
+            raise ValueError("host_cores must be > 0")
         topological_order({op.name: list(op.upstreams) for op in self.operators})  # raises on a cycle
         ticks = self.interval_s / self.tick_s
         if abs(ticks - round(ticks)) > 1e-9 or ticks < 1:
@@ -166,6 +235,13 @@ class Scenario:
         for op in self.operators:
             if op.is_source and op.capacity(op.parallelism) < self.schedule.peak() * op.share / total_share:
                 raise ValueError(f"source {op.name} cannot keep up with the peak source rate")
+
+    def contention(self, instances: int) -> float:
+        """Factor on every non-source instance's true rate while ``instances`` non-source
+        instances run (restarting ones included: they start up on the same cores)."""
+        if self.host_cores is None or instances <= self.host_cores:
+            return 1.0
+        return self.host_cores / instances
 
     @property
     def by_name(self) -> dict[str, SimOperator]:

@@ -186,16 +186,28 @@ class Simulator:
         """Minimum parallelism per operator that sustains the current nominal source rate.
 
         Sources keep their parallelism. Where the partition cap binds, the cap is returned and
-        ``sustainable()`` is False: no configuration keeps up.
+        ``sustainable()`` is False: no configuration keeps up. On a shared host
+        (``Scenario.host_cores``) every added instance slows all the others, so the operators
+        that fall short at the slowdown the scheme itself causes are raised until nothing
+        changes: each round only adds instances, so this ends at the smallest scheme that
+        sustains, or with a cap reached.
         """
+        required = self.required_rates()
+        scheme = self._needed(required, slowdown=1.0)
+        while (raised := self._needed(required, self._slowdown(scheme))) != scheme:
+            scheme = raised
+        return scheme
+
+    def _needed(self, required: dict[str, float], slowdown: float) -> dict[str, int]:
+        """Smallest parallelism per operator for ``required`` when non-source instances run
+        ``slowdown`` times their own true rate; capped by partitions, sources as they are."""
         scheme: dict[str, int] = {}
-        for name, required in self.required_rates().items():
-            op = self._ops[name].spec
-            if op.is_source:
-                scheme[name] = self._ops[name].parallelism
+        for name, st in self._ops.items():
+            if st.spec.is_source:
+                scheme[name] = st.parallelism
             else:
-                needed = op.min_parallelism_for(required)
-                scheme[name] = needed if needed is not None else op.max_parallelism
+                needed = st.spec.min_parallelism_for(required[name] / slowdown)
+                scheme[name] = needed if needed is not None else st.spec.max_parallelism
         return scheme
 
     def sustainable(self) -> bool:
@@ -206,8 +218,17 @@ class Simulator:
         """Whether ``scheme`` (clamped as ``apply`` would) keeps up with the current source rate."""
         target = self._clamp(scheme)
         required = self.required_rates()
+        slowdown = self._slowdown(target)
         # Relative slack: an exact fit must not fail on the last bit of a float.
-        return all(self._ops[n].spec.capacity(target[n]) >= required[n] * (1 - 1e-9) for n in self._order)
+        return all(self._capacity(n, target[n], slowdown) >= required[n] * (1 - 1e-9) for n in self._order)
+
+    def _slowdown(self, scheme: dict[str, int]) -> float:
+        """Host contention under ``scheme``: the factor on every non-source instance's true rate."""
+        return self.scenario.contention(sum(p for name, p in scheme.items() if not self._ops[name].spec.is_source))
+
+    def _capacity(self, name: str, p: int, slowdown: float) -> float:
+        op = self._ops[name].spec
+        return op.capacity(p) if op.is_source else op.capacity(p) * slowdown
 
     # -- acting ------------------------------------------------------------------------
 
@@ -260,6 +281,7 @@ class Simulator:
         dt = self.scenario.tick_s
         t = self.now
         source_rate = self.scenario.schedule.rate_at(t) * self._noise
+        slowdown = self._slowdown(self.parallelism)
         emitted: dict[str, float] = {}
         for name in self._order:
             st = self._ops[name]
@@ -274,7 +296,10 @@ class Simulator:
                 upstream_p99 = max(self._ops[u].latency_p99_ms for u in op.upstreams)
             p = st.parallelism
             down_s = max(0.0, st.down_until - t)
-            capacity = op.capacity(p)
+            speed = 1.0 if op.is_source else slowdown
+            capacity = op.capacity(p) * speed
+            # Busy time at the slowed rate: on a contended host, reports show the true rate fall.
+            instance_rate = op.instance_true_rate(p) * speed
             processed = min(st.queue + arrivals, capacity * dt) if down_s <= 0 else 0.0
             # In this order it is exactly 0 when everything was processed (processed is then
             # queue + arrivals); queue + (arrivals - processed) could round to about -1e-13.
@@ -282,10 +307,9 @@ class Simulator:
             emitted[name] = processed * op.selectivity
             st.segment_in += processed
             st.segment_out += processed * op.selectivity
-            st.segment_busy_s += processed / op.instance_true_rate(p)
+            st.segment_busy_s += processed / instance_rate
             st.interval_in += processed
 
-            instance_rate = op.instance_true_rate(p)
             utilisation = min(arrivals / dt / p / instance_rate, UTILISATION_CAP)
             wait_s = st.queue / capacity + down_s
             sojourn_scale_s = 1.0 / (instance_rate * (1.0 - utilisation))
