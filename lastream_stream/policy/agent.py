@@ -2,13 +2,13 @@
 pick the best; learn from the rewards measured after acting.
 
 The evaluator predicts only what a scheme cannot tell by itself - the latency and backlog
-part of the reward. The resource part, eta_a * mean(a_i / a_min), is known exactly from
-the scheme and added analytically, so the network spends no capacity learning arithmetic::
+part of the reward. The resource part (instances over DS2's requirement) is arithmetic on
+the scheme and added analytically, so the network spends no capacity learning it::
 
-    score = exp(-(expm1(evaluator(...)) + resource_penalty(scheme)) / 3)
+    score = exp(-(expm1(evaluator(...)) + resource_penalty(scheme, required)) / 3)
 
-The network's target is ``log1p`` of the performance penalty, which keeps a backlog of a
-million records from drowning out the difference between 20 ms and 40 ms of latency. It
+The network's target is ``log1p`` of the performance penalty, which keeps an hour of
+backlog from drowning out the difference between 20 ms and 40 ms of latency. It
 predicts that target as a correction to the fluid model's own estimate (the candidate
 feature ``log_estimated_penalty``): the estimate already scales with the app's rates, so
 on an app slower or faster than any seen in training the network only has to correct a
@@ -57,6 +57,7 @@ PRETRAINED_PATH = Path(__file__).resolve().parent.parent / "models" / "pretraine
 _ARCHITECTURE = ("gcn_hidden", "embedding_dim", "evaluator_hidden")
 _SMALLEST_REWARD = 1e-300  # a reward that underflowed to 0 still has a finite log
 _ESTIMATE = CANDIDATE_FEATURES.index("log_estimated_penalty")
+DEFAULT_MARGIN = 0.05  # ln reward; until pretraining has measured the evaluator's error
 
 
 class AgentConfig(BaseModel):
@@ -74,11 +75,10 @@ class AgentConfig(BaseModel):
     history_size: int = Field(default=5, ge=0)
     # Off by default: a decision should be explainable from its scores alone.
     explore_epsilon: float = Field(default=0.0, ge=0, le=1)
-    # Relative gain in predicted reward needed to leave the running scheme: about the size of
-    # the evaluator's errors between neighbouring schemes (bench: at 2% it flip-flopped, 7.5
-    # reconfigurations per scenario; at 5%, 3; at 10%, 2, but it then kept a 4x
-    # over-provisioned slow app, predicted 8% better scaled in).
-    switch_margin: float = Field(default=0.05, ge=0)
+    # Gain in predicted ln reward over the horizon (restart included) a change needs to leave
+    # the running scheme. None: the margin pretraining measured, by how much the evaluator
+    # overstated the gain of the changes it would have made on held-out states.
+    switch_margin: float | None = Field(default=None, ge=0)
     # Sources are generators we do not control (DS2's assumption), unless said otherwise.
     scale_sources: bool = False
     # Expected pause of a reconfigured operator, seconds: sizes the backlog a change creates.
@@ -113,9 +113,9 @@ class Example:
         return {"x": self.x, "edge_index": self.edge_index, "u": self.u, "y": self.y, "state_id": self.state_id}
 
 
-def performance_target(log_reward: float, scheme: dict[str, int], params: RewardParams) -> float:
+def performance_target(log_reward: float, scheme: dict[str, int], required: dict[str, int], params: RewardParams) -> float:
     """log1p of the latency + backlog penalty that, with the scheme's known resource penalty, gives ln r."""
-    return math.log1p(max(0.0, -3.0 * log_reward - resource_penalty(scheme, params)))
+    return math.log1p(max(0.0, -3.0 * log_reward - resource_penalty(scheme, required, params)))
 
 
 class Normaliser:
@@ -173,6 +173,7 @@ class LaStreamAgent:
         self.replay: deque[Example] = deque(maxlen=self.config.replay_capacity)
         self.history: deque[PastDecision] = deque(maxlen=self.config.history_size)
         self.trained_steps = 0
+        self.calibrated_margin = DEFAULT_MARGIN
 
     @property
     def horizon_s(self) -> float:
@@ -189,11 +190,13 @@ class LaStreamAgent:
         log_scores = self.log_scores(graph, [c.scheme for c in pool], context)
         timings["score_ms"] = _ms_since(t)
         best = int(np.argmax(log_scores))
-        # Hysteresis: every reconfiguration costs a pause, so the running scheme stays unless
-        # another is predicted to be clearly better.
+        notes = []
+        # The scores already charge a change its restart; the margin covers the evaluator's own
+        # error, so that a change is made only when its gain is larger than that error.
         current = self.sanitise(graph, graph.parallelism, context)
         keep = next((i for i, c in enumerate(pool) if c.scheme == current), None)
-        if keep is not None and log_scores[best] - log_scores[keep] < math.log1p(self.config.switch_margin):
+        if keep is not None and best != keep and (gain := log_scores[best] - log_scores[keep]) < self.margin:
+            notes.append(f"held: best change predicted {gain:+.3f} ln reward, within the evaluator's error margin {self.margin:.3f}")
             best = keep
         if self.config.explore_epsilon and self.rng.random() < self.config.explore_epsilon:
             best = int(self.rng.integers(len(pool)))
@@ -206,7 +209,13 @@ class LaStreamAgent:
             timings_ms=timings,
             graph=graph,
             context=context,
+            notes=notes,
         )
+
+    @property
+    def margin(self) -> float:
+        """ln reward a change must be predicted to gain: configured, or calibrated in pretraining."""
+        return self.calibrated_margin if self.config.switch_margin is None else self.config.switch_margin
 
     def candidates(self, graph: AppGraph, context: DecisionContext | None = None) -> tuple[list[Candidate], dict[str, float]]:
         """Every generator's proposals, complete and within limits, first provenance kept; and
@@ -230,9 +239,10 @@ class LaStreamAgent:
         """Predicted ln(reward) of each scheme (complete and clamped) in the graph's current state.
         Ranked in logs: in a hopeless state every predicted reward underflows to 0."""
         with torch.no_grad():
-            penalty = self._predict(batch_candidates(self._view(graph, context), schemes), train=False)
+            view = self._view(graph, context)
+            penalty = self._predict(batch_candidates(view, schemes), train=False)
         performance = torch.expm1(penalty.clamp_min(0.0)).double().numpy()
-        resources = np.array([resource_penalty(s, self.config.reward) for s in schemes])
+        resources = np.array([resource_penalty(s, view.required_instances, view.reward) for s in schemes])
         return -(performance + resources) / 3.0
 
     def score(self, graph: AppGraph, schemes: Sequence[dict[str, int]], context: DecisionContext | None = None) -> np.ndarray:
@@ -242,7 +252,8 @@ class LaStreamAgent:
     def _view(self, graph: AppGraph, context: DecisionContext | None) -> GraphView:
         context = context or DecisionContext()
         restart_s = self.config.restart_s if context.restart_s is None else context.restart_s
-        return GraphView.of(graph, context.max_parallelism, restart_s, self.config.horizon_s, self.config.reward)
+        reward = self.config.reward.for_app(context.latency_target_ms)
+        return GraphView.of(graph, context.max_parallelism, restart_s, self.config.horizon_s, reward)
 
     def _predict(self, batch: Batch, train: bool) -> torch.Tensor:
         """log1p(performance penalty) per candidate in the batch: the fluid estimate plus the
@@ -263,13 +274,22 @@ class LaStreamAgent:
     # -- learning ----------------------------------------------------------------------
 
     def example(
-        self, graph: AppGraph, scheme: dict[str, int], log_reward: float, context: DecisionContext | None = None, state_id: int | None = None
+        self,
+        graph: AppGraph,
+        scheme: dict[str, int],
+        log_reward: float,
+        context: DecisionContext | None = None,
+        state_id: int | None = None,
+        required: dict[str, int] | None = None,
     ) -> Example:
-        """``scheme`` applied in ``graph``'s state earned reward exp(``log_reward``), encoded for training."""
+        """``scheme`` applied in ``graph``'s state earned reward exp(``log_reward``), encoded for
+        training. ``required``: what that reward measured resources against (the simulator
+        knows it exactly); DS2's estimate from the graph otherwise."""
         view = self._view(graph, context)
         nodes, candidates = encode(view, [scheme])
         data = to_data(view, nodes[0], candidates[0])
-        return Example(data.x, data.edge_index, data.u, performance_target(log_reward, scheme, self.config.reward), state_id)
+        target = performance_target(log_reward, scheme, required or view.required_instances, view.reward)
+        return Example(data.x, data.edge_index, data.u, target, state_id)
 
     def observe(self, decision: Decision, measured_reward: float) -> None:
         """Remember what the chosen scheme earned, for ``train`` and for the LLM's prompt."""
@@ -327,6 +347,7 @@ class LaStreamAgent:
             "replay": [e.state() for e in self.replay],
             "history": [{"scheme": p.scheme, "reward": p.reward} for p in self.history],
             "trained_steps": self.trained_steps,
+            "calibrated_margin": self.calibrated_margin,
             "numpy_rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
         }
@@ -362,6 +383,7 @@ class LaStreamAgent:
         agent.replay.extend(Example(**state) for state in checkpoint["replay"])
         agent.history.extend(PastDecision(h["scheme"], h["reward"]) for h in checkpoint["history"])
         agent.trained_steps = checkpoint["trained_steps"]
+        agent.calibrated_margin = checkpoint["calibrated_margin"]
         agent.rng.bit_generator.state = checkpoint["numpy_rng"]
         torch.set_rng_state(checkpoint["torch_rng"])
         return agent

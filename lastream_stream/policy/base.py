@@ -31,8 +31,8 @@ class DecisionContext:
     history: Sequence[PastDecision] = ()
     # Cap for operators whose reports carry no partition count.
     max_parallelism: int = MAX_PARALLELISM
+    # This app's latency target, ms, when it has its own; the reward's default otherwise.
     latency_target_ms: float | None = None
-    lag_target: int | None = None
     # How long a reconfigured operator pauses, seconds, when the caller knows it (configured
     # or measured); the agent assumes its ``AgentConfig.restart_s`` otherwise.
     restart_s: float | None = None
@@ -54,6 +54,8 @@ class Decision:
     # The state and context the decision was made in: needed to learn from its reward later.
     graph: AppGraph | None = None
     context: DecisionContext | None = None
+    # Why the chosen scheme is not the best-scored one, for the decision record and the view.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def chosen_candidate(self) -> ScoredCandidate:

@@ -86,6 +86,18 @@ def ds2_plan(graph: AppGraph, settings: DS2Settings | None = None) -> DS2Plan:
     return DS2Plan(target_input_rate=target_in, required=required, parallelism=parallelism)
 
 
+def required_instances(graph: AppGraph, plan: DS2Plan, max_parallelism: int = MAX_PARALLELISM) -> dict[str, int]:
+    """The fewest instances that sustain the target rate at full utilisation, within [1, cap]:
+    what the reward measures resources against. Sources and operators of unknown true rate
+    count as they run."""
+    return {
+        name: op.parallelism
+        if op.is_source or plan.required[name] <= 0
+        else min(max(1, math.ceil(plan.required[name] - _CEIL_SLACK)), parallelism_cap(op, max_parallelism))
+        for name, op in graph.operators.items()
+    }
+
+
 def optimal_parallelism(graph: AppGraph, settings: DS2Settings | None = None) -> dict[str, int]:
     """DS2's optimal parallelism per operator, clamped to [1, partitions]."""
     return ds2_plan(graph, settings).parallelism

@@ -33,12 +33,13 @@ import numpy as np
 import torch
 from torch_geometric.data import Batch, Data
 
-from lastream_stream.policy.ds2 import ds2_plan, parallelism_cap
+from lastream_stream.policy.ds2 import ds2_plan, parallelism_cap, required_instances
 from lastream_stream.policy.graph import AppGraph
-from lastream_stream.policy.reward import RewardParams
+from lastream_stream.policy.measure import observed
+from lastream_stream.policy.reward import MIN_FEED_RATE, RewardParams, performance_penalty
 
 # Bumped whenever the meaning or order of a feature changes: old checkpoints no longer fit.
-FEATURES_VERSION = 2
+FEATURES_VERSION = 3
 
 STATE_FEATURES = (
     "log_selectivity",
@@ -79,7 +80,7 @@ CANDIDATE_FEATURES = (
     "disrupted_share",
     "share_changed",
     "log_operators",
-    "log_total_lag",
+    "log_backlog_s",
     "log_latency_ms",
     "log_estimated_penalty",
 )
@@ -111,9 +112,12 @@ class GraphView:
     selectivity: np.ndarray  # (n,) true selectivity where known, observed otherwise
     source_input: np.ndarray  # (n,) records/s arriving at each source
     required: np.ndarray  # (n,) DS2's fractional instances; 0 when unknown
+    required_instances: dict[str, int]  # what the reward measures resources against
+    target_in: np.ndarray  # (n,) records/s each operator must take in: the rate that feeds it
     optimum: np.ndarray  # (n,) DS2's parallelism
     lag: np.ndarray  # (n,) records
     total_lag: float
+    backlog_s: float  # the reward's backlog now, seconds of input
     latency_ms: float
     restart_s: float
     horizon_s: float
@@ -144,7 +148,7 @@ class GraphView:
                 np.log1p(selectivity),
                 [op.busy_ratio for op in ops],
                 np.log1p(lag),
-                np.log1p(lag / np.maximum(target_in, 1.0)),
+                np.log1p(lag / np.maximum(target_in, MIN_FEED_RATE)),
                 np.log1p([op.latency_p50_ms or 0.0 for op in ops]),
                 np.log1p(current),
                 np.log1p(cap),
@@ -165,9 +169,12 @@ class GraphView:
             selectivity=selectivity,
             source_input=np.array([op.observed_input_rate if op.is_source else 0.0 for op in ops]),
             required=required,
+            required_instances=required_instances(graph, plan),
+            target_in=target_in,
             optimum=np.array([plan.parallelism[op.name] for op in ops], dtype=np.float64),
             lag=lag,
             total_lag=float(graph.total_lag),
+            backlog_s=observed(graph, plan).backlog_s,
             latency_ms=graph.latency_ms,
             restart_s=restart_s,
             horizon_s=horizon_s,
@@ -245,10 +252,12 @@ def encode(view: GraphView, schemes: Sequence[dict[str, int]]) -> tuple[np.ndarr
     # A scheme is judged by its mean reward over the horizon: the disrupted share of it at the
     # disrupted penalty, the rest at the steady one (what the reward averages to, not the
     # penalty: an hour of backlog costs an hour of reward, not an arbitrarily large penalty).
-    p = view.reward
-    steady_path_ms = _path_ms(view, queueing_ms + wait_ms)
-    steady = p.eta_l * steady_path_ms / p.theta_ms + p.eta_d * backlog_at_horizon.sum(axis=1) / p.d_star
-    disrupted = p.eta_l * _path_ms(view, queueing_ms + disrupted_wait_ms) / p.theta_ms + p.eta_d * disrupted_backlog.sum(axis=1) / p.d_star
+    feed = np.maximum(view.target_in, MIN_FEED_RATE)
+    steady_path_ms = _longest_path(view, queueing_ms + wait_ms)
+    steady = performance_penalty(steady_path_ms, _longest_path(view, backlog_at_horizon / feed), backlog_at_horizon.sum(axis=1), view.reward)
+    disrupted = performance_penalty(
+        _longest_path(view, queueing_ms + disrupted_wait_ms), _longest_path(view, disrupted_backlog / feed), disrupted_backlog.sum(axis=1), view.reward
+    )
     disrupted_share = np.minimum(drain_s.max(axis=1), view.horizon_s) / view.horizon_s
     with np.errstate(divide="ignore"):
         log_mean_reward = np.logaddexp(np.log1p(-disrupted_share) - steady / 3.0, np.log(disrupted_share) - disrupted / 3.0)
@@ -268,7 +277,7 @@ def encode(view: GraphView, schemes: Sequence[dict[str, int]]) -> tuple[np.ndarr
             disrupted_share,
             changed.mean(axis=1),
             np.full(n_candidates, math.log(n)),
-            np.full(n_candidates, math.log1p(view.total_lag)),
+            np.full(n_candidates, math.log1p(view.backlog_s)),
             np.full(n_candidates, math.log1p(view.latency_ms)),
             np.log1p(estimated_penalty),
         ]
@@ -276,14 +285,14 @@ def encode(view: GraphView, schemes: Sequence[dict[str, int]]) -> tuple[np.ndarr
     return nodes.astype(np.float32), candidates.astype(np.float32)
 
 
-def _path_ms(view: GraphView, delay_ms: np.ndarray) -> np.ndarray:
-    """(C,) the longest chain of per-operator delays from a source to a sink: what end-to-end
-    latency adds up along."""
-    path_ms = np.zeros_like(delay_ms)
-    for i in range(delay_ms.shape[1]):
-        upstream = np.max([path_ms[:, u] for u in view.upstreams[i]], axis=0) if view.upstreams[i] else 0.0
-        path_ms[:, i] = upstream + delay_ms[:, i]
-    return path_ms.max(axis=1)
+def _longest_path(view: GraphView, delay: np.ndarray) -> np.ndarray:
+    """(C,) the longest chain of per-operator delays (C, n) from a source to a sink: what
+    end-to-end latency, and the wait behind backlogs, add up along."""
+    path = np.zeros_like(delay)
+    for i in range(delay.shape[1]):
+        upstream = np.max([path[:, u] for u in view.upstreams[i]], axis=0) if view.upstreams[i] else 0.0
+        path[:, i] = upstream + delay[:, i]
+    return path.max(axis=1)
 
 
 def to_data(view: GraphView, nodes: np.ndarray, candidate: np.ndarray, target: float | None = None) -> Data:

@@ -162,12 +162,10 @@ class LLMGenerator:
             f"Streaming application '{graph.app}', operators in topological order (rates in records/s):",
             *rows,
             f"End-to-end latency p50: {graph.latency_ms:.1f} ms. Total lag: {graph.total_lag} records.",
-            "Reward of a scheme, in (0, 1], higher is better: "
-            f"cbrt(exp(-{p.eta_l}*L/{p.theta_ms}) * exp(-{p.eta_d}*D/{p.d_star}) * exp(-{p.eta_a}*mean(parallelism/{p.a_min}))), "
-            "L = latency ms, D = total lag.",
+            f"Reward of a scheme, in (0, 1], higher is better: {p.formula()}",
         ]
-        if context is not None and (context.latency_target_ms is not None or context.lag_target is not None):
-            lines.append(f"Targets: latency <= {_fmt(context.latency_target_ms)} ms, lag <= {_fmt(context.lag_target)} records.")
+        if context is not None and context.latency_target_ms is not None:
+            lines.append(f"This app's latency target: {_fmt(context.latency_target_ms)} ms (the L_target above).")
         history = list(context.history)[-self.config.history_shown :] if context is not None else []
         if history and self.config.history_shown:
             lines.append("Recent decisions and their measured rewards (oldest first):")

@@ -1,66 +1,119 @@
 """La-Stream's reward: one number in (0, 1] that falls with latency, backlog and resources.
 
-    r = cbrt( exp(-eta_l * L / theta) * exp(-eta_d * D / D_star) * exp(-(eta_a / n) * sum_i a_i / a_min) )
-      = exp( -(eta_l * L / theta + eta_d * D / D_star + eta_a * mean_i(a_i / a_min)) / 3 )
+    r = cbrt( exp(-eta_l * L / L_target) * exp(-eta_d * D / D_star) * exp(-eta_a * A) )
+      = exp( -(eta_l * L / L_target + eta_d * D / D_star + eta_a * A) / 3 )
 
-L is the end-to-end latency (ms), D the records in flight (total consumer lag), a_i the
-parallelism of operator i out of n, a_min the smallest parallelism allowed (1).
-The second form is how it is computed: the product of three exponentials underflows for a
-large backlog long before the cube root would bring it back into range.
+The paper's form measures D in records (total consumer lag) and A as mean_i(a_i / a_min):
+the same backlog is a disaster for an app at 10 records/s and noise for one at 10^6, and an
+app needing 40 instances scores near 0 however well it is sized. So by default every term
+is scale-free:
+
+* ``L``: end-to-end latency (ms), against a latency target per app;
+* ``D``: backlog in *seconds of input*, each operator's lag over the rate that feeds it,
+  added along the longest source-to-sink path (the wait a record entering now would see);
+* ``A``: instances in multiples of what sustains the rate (DS2's requirement), so
+  A = 1 for a right-sized app whatever its size.
+
+The same app at 10x the rates and 10x the true rates scores the same. ``form="absolute"``
+keeps the paper's form for comparison. The second form of ``r`` is how it is computed, in
+logs: the product of exponentials underflows for a large backlog long before the cube root
+would bring it back into range, and two hopeless schemes must still be told apart.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+# A backlog of an operator that nothing feeds is counted against this rate, records/s.
+MIN_FEED_RATE = 1e-6
 
 
 class RewardParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    theta_ms: float = Field(default=100.0, gt=0, description="latency scale, ms")
-    d_star: float = Field(default=1000.0, gt=0, description="backlog scale, records")
+    form: Literal["scale-free", "absolute"] = "scale-free"
+    latency_target_ms: float = Field(default=1000.0, gt=0, description="scale-free: latency that costs as much as D_star of backlog")
+    d_star_s: float = Field(default=10.0, gt=0, description="scale-free: backlog scale, seconds of input")
+    theta_ms: float = Field(default=100.0, gt=0, description="absolute: latency scale, ms")
+    d_star: float = Field(default=1000.0, gt=0, description="absolute: backlog scale, records")
+    a_min: int = Field(default=1, ge=1, description="absolute: the smallest parallelism allowed")
     eta_l: float = Field(default=1.0, ge=0)
     eta_d: float = Field(default=1.0, ge=0)
     eta_a: float = Field(default=0.5, ge=0)
-    a_min: int = Field(default=1, ge=1)
+
+    def formula(self) -> str:
+        """The reward in words, with these parameters: what an LLM proposing schemes is told."""
+        if self.form == "absolute":
+            return (
+                f"cbrt(exp(-{self.eta_l}*L/{self.theta_ms}) * exp(-{self.eta_d}*D/{self.d_star}) * "
+                f"exp(-{self.eta_a}*mean(parallelism/{self.a_min}))), L = latency ms, D = total lag in records."
+            )
+        return (
+            f"cbrt(exp(-{self.eta_l}*L/L_target) * exp(-{self.eta_d}*D/{self.d_star_s}) * exp(-{self.eta_a}*A)), "
+            f"L = latency ms, L_target = {self.latency_target_ms:g} ms unless the app has its own, D = backlog in seconds "
+            "of input along the slowest path, A = total instances / total instances needed at 100% busy."
+        )
+
+    def for_app(self, latency_target_ms: float | None) -> RewardParams:
+        """These parameters with an app's own latency target, when it has one."""
+        return self if latency_target_ms is None else self.model_copy(update={"latency_target_ms": latency_target_ms})
 
 
-def performance_penalty(latency_ms: float, in_flight: float, params: RewardParams) -> float:
-    """The latency and backlog part of the exponent (times 3): what a scheme cannot know in advance."""
-    return params.eta_l * latency_ms / params.theta_ms + params.eta_d * in_flight / params.d_star
+@dataclass(frozen=True)
+class Measured:
+    """What one interval of an app measured, in the reward's terms."""
+
+    latency_ms: float
+    backlog_s: float  # longest source-to-sink path of per-operator lag / feeding rate
+    lag: float  # records, all operators
+    parallelism: Mapping[str, int]
+    required: Mapping[str, int]  # instances that sustain the rate, per operator
 
 
-def resource_penalty(parallelism: Mapping[str, int] | Sequence[int], params: RewardParams) -> float:
-    """The resource part of the exponent (times 3): known exactly from the scheme itself."""
-    values = list(parallelism.values()) if isinstance(parallelism, Mapping) else list(parallelism)
-    if not values:
+def path_backlog_s(lag: Mapping[str, float], feed_rate: Mapping[str, float], upstreams: Mapping[str, Sequence[str]]) -> float:
+    """Seconds a record entering now waits in queues on its slowest way through the graph.
+    ``upstreams`` must list the operators in topological order."""
+    path: dict[str, float] = {}
+    for name, ups in upstreams.items():
+        here = lag[name] / max(feed_rate[name], MIN_FEED_RATE)
+        path[name] = here + max((path[u] for u in ups if u in path), default=0.0)
+    return max(path.values(), default=0.0)
+
+
+def performance_penalty(latency_ms, backlog_s, lag, params: RewardParams):
+    """The latency and backlog part of the exponent (times 3): what a scheme cannot know in
+    advance. Works on floats and numpy arrays alike."""
+    if params.form == "absolute":
+        return params.eta_l * latency_ms / params.theta_ms + params.eta_d * lag / params.d_star
+    return params.eta_l * latency_ms / params.latency_target_ms + params.eta_d * backlog_s / params.d_star_s
+
+
+def resource_penalty(parallelism: Mapping[str, int], required: Mapping[str, int], params: RewardParams) -> float:
+    """The resource part of the exponent (times 3): known from the scheme and the requirement."""
+    if not parallelism:
         raise ValueError("a scheme needs at least one operator")
-    return params.eta_a * sum(a / params.a_min for a in values) / len(values)
+    if params.form == "absolute":
+        return params.eta_a * float(np.mean([a / params.a_min for a in parallelism.values()]))
+    return params.eta_a * sum(parallelism.values()) / max(1, sum(required[name] for name in parallelism))
 
 
-def log_reward(
-    latency_ms: float,
-    in_flight: float,
-    parallelism: Mapping[str, int] | Sequence[int],
-    params: RewardParams | None = None,
-) -> float:
+def log_reward(measured: Measured, params: RewardParams | None = None) -> float:
     """ln r: still tells two hopeless schemes apart after r itself has underflowed to 0."""
     params = params or RewardParams()
-    if latency_ms < 0 or in_flight < 0:
+    if measured.latency_ms < 0 or measured.backlog_s < 0 or measured.lag < 0:
         raise ValueError("latency and backlog cannot be negative")
-    return -(performance_penalty(latency_ms, in_flight, params) + resource_penalty(parallelism, params)) / 3
+    performance = performance_penalty(measured.latency_ms, measured.backlog_s, measured.lag, params)
+    return -(performance + resource_penalty(measured.parallelism, measured.required, params)) / 3
 
 
-def reward(
-    latency_ms: float,
-    in_flight: float,
-    parallelism: Mapping[str, int] | Sequence[int],
-    params: RewardParams | None = None,
-) -> float:
-    return math.exp(log_reward(latency_ms, in_flight, parallelism, params))
+def reward(measured: Measured, params: RewardParams | None = None) -> float:
+    return math.exp(log_reward(measured, params))
 
 
 def horizon_log_reward(log_rewards: Sequence[float], interval_s: float, horizon_s: float, unobserved_s: float = 0.0) -> float:

@@ -52,7 +52,7 @@ def test_good_answer_and_what_the_prompt_holds(chat_server):
     request = chat_server.requests[0]
     assert request["model"] == "deepseek-chat"
     prompt = request["messages"][-1]["content"]
-    for expected in ("split", "count", "true_rate_per_instance=400.0/s", "selectivity=3.000", "lag=8000", "max=8", "0.4242", "Propose 4", "latency <= 200 ms"):
+    for expected in ("split", "count", "true_rate_per_instance=400.0/s", "selectivity=3.000", "lag=8000", "max=8", "0.4242", "Propose 4", "latency target: 200 ms", "seconds of input"):
         assert expected in prompt
     assert chat_server.headers[0]["authorization"] == f"Bearer {KEY}"
 
