@@ -8,6 +8,17 @@ and the simulator drive it directly.
     awaiting_ack --(ack applied)--> observing (warm-up, then the scheme's outcome is measured)
     awaiting_ack --(ack partial/rejected or timeout)--> observing (no outcome recorded)
 
+Stability is a property of the cycle, not only of the policy's scores:
+
+* an operator's change is not reversed within ``stabilisation_s`` (Flink's scale-down
+  interval): no scale-in soon after a scale-out, and no scale-out soon after a scale-in
+  unless the operator now falls behind (DS2 needs more instances than it runs);
+* nothing is scaled in while the app still has a backlog to drain (Flink's backlog rule):
+  the capacity that drains it would go;
+* both are recorded in the decision record ("held: ...") and the last change of each
+  operator is part of the controller's saved state (``StabilityState``), so a restarted
+  agent does not forget what it just did.
+
 "Stable" means every operator's expected instances (its parallelism) have all reported for
 a full window that started after the warm-up and after the restart (below) ended, so a
 rebalance in progress is never read as slowness: an instance can report while it waits
@@ -39,7 +50,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lastream_stream.contracts import MAX_PARALLELISM, CommandAck, DecisionKind, DecisionRecord, MetricsReport, OperatorSummary, ScalingCommand, ScoredScheme
 from lastream_stream.policy.base import Decision, DecisionContext, PastDecision, Policy
+from lastream_stream.policy.ds2 import ds2_plan, required_instances
 from lastream_stream.policy.graph import AppGraph, build_graph
+from lastream_stream.policy.measure import observed
 from lastream_stream.policy.outcomes import Outcomes
 from lastream_stream.policy.reward import RewardParams, log_reward
 
@@ -61,6 +74,9 @@ class ControllerSettings(BaseSettings):
     ack_timeout_s: float = Field(default=90.0, gt=0)
     restart_timeout_s: float = Field(default=60.0, gt=0, description="decide again after this long even if a new instance never got input")
     max_step: int = Field(default=8, ge=1, description="largest change of one operator per command")
+    stabilisation_s: float = Field(default=180.0, ge=0, description="no reversal of an operator's last change within this long, unless it falls behind")
+    drain_backlog_s: float = Field(default=5.0, ge=0, description="no scale-in while the app's backlog exceeds this many seconds of input")
+    latency_target_ms: dict[str, float] = Field(default_factory=dict, description="per app, ms; the reward's default for the others")
     min_parallelism: dict[str, int] = Field(default_factory=dict)
     max_parallelism: dict[str, int] = Field(default_factory=dict)
     dry_run: bool = False
@@ -82,6 +98,48 @@ def guard(current: dict[str, int], proposed: dict[str, int], graph: AppGraph, se
             high = min(high, partitions)
         guarded[name] = max(low, min(high, now + step))
     return guarded
+
+
+@dataclass
+class StabilityState:
+    """Each operator's last change: +1 out or -1 in, and when it was applied (epoch seconds)."""
+
+    last_change: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    def applied(self, before: dict[str, int], after: dict[str, int], at: float) -> None:
+        for name, n in after.items():
+            if name in before and n != before[name]:
+                self.last_change[name] = (1 if n > before[name] else -1, at)
+
+    def to_json(self) -> dict[str, list[float]]:
+        return {name: [direction, at] for name, (direction, at) in self.last_change.items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, list[float]]) -> StabilityState:
+        return cls({name: (int(direction), float(at)) for name, (direction, at) in data.items()})
+
+
+def stabilise(current: dict[str, int], proposed: dict[str, int], graph: AppGraph, state: StabilityState, now: float,
+              settings: ControllerSettings) -> tuple[dict[str, int], list[str]]:  # fmt: skip
+    """``proposed`` without the changes stability rules out, and a note for each one held."""
+    plan = ds2_plan(graph)
+    required = required_instances(graph, plan)
+    backlog_s = observed(graph, plan).backlog_s
+    stable, notes = dict(proposed), []
+    for name, target in proposed.items():
+        now_at = current.get(name, target)
+        direction = (target > now_at) - (target < now_at)
+        if direction == 0:
+            continue
+        last_direction, at = state.last_change.get(name, (0, float("-inf")))
+        if direction < 0 and backlog_s > settings.drain_backlog_s:
+            notes.append(f"held {name} at {now_at}: no scale-in while a backlog of {backlog_s:.1f} s of input drains")
+        elif direction == -last_direction and now - at < settings.stabilisation_s and not (direction > 0 and required[name] > now_at):
+            notes.append(f"held {name} at {now_at}: reversal {now - at:.0f} s after its last change, within stabilisation ({settings.stabilisation_s:.0f} s)")
+        else:
+            continue
+        stable[name] = now_at
+    return stable, notes
 
 
 @runtime_checkable
@@ -157,11 +215,16 @@ class AppController:
     history: deque[PastDecision] = field(default_factory=lambda: deque(maxlen=HISTORY_KEPT))
     restart: Restart | None = None  # being measured
     restarts_s: deque[float] = field(default_factory=lambda: deque(maxlen=RESTARTS_KEPT))
+    stability: StabilityState = field(default_factory=StabilityState)
     outcomes: Outcomes = field(init=False)
 
     def __post_init__(self) -> None:
         horizon_s = self.policy.horizon_s if isinstance(self.policy, LearningPolicy) else self.settings.outcome_s
         self.outcomes = Outcomes(self.settings.window_s, self.settings.outcome_s, horizon_s)
+
+    @property
+    def app_reward_params(self) -> RewardParams:
+        return self.reward_params.for_app(self.settings.latency_target_ms.get(self.app))
 
     @property
     def restart_s(self) -> float | None:
@@ -208,6 +271,8 @@ class AppController:
             log.info("%s: %d decision(s) replaced before their outcome was measured; not learnt from", self.app, dropped)
         if self.restart is not None and (ack.status != "applied" or not self.restart.applied(ack.applied)):
             self.restart = None
+        if ack.status in ("applied", "partial") and self.pending_decision is not None and self.pending_decision.graph is not None:
+            self.stability.applied(self.pending_decision.graph.parallelism, ack.applied, now)
         if ack.status == "applied":
             log.info("%s: generation %d applied: %s", self.app, ack.generation, ack.applied)
             if self.pending_decision is not None:
@@ -236,7 +301,7 @@ class AppController:
             return []
         # This window is counted now, once: the next must not overlap it, even if deciding fails.
         self._restart_window(now)
-        window_log_reward = log_reward(graph.latency_ms, graph.total_lag, graph.parallelism, self.reward_params)
+        window_log_reward = log_reward(observed(graph), self.app_reward_params)
         self.window_rewards.append(math.exp(window_log_reward))
         if self.first_window_reward is None:
             self.first_window_reward = self.window_rewards[-1]
@@ -269,12 +334,16 @@ class AppController:
             return None
 
     def _decide(self, graph: AppGraph, now: float) -> list[Publish]:
-        decision = self.policy.decide(graph, DecisionContext(history=tuple(self.history), restart_s=self.restart_s))
+        context = DecisionContext(history=tuple(self.history), restart_s=self.restart_s,
+                                  latency_target_ms=self.settings.latency_target_ms.get(self.app))  # fmt: skip
+        decision = self.policy.decide(graph, context)
         current = graph.parallelism
-        chosen = next(c for c in decision.candidates if c.candidate.scheme == decision.chosen)
+        chosen = decision.chosen_candidate
         predicted, source = chosen.score, chosen.candidate.source
         # What will run is what the outcome is learnt for.
-        target = decision.chosen = guard(current, decision.chosen, graph, self.settings)
+        stable, held = stabilise(current, guard(current, decision.chosen, graph, self.settings), graph, self.stability, now, self.settings)
+        target = decision.chosen = stable
+        decision.notes += held
         self.decisions += 1
         decision_id = uuid.uuid4().hex
         if target == current:
@@ -328,6 +397,7 @@ class AppController:
             predicted_reward=predicted,
             measured_reward=measured,
             restart_s=self.restart_s,
+            notes=decision.notes,
             timings_ms=decision.timings_ms,
         )
 

@@ -10,7 +10,9 @@ state). Decisions start once the history is replayed.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +23,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lastream_stream.contracts import CommandAck, DecisionRecord, MetricsReport, ScalingCommand
-from lastream_stream.controller import AppController, ControllerSettings, Publish
+from lastream_stream.controller import AppController, ControllerSettings, Publish, StabilityState
 from lastream_stream.deadletter import DeadLetterDecoder
 from lastream_stream.kafka_clients import KafkaClients, project_topics
 from lastream_stream.policy.agent import LaStreamAgent
@@ -76,8 +78,31 @@ class AgentService:
             return None
         if app not in self.controllers:
             log.info("now scaling app %r", app)
-            self.controllers[app] = AppController(app, self.agent, self.service.controller, since=self.started_at)
+            stability = StabilityState.from_json(self._saved_stability().get(app, {}))
+            self.controllers[app] = AppController(app, self.agent, self.service.controller, since=self.started_at, stability=stability)
         return self.controllers[app]
+
+    @property
+    def stability_path(self) -> Path:
+        """Each app's last change per operator, beside the agent's checkpoint: what the
+        stabilisation interval is counted from, across agent restarts."""
+        return self.service.checkpoint.with_name(f"{self.service.checkpoint.stem}.stability.json")
+
+    def _saved_stability(self) -> dict[str, dict[str, list[float]]]:
+        try:
+            return json.loads(self.stability_path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("cannot read %s (%s): stabilisation starts afresh", self.stability_path, exc)
+            return {}
+
+    def _save_stability(self) -> None:
+        states = self._saved_stability() | {app: c.stability.to_json() for app, c in self.controllers.items()}
+        self.stability_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.stability_path.with_name(f".{self.stability_path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(states))
+        os.replace(partial, self.stability_path)
 
     def run(self, stop: threading.Event, max_decisions: int | None = None, on_publish: Callable[[Publish], None] | None = None) -> None:
         topics = self.settings.topics
@@ -128,7 +153,10 @@ class AgentService:
                 controller.on_command(command)
         elif msg.topic() == topics.acks:
             if (ack := decoder.decode(CommandAck, msg)) and (controller := self.controller(ack.app)):
+                before = dict(controller.stability.last_change)
                 controller.on_ack(ack, time.time())
+                if controller.stability.last_change != before:
+                    self._save_stability()
 
     def _publish(self, producer: Producer, action: Publish) -> None:
         message = action.message

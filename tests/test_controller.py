@@ -1,13 +1,15 @@
 """The decision cycle, driven directly: reports, acks and the clock in; actions out."""
 
+import json
+import math
+
 import pytest
 
 from factories import sample_report
 from lastream_stream.contracts import CommandAck, DecisionRecord, ScalingCommand
-from lastream_stream.controller import AppController, ControllerSettings, Phase, guard
+from lastream_stream.controller import AppController, ControllerSettings, Phase, StabilityState, guard
 from lastream_stream.policy.base import Decision
 from lastream_stream.policy.graph import build_graph
-from lastream_stream.policy.reward import reward
 
 T0 = 1_000_000.0
 
@@ -24,15 +26,16 @@ class FixedPolicy:
         return Decision.single(self.name, graph, {**graph.parallelism, **self.scheme})
 
 
-def feed(controller, start, seconds, parallelism, lag=0, latency=20.0):
-    """One report per instance per second over [start, start + seconds)."""
+def feed(controller, start, seconds, parallelism, lag=0, latency=20.0, source_rate=100):
+    """One report per instance per second over [start, start + seconds). A splitter instance
+    takes 200 records/s when busy; the source emits ``source_rate``."""
     for t in range(int(seconds)):
         end = start + t + 1
-        for op, p, ups in (("source", 1, []), ("splitter", parallelism, ["source"])):
+        for op, p, ups, out in (("source", 1, [], source_rate), ("splitter", parallelism, ["source"], 100)):
             for i in range(p):
                 controller.on_report(sample_report(
-                    operator=op, instance_id=f"{op}-{i}", interval_end=end, interval_s=1.0, records_in=100,
-                    records_out=100, useful_time_s=0.5, lag=lag, latency_p50_ms=latency, parallelism=p,
+                    operator=op, instance_id=f"{op}-{i}", interval_end=end, interval_s=1.0, records_in=out,
+                    records_out=out, useful_time_s=0.5, lag=lag, latency_p50_ms=latency, parallelism=p,
                     upstreams=ups, input_partitions=8 if ups else None,
                 ))  # fmt: skip
 
@@ -75,10 +78,12 @@ def test_command_ack_outcome_cycle():
     feed(c, T0 + 17, 5, parallelism=3, lag=100, latency=30.0)
     outcome, hold = (a.message for a in c.tick(T0 + 22))
     assert outcome.kind == "outcome" and hold.kind == "hold"
-    # Lag of 4 instances, the latest report of each. The 7 s from the command to the end of
-    # the warm-up count as the first window does; a policy that does not learn has no
-    # horizon beyond that, so the outcome is the mean over 7 + 5 + 5 s.
-    first, second = (reward(latency, lag * 4, {"source": 1, "splitter": 3}) for latency, lag in ((50.0, 500), (30.0, 100)))
+    # Lag of 4 instances, the latest report of each: the source's and three splitters', each
+    # fed 100 records/s, so 5 s + 15 s of backlog on the path at lag 500. The splitters take
+    # 200/s each, so one sustains the rate: 4 instances of 2 needed. The 7 s from the command
+    # to the end of the warm-up count as the first window does; a policy that does not learn
+    # has no horizon beyond that, so the outcome is the mean over 7 + 5 + 5 s.
+    first, second = (math.exp(-(latency / 1000 + backlog_s / 10 + 0.5 * 4 / 2) / 3) for latency, backlog_s in ((50.0, 20.0), (30.0, 4.0)))
     assert outcome.measured_reward == pytest.approx((12 * first + 5 * second) / 17)
     assert list(c.rewards) == [pytest.approx((12 * first + 5 * second) / 17)]
     assert list(c.window_rewards)[-2:] == [pytest.approx(first), pytest.approx(second)]
@@ -259,3 +264,55 @@ def test_an_instance_that_never_gets_input_delays_the_next_decision_only_so_long
     assert c.tick(T0 + 34) == []
     assert [a.message.kind for a in c.tick(T0 + 36)] == ["outcome", "hold"]
     assert c.restart is None and c.restart_s is None
+
+
+def applied(c, at, command, splitter):
+    c.on_ack(CommandAck(app="wordcount", decision_id=command.decision_id, generation=command.generation, status="applied",
+                        applied={"source": 1, "splitter": splitter}), now=at)  # fmt: skip
+
+
+def decide(c, start, parallelism, **feeding):
+    """Reports for 6 s from ``start`` (a restart ends with the first, a full window follows),
+    then the tick that decides on them."""
+    feed(c, start, 6, parallelism, **feeding)
+    records = [a.message for a in c.tick(start + 6)]
+    return [m for m in records if isinstance(m, ScalingCommand)], [m for m in records if isinstance(m, DecisionRecord)][-1]
+
+
+def test_a_reversal_within_stabilisation_is_held_unless_the_operator_falls_behind():
+    c = make({"splitter": 3}, stabilisation_s=60)
+    (out,), _ = decide(c, T0, parallelism=1, source_rate=500)  # 500/s needs 3 splitters
+    applied(c, T0 + 7, out, 3)
+    c.policy.scheme = {"splitter": 1}
+    commands, record = decide(c, T0 + 10, parallelism=3)  # the rate fell back to 100/s
+    assert commands == [] and record.kind == "hold" and record.chosen["splitter"] == 3
+    assert any("held splitter at 3: reversal" in note for note in record.notes)
+
+    (back_in,), _ = decide(c, T0 + 70, parallelism=3)  # stabilisation over
+    assert back_in.target == {"splitter": 1}
+    applied(c, T0 + 77, back_in, 1)
+    c.policy.scheme = {"splitter": 3}
+    commands, record = decide(c, T0 + 80, parallelism=1)  # keeps up at 1: no reason to go back out
+    assert commands == [] and "reversal" in record.notes[0]
+    (out_again,), record = decide(c, T0 + 90, parallelism=1, source_rate=500)  # falls behind: reversal allowed
+    assert out_again.target == {"splitter": 3} and record.notes == []
+
+
+def test_no_scale_in_while_a_backlog_drains():
+    c = make({"splitter": 1})
+    commands, record = decide(c, T0, parallelism=3, lag=400)  # 4 x 400 records at 100/s: 16 s of input
+    assert commands == [] and record.chosen["splitter"] == 3
+    assert "no scale-in while a backlog of 16.0 s of input drains" in record.notes[0]
+    (command,), _ = decide(c, T0 + 6, parallelism=3, lag=10)  # 0.4 s: drained
+    assert command.target == {"splitter": 1}
+
+
+def test_the_last_changes_survive_a_restart_of_the_agent():
+    c = make({"splitter": 3}, stabilisation_s=60)
+    (out,), _ = decide(c, T0, parallelism=1, source_rate=500)
+    applied(c, T0 + 7, out, 3)
+    restarted = make({"splitter": 1}, stabilisation_s=60)
+    restarted.stability = StabilityState.from_json(json.loads(json.dumps(c.stability.to_json())))
+    assert restarted.stability == c.stability
+    commands, record = decide(restarted, T0 + 10, parallelism=3)
+    assert commands == [] and "reversal" in record.notes[0]
