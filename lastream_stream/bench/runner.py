@@ -1,9 +1,11 @@
 """Episodes: one policy steering one simulated scenario, and what it achieved.
 
-Every ``decision_interval_s`` the policy sees ``build_graph`` of the reports of the window
-that just ended and returns a scheme; a scheme that differs from the running one is applied
-(a reconfiguration, with the scenario's downtime). Between decisions the simulator is
-sampled once per reporting interval for the ground-truth measures below.
+LaStream runs as the service runs it: the simulator's reports go to the service's own
+``AppController`` and its commands come back to the simulator (``AsTheService``). The
+baselines run as their originals do: every ``decision_interval_s`` the policy sees the
+reports of the window that just ended and its scheme is applied (``OnTheGrid``). A scheme
+that differs from the running one is a reconfiguration, with the scenario's downtime. The
+simulator is sampled once per reporting interval for the ground-truth measures below.
 
 Measures of an episode
 ----------------------
@@ -15,11 +17,14 @@ Measures of an episode
 * ``parallelism_ratio``: over the last quarter of the run, instances of the scalable (non-source)
   operators divided by the oracle's, averaged over samples. 1.0 is the minimum that keeps up.
 * ``reconfigurations``: decisions that changed the running parallelism.
-* ``seconds_lag_over_dstar``: seconds with total lag above ``D_star`` records.
-* ``mean_reward``: La-Stream's reward (``policy.reward``) averaged over samples.
+* ``seconds_backlog_over_dstar``: seconds with a backlog above the reward's ``D_star``
+  (seconds of input along the slowest path; records in the paper's absolute form).
+* ``mean_reward``: La-Stream's reward (``policy.reward``) of the ground truth, averaged over
+  samples; ``mean_log_reward`` the mean of its logarithm, which still ranks hopeless runs.
 * ``oscillations_per_operator``: direction changes (up then down, or down then up) of the
   scalable operators' parallelism, divided by their number.
-* ``decision_ms_mean`` / ``decision_ms_max``: wall-clock time of ``decide``.
+* ``decision_ms_mean`` / ``decision_ms_max``: wall-clock time of a decision (the
+  controller's whole tick for LaStream, online training included).
 """
 
 from __future__ import annotations
@@ -34,18 +39,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lastream_stream.bench.baselines import DS2Policy, FlinkAutoscaler, FlinkSettings, KedaScaler, OraclePolicy, StaticPolicy
-from lastream_stream.controller import ControllerSettings, LearningPolicy
-from lastream_stream.policy.base import Decision, DecisionContext, PastDecision, Policy
+from lastream_stream.contracts import CommandAck, MetricsReport, ScalingCommand
+from lastream_stream.controller import AppController, ControllerSettings
+from lastream_stream.policy.base import Decision, DecisionContext, Policy
 from lastream_stream.policy.graph import AppGraph, build_graph
-from lastream_stream.policy.outcomes import Outcomes
-from lastream_stream.policy.reward import RewardParams, log_reward, reward
+from lastream_stream.policy.reward import RewardParams, log_reward
 from lastream_stream.sim import Scenario, Simulator, Steps
+from lastream_stream.sim.simulator import EPOCH_START
 
 log = logging.getLogger(__name__)
 
 POLICY_NAMES = ("static", "oracle", "ds2", "flink", "keda", "lastream", "lastream-online")
 SUSTAIN_FRACTION = 0.95  # processed / arrived for a window to count as keeping up
-HISTORY_SHOWN = 8  # past decisions handed to a policy in its context
 
 
 class PolicyUnavailable(RuntimeError):
@@ -63,6 +68,8 @@ class BenchSettings:
     plot_scenarios: int = 3  # parallelism-over-time plots for the first scenarios
     llm: bool = False  # add DeepSeek candidates to the La-Stream policy (needs DEEPSEEK_API_KEY)
     reward: RewardParams = field(default_factory=RewardParams)
+    # LaStream's decision cycle; its window is the baselines' decision interval.
+    controller: ControllerSettings = field(default_factory=lambda: ControllerSettings(window_s=10.0))
 
     def __post_init__(self) -> None:
         if unknown := set(self.policies) - set(POLICY_NAMES):
@@ -78,8 +85,9 @@ class Sample:
     oracle: int  # the oracle's instances of the same operators
     lag: float  # records in all input queues
     backlog: float  # the same in source records
+    backlog_s: float  # the reward's backlog: seconds of input along the slowest path
     latency_ms: float
-    reward: float
+    log_reward: float
     processed_rate: float
     arrived_rate: float
 
@@ -93,8 +101,9 @@ class EpisodeResult:
     decisions_to_sustain: int | None
     parallelism_ratio: float
     reconfigurations: int
-    seconds_lag_over_dstar: float
+    seconds_backlog_over_dstar: float
     mean_reward: float
+    mean_log_reward: float
     oscillations_per_operator: float
     decision_ms_mean: float
     decision_ms_max: float
@@ -108,11 +117,12 @@ class EpisodeResult:
         return {k: v for k, v in self.__dict__.items() if k not in ("samples", "parallelism_trace")}
 
 
-PolicyFactory = Callable[[Scenario, Simulator], Policy]
+PolicyFactory = Callable[[Scenario, Simulator], Policy | AppController]
 
 
 def policy_factory(name: str, settings: BenchSettings) -> PolicyFactory:
-    """A function that builds a fresh policy per episode: baselines keep per-run state."""
+    """A function that builds a fresh policy per episode (baselines keep per-run state), or
+    the controller that runs one."""
     if name == "static":
         return lambda scenario, sim: StaticPolicy()
     if name == "oracle":
@@ -132,16 +142,14 @@ def policy_factory(name: str, settings: BenchSettings) -> PolicyFactory:
 
 def lastream_factory(settings: BenchSettings, learn: bool) -> PolicyFactory:
     """The La-Stream agent with its pretrained evaluator (untrained if none is shipped),
-    plus DeepSeek candidates when ``settings.llm`` is set and a key is there.
+    plus DeepSeek candidates when ``settings.llm`` is set and a key is there, run by the
+    service's own ``AppController``.
 
     The model is loaded once; each episode gets its own copy, so an agent that ``learn``s
-    online starts every episode from the shipped model. The scenario's restart time
-    reaches it through the decision context, as it reaches every policy."""
-    try:
-        from lastream_stream.policy.agent import LaStreamAgent
-        from lastream_stream.policy.llm import LLMGenerator
-    except ImportError as exc:
-        raise PolicyUnavailable(f"the La-Stream agent is not importable: {exc}") from exc
+    online starts every episode from the shipped model. Like a user configuring the service,
+    the agent is told the scenario's restart time until the controller has measured one."""
+    from lastream_stream.policy.agent import LaStreamAgent
+    from lastream_stream.policy.llm import LLMGenerator
 
     template = LaStreamAgent.pretrained()
     # One LLM client shared by all episodes: it holds connections, not decision state.
@@ -153,79 +161,77 @@ def lastream_factory(settings: BenchSettings, learn: bool) -> PolicyFactory:
         else:
             log.warning("--llm: $%s is not set, the LLM generator is skipped", llm.config.api_key_env)
 
-    def build(scenario: Scenario, sim: Simulator) -> Policy:
+    def build(scenario: Scenario, sim: Simulator) -> AppController:
         agent = copy.deepcopy(template)
         agent.generators = [*agent.generators, *extra]
-        return AsTheServiceRuns(agent, settings.decision_interval_s, learn=learn, reward_params=settings.reward)
+        agent.config = agent.config.model_copy(update={"restart_s": scenario.downtime_s})
+        policy = agent if learn else Frozen(agent)
+        return AppController(scenario.name, policy, settings.controller, settings.reward, since=EPOCH_START)
 
     return build
 
 
 @dataclass
-class AsTheServiceRuns:
-    """A policy timed as the agent service's controller times it: after a reconfiguration it
-    waits out the warm-up and the restart, then a full window, before deciding again, so a
-    window disturbed by the restart is never decided on. On the bench's fixed decision grid
-    that means skipping the windows that end before max(warm-up, restart) + window has
-    passed. (The baselines keep their originals' own warm-ups: DS2's two intervals, Flink's
-    stabilisation, KEDA's.)
-
-    With ``learn``, it also learns as the controller does (``policy/outcomes.py``): every
-    window it decides on counts towards the outcomes of the decisions whose scheme runs, a
-    change drops the incomplete ones, and each complete outcome is observed and followed by
-    ``controller.train_steps`` training steps."""
+class Frozen:
+    """A learning policy that decides but never learns: the shipped model as it ships."""
 
     policy: Policy
-    decision_interval_s: float
-    controller: ControllerSettings = field(default_factory=ControllerSettings)
-    learn: bool = False
-    reward_params: RewardParams = field(default_factory=RewardParams)
-    _skip: int = field(default=0, init=False)
-    _last_parallelism: dict[str, int] | None = field(default=None, init=False)
-    _learner: LearningPolicy | None = field(default=None, init=False)
-    _outcomes: Outcomes | None = field(default=None, init=False)
-
-    def __post_init__(self) -> None:
-        if self.learn:
-            if not isinstance(self.policy, LearningPolicy):
-                raise TypeError(f"{self.policy.name} does not learn")
-            self._learner = self.policy
-            self._outcomes = Outcomes(self.decision_interval_s, self.controller.outcome_s, self.policy.horizon_s)
 
     @property
     def name(self) -> str:
         return self.policy.name
 
     def decide(self, graph: AppGraph, context: DecisionContext | None = None) -> Decision:
-        current = graph.parallelism
-        if self._last_parallelism is not None and current != self._last_parallelism:
-            self._skip = self._settle_windows(context)
-        self._last_parallelism = current
-        if self._skip > 0:
-            self._skip -= 1
-            return Decision.single(self.name, graph, current, note="warm-up")
-        if self._outcomes is None:
-            return self.policy.decide(graph, context)
-        self._learn(self._outcomes.window(log_reward(graph.latency_ms, graph.total_lag, current, self.reward_params), current))
-        decision = self.policy.decide(graph, context)
-        if decision.chosen == current:
-            self._outcomes.start(decision)
-        else:
-            self._outcomes.replaced()
-            self._outcomes.start(decision, unobserved_s=self._settle_windows(context) * self.decision_interval_s)
-        return decision
+        return self.policy.decide(graph, context)
 
-    def _settle_windows(self, context: DecisionContext | None) -> int:
-        """Windows of the grid skipped after a change: those ending before the warm-up and the
-        restart are both over, plus a full window."""
-        restart_s = context.restart_s if context is not None and context.restart_s is not None else 0.0
-        settle_s = max(self.controller.warmup_s, restart_s) + self.controller.window_s
-        return math.ceil(settle_s / self.decision_interval_s - 1e-9) - 1
 
-    def _learn(self, closed: list[tuple[Decision, float]]) -> None:
-        for decision, measured_log_reward in closed:
-            self._learner.observe(decision, math.exp(measured_log_reward))
-            self._learner.train(self.controller.train_steps)
+@dataclass
+class OnTheGrid:
+    """A baseline as its original runs: it sees the last ``window_s`` of reports every
+    ``window_s`` and its scheme is applied at once (its own rules decide when to wait)."""
+
+    policy: Policy
+    window_s: float
+    restart_s: float
+    reports: list[MetricsReport] = field(default_factory=list)
+
+    def step(self, sim: Simulator, reports: list[MetricsReport]) -> float | None:
+        self.reports += reports
+        if sim.now % self.window_s > 1e-9 or sim.now < self.window_s - 1e-9:
+            return None
+        graph, self.reports = build_graph(self.reports), []
+        started = time.perf_counter()
+        decision = self.policy.decide(graph, DecisionContext(restart_s=self.restart_s))
+        elapsed_ms = 1000.0 * (time.perf_counter() - started)
+        sim.apply(decision.chosen)
+        return elapsed_ms
+
+
+@dataclass
+class AsTheService:
+    """The service's decision cycle with the simulator as the app: every report goes to the
+    ``AppController``, which is ticked at every reporting interval; its commands are applied
+    to the simulator, which acknowledges them at once, as the supervisor does once the
+    workers are started. Everything the controller does (waiting for a stable window and the
+    end of a restart, guard rails, stabilisation, outcomes and online learning) happens here
+    exactly as in the service."""
+
+    controller: AppController
+
+    def step(self, sim: Simulator, reports: list[MetricsReport]) -> float | None:
+        for report in reports:
+            self.controller.on_report(report)
+        now = EPOCH_START + sim.now
+        decisions = self.controller.decisions
+        started = time.perf_counter()
+        actions = self.controller.tick(now)
+        elapsed_ms = 1000.0 * (time.perf_counter() - started)
+        for command in (a.message for a in actions if isinstance(a.message, ScalingCommand)):
+            sim.apply(command.target)
+            ack = CommandAck(app=command.app, decision_id=command.decision_id, generation=command.generation, status="applied",
+                             applied=sim.parallelism, acked_at=now)  # fmt: skip
+            self.controller.on_ack(ack, now)
+        return elapsed_ms if self.controller.decisions > decisions else None
 
 
 def phase_start(scenario: Scenario, horizon_s: float) -> float:
@@ -237,8 +243,9 @@ def phase_start(scenario: Scenario, horizon_s: float) -> float:
 
 def run_episode(scenario: Scenario, policy_name: str, factory: PolicyFactory, settings: BenchSettings) -> EpisodeResult:
     sim = Simulator(scenario, seed=settings.seed)
-    policy = factory(scenario, sim)
+    built = factory(scenario, sim)
     window_s = settings.decision_interval_s
+    driver = AsTheService(built) if isinstance(built, AppController) else OnTheGrid(built, window_s, scenario.downtime_s)
     horizon_s = settings.horizon_s or scenario.horizon_s
     per_window = round(window_s / scenario.interval_s)
     if per_window < 1 or abs(per_window * scenario.interval_s - window_s) > 1e-9:
@@ -249,38 +256,27 @@ def run_episode(scenario: Scenario, policy_name: str, factory: PolicyFactory, se
     samples: list[Sample] = []
     sustained: list[bool] = []
     decision_ms: list[float] = []
-    history: list[PastDecision] = []
     trace = [(sim.now, sim.parallelism)]
-    pending_scheme: dict[str, int] | None = None
     for w in range(n_windows):
         backlog_start = sim.source_equivalent_lag()
-        reports = []
         window_samples = []
         for _ in range(per_window):
-            reports.extend(sim.run(scenario.interval_s))
+            reports = sim.run(scenario.interval_s)
             window_samples.append(_sample(sim, scalable, settings.reward))
+            if w == n_windows - 1 and len(window_samples) == per_window:
+                break  # nothing would observe a decision taken at the horizon
+            before = sim.reconfigurations
+            if (elapsed_ms := driver.step(sim, reports)) is not None:
+                decision_ms.append(elapsed_ms)
+            if sim.reconfigurations != before:
+                trace.append((sim.now, sim.parallelism))
         samples.extend(window_samples)
         sustained.append(_sustained(window_samples, backlog_start, window_s))
-        if pending_scheme is not None:
-            # What the last decision led to, for a policy that learns from its history.
-            history.append(PastDecision(pending_scheme, statistics.fmean(s.reward for s in window_samples)))
-        if w == n_windows - 1:
-            break  # nothing would observe a decision taken at the horizon
-
-        # Every policy is told the restart time, as Flink's autoscaler is configured with it.
-        context = DecisionContext(history=tuple(history[-HISTORY_SHOWN:]), restart_s=scenario.downtime_s)
-        started = time.perf_counter()
-        decision = policy.decide(build_graph(reports), context)
-        decision_ms.append(1000.0 * (time.perf_counter() - started))
-        before = sim.reconfigurations
-        sim.apply(decision.chosen)
-        pending_scheme = sim.parallelism
-        if sim.reconfigurations != before:
-            trace.append((sim.now, sim.parallelism))
 
     first_phase_window = math.ceil(phase_start(scenario, horizon_s) / window_s - 1e-9)
     reached = next((j for j in range(first_phase_window, n_windows) if sustained[j]), None)
     tail = [s for s in samples if s.t > 0.75 * horizon_s]
+    over_dstar = [(s.lag if settings.reward.form == "absolute" else s.backlog_s) > _d_star(settings.reward) for s in samples]
     return EpisodeResult(
         scenario=scenario.name,
         policy=policy_name,
@@ -289,8 +285,9 @@ def run_episode(scenario: Scenario, policy_name: str, factory: PolicyFactory, se
         decisions_to_sustain=None if reached is None else reached - first_phase_window,
         parallelism_ratio=statistics.fmean(s.parallelism / s.oracle for s in tail),
         reconfigurations=sim.reconfigurations,
-        seconds_lag_over_dstar=scenario.interval_s * sum(s.lag > settings.reward.d_star for s in samples),
-        mean_reward=statistics.fmean(s.reward for s in samples),
+        seconds_backlog_over_dstar=scenario.interval_s * sum(over_dstar),
+        mean_reward=statistics.fmean(math.exp(s.log_reward) for s in samples),
+        mean_log_reward=statistics.fmean(s.log_reward for s in samples),
         oscillations_per_operator=direction_changes(trace, scalable) / max(1, len(scalable)),
         decision_ms_mean=statistics.fmean(decision_ms) if decision_ms else 0.0,
         decision_ms_max=max(decision_ms, default=0.0),
@@ -302,19 +299,23 @@ def run_episode(scenario: Scenario, policy_name: str, factory: PolicyFactory, se
     )
 
 
+def _d_star(params: RewardParams) -> float:
+    return params.d_star if params.form == "absolute" else params.d_star_s
+
+
 def _sample(sim: Simulator, scalable: list[str], params: RewardParams) -> Sample:
     parallelism = sim.parallelism
     oracle = sim.oracle()
-    lag = sim.total_lag()
-    latency = sim.latency_ms()
+    measured = sim.measured()
     return Sample(
         t=sim.now,
         parallelism=sum(parallelism[n] for n in scalable),
         oracle=sum(oracle[n] for n in scalable),
-        lag=lag,
+        lag=measured.lag,
         backlog=sim.source_equivalent_lag(),
-        latency_ms=latency,
-        reward=reward(latency, lag, parallelism, params),
+        backlog_s=measured.backlog_s,
+        latency_ms=measured.latency_ms,
+        log_reward=log_reward(measured, params),
         processed_rate=sim.processed_rate(),
         arrived_rate=sim.arrived_rate(),
     )

@@ -12,12 +12,12 @@ from rich.console import Console
 
 from lastream_stream.bench import POLICY_NAMES, BenchSettings, run, run_episode
 from lastream_stream.bench.baselines import OraclePolicy
-from lastream_stream.bench.runner import AsTheServiceRuns, direction_changes, phase_start, policy_factory
-from lastream_stream.controller import ControllerSettings
+from lastream_stream.bench.runner import Frozen, direction_changes, phase_start, policy_factory
+from lastream_stream.controller import AppController, ControllerSettings
 from lastream_stream.policy.base import Decision, DecisionContext
-from lastream_stream.policy.graph import AppGraph, build_graph
-from lastream_stream.policy.reward import horizon_log_reward, log_reward
+from lastream_stream.policy.graph import AppGraph
 from lastream_stream.sim import Constant, Scenario, SimOperator, Simulator, Steps, scenarios
+from lastream_stream.sim.simulator import EPOCH_START
 
 
 def two_stage(schedule=None) -> Scenario:
@@ -73,8 +73,8 @@ def test_a_static_under_provisioned_run_never_sustains_and_accumulates_lag():
     assert static.decisions_to_sustain is None
     # parse does 300 of 1000/s: 700 records/s pile up for 60 s.
     assert static.final_lag == pytest.approx(700.0 * 60.0)
-    # Sampled every 2 s; already the first sample (t = 2 s) holds 1400 > 1000 records.
-    assert static.seconds_lag_over_dstar == pytest.approx(60.0)
+    # Sampled every 2 s; the backlog is 0.7 t seconds of parse's 1000/s input, over 10 s from t = 16 s.
+    assert static.seconds_backlog_over_dstar == pytest.approx(46.0)
     assert 0.0 <= static.mean_reward < 0.01
 
 
@@ -111,7 +111,7 @@ def test_a_short_seeded_suite_writes_well_formed_results(tmp_path):
     for e in payload["episodes"]:
         assert 0.0 <= e["mean_reward"] <= 1.0
         assert e["parallelism_ratio"] > 0 and math.isfinite(e["parallelism_ratio"])
-        assert e["reconfigurations"] >= 0 and e["seconds_lag_over_dstar"] <= 60.0
+        assert e["reconfigurations"] >= 0 and e["seconds_backlog_over_dstar"] <= 60.0
         assert e["decision_ms_mean"] >= 0.0
         if e["policy"] == "static":
             assert e["reconfigurations"] == 0
@@ -149,12 +149,12 @@ def test_llm_flag_adds_the_llm_generator_only_when_a_key_is_set(monkeypatch, cap
     monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
     with caplog.at_level("WARNING", logger="lastream_stream.bench.runner"):
         without_key = policy_factory("lastream", BenchSettings(llm=True))(scenario, Simulator(scenario))
-    assert [g.name for g in without_key.policy.generators] == ["analytic"]
+    assert [g.name for g in without_key.policy.policy.generators] == ["analytic"]
     assert "LLM generator is skipped" in caplog.text
 
     monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-test-not-used")
     with_key = policy_factory("lastream", BenchSettings(llm=True))(scenario, Simulator(scenario))
-    assert [g.name for g in with_key.policy.generators] == ["analytic", "llm"]
+    assert [g.name for g in with_key.policy.policy.generators] == ["analytic", "llm"]
 
 
 class Counting:
@@ -170,33 +170,44 @@ class Counting:
         return Decision.single(self.name, graph, graph.parallelism | {"parse": graph.parallelism["parse"] + 1})
 
 
-def test_the_learned_policy_is_timed_as_the_service_times_it():
-    """Warm-up 6 s + a full 10 s window after a change: on a 10 s grid the window right after
-    a reconfiguration is held, the next one is decided on."""
-    sim = Simulator(two_stage())
-    inner = Counting()
-    policy = AsTheServiceRuns(inner, decision_interval_s=10.0, controller=ControllerSettings(warmup_s=6.0, window_s=10.0))
-    chosen = []
-    for _ in range(4):
-        decision = policy.decide(build_graph(sim.run(10.0)))
-        sim.apply(decision.chosen)
-        chosen.append(decision.chosen["parse"])
-    assert chosen == [2, 2, 3, 3]
-    assert inner.asked == 2
+class Flipping:
+    """Asks for parse 6 and 5 in turn: a policy that would reverse itself at every decision."""
+
+    name = "flipping"
+
+    def decide(self, graph: AppGraph, context: DecisionContext | None = None) -> Decision:
+        return Decision.single(self.name, graph, graph.parallelism | {"parse": 5 if graph.parallelism["parse"] == 6 else 6})
 
 
-def test_a_slow_restart_is_waited_out_before_the_window_that_counts():
-    """A 15 s restart outlasts the 6 s warm-up: windows ending before 15 + 10 s are held."""
-    sim = Simulator(two_stage())
-    inner = Counting()
-    policy = AsTheServiceRuns(inner, decision_interval_s=10.0, controller=ControllerSettings(warmup_s=6.0, window_s=10.0))
-    chosen = []
-    for _ in range(5):
-        decision = policy.decide(build_graph(sim.run(10.0)), DecisionContext(restart_s=15.0))
-        sim.apply(decision.chosen)
-        chosen.append(decision.chosen["parse"])
-    assert chosen == [2, 2, 2, 3, 3]
-    assert inner.asked == 2
+def as_the_service(policy, controller: ControllerSettings):
+    settings = dataclasses.replace(SETTINGS, horizon_s=300.0, controller=controller)
+    scenario = dataclasses.replace(two_stage(), horizon_s=300.0)
+    return run_episode(scenario, policy.name, lambda s, sim: AppController(s.name, policy, controller, since=EPOCH_START), settings)
+
+
+def test_the_bench_runs_the_service_controller_and_its_guard_rails():
+    """The same flip-flopping policy: on the baselines' grid it reverses at every decision;
+    run by the controller, the stabilisation interval and the bounds hold it."""
+    grid = run_episode(dataclasses.replace(two_stage(), horizon_s=300.0), "flipping", lambda s, sim: Flipping(),
+                       dataclasses.replace(SETTINGS, horizon_s=300.0))  # fmt: skip
+    assert grid.reconfigurations == 29 and grid.oscillations_per_operator == 28 / 2  # up once, then 28 turns
+
+    served = as_the_service(Flipping(), ControllerSettings(window_s=10.0, stabilisation_s=120.0))
+    turns = [(t, p["parse"]) for t, p in served.parallelism_trace[1:]]
+    assert turns[0][1] == 6 and len(turns) >= 2
+    assert all(later - earlier >= 120.0 for (earlier, _), (later, _) in zip(turns, turns[1:]))
+
+    capped = as_the_service(Counting(), ControllerSettings(window_s=10.0, max_parallelism={"parse": 3}, max_step=1))
+    assert [p["parse"] for _, p in capped.parallelism_trace] == [1, 2, 3]
+
+
+def test_the_controller_waits_out_the_restart_and_a_full_window():
+    """Warm-up 6 s, restart 5 s (the scenario's downtime) plus one 2 s report until every
+    new instance has processed input, then a full 10 s window: decisions at least 16 s apart."""
+    episode = as_the_service(Counting(), ControllerSettings(window_s=10.0, warmup_s=6.0))
+    times = [t for t, _ in episode.parallelism_trace[1:]]
+    assert len(times) >= 5
+    assert all(b - a >= 16.0 for a, b in zip(times, times[1:]))
 
 
 def test_every_policy_is_told_the_restart_time():
@@ -215,8 +226,8 @@ def test_every_policy_is_told_the_restart_time():
 
 
 class ScriptedLearner:
-    """Scales ``parse`` to the next scheme of its script at each decision, and keeps what it
-    is told to learn from."""
+    """Scales ``parse`` to the next scheme of its script at each decision (then holds), and
+    keeps what it is told to learn from."""
 
     name = "scripted"
     horizon_s = 60.0
@@ -227,7 +238,8 @@ class ScriptedLearner:
         self.trained = 0
 
     def decide(self, graph, context=None):
-        return Decision.single(self.name, graph, graph.parallelism | {"parse": self.script.pop(0)})
+        scheme = graph.parallelism | {"parse": self.script.pop(0)} if self.script else graph.parallelism
+        return Decision.single(self.name, graph, scheme)
 
     def observe(self, decision, measured_reward):
         self.observed.append((decision.chosen["parse"], measured_reward))
@@ -237,29 +249,12 @@ class ScriptedLearner:
         return 0.0
 
 
-def test_online_learning_judges_each_decision_over_the_windows_its_scheme_ran():
-    """Window 0 scales out, window 1 is the warm-up, windows 2-4 hold; window 5 scales out
-    again. With 30 s outcomes and a 60 s horizon the first change is judged on windows 2-4
-    (the warm-up window counted as the first after the change), the hold of window 2 on
-    3-5; the change of window 5 drops the holds of windows 3 and 4, not observed for long
-    enough."""
-    sim = Simulator(two_stage())
-    learner = ScriptedLearner([4, 4, 4, 4, 5])
-    policy = AsTheServiceRuns(learner, 10.0, controller=ControllerSettings(outcome_s=30.0, train_steps=3), learn=True)
-    rewards = {}
-    for w in range(6):
-        graph = build_graph(sim.run(10.0))
-        rewards[w] = log_reward(graph.latency_ms, graph.total_lag, graph.parallelism)
-        sim.apply(policy.decide(graph).chosen)
+def test_a_learning_policy_learns_from_outcomes_and_a_frozen_one_does_not():
+    learner = ScriptedLearner([4])
+    as_the_service(learner, ControllerSettings(window_s=10.0, outcome_s=30.0, train_steps=3))
+    assert learner.observed and learner.observed[0][0] == 4 and 0.0 < learner.observed[0][1] <= 1.0
+    assert learner.trained == 3 * len(learner.observed)
 
-    def judged(*windows, unobserved_s=0.0):
-        return pytest.approx(math.exp(horizon_log_reward([rewards[w] for w in windows], 10.0, 60.0, unobserved_s)))
-
-    assert learner.observed == [(4, judged(2, 3, 4, unobserved_s=10.0)), (4, judged(3, 4, 5))]
-    assert learner.trained == 2 * 3
-    assert sim.parallelism["parse"] == 5
-
-
-def test_a_policy_that_does_not_learn_cannot_run_online():
-    with pytest.raises(TypeError, match="does not learn"):
-        AsTheServiceRuns(OraclePolicy(Simulator(two_stage())), 10.0, learn=True)
+    frozen = ScriptedLearner([4])
+    as_the_service(Frozen(frozen), ControllerSettings(window_s=10.0, outcome_s=30.0, train_steps=3))
+    assert frozen.observed == [] and frozen.trained == 0
