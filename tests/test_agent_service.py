@@ -8,7 +8,7 @@ import threading
 import time
 
 from factories import sample_report
-from lastream_stream.contracts import DeadLetter, ScalingCommand
+from lastream_stream.contracts import CommandAck, DeadLetter, ScalingCommand
 from lastream_stream.controller import ControllerSettings
 from lastream_stream.deadletter import parse
 from lastream_stream.policy.base import Decision
@@ -88,3 +88,40 @@ def test_the_agent_is_charged_the_configured_restart_time(tmp_path, monkeypatch)
     agent = build_agent(AgentServiceSettings(checkpoint=tmp_path / "none.pt", llm=False))
     assert agent.config.restart_s == 12.5
     assert agent.normaliser.fitted  # the shipped model, not an untrained one
+
+
+def test_the_last_change_per_operator_survives_an_agent_restart(settings, clients, tmp_path):
+    """An applied command's direction and time are saved beside the checkpoint when its ack
+    arrives, and a new agent process counts its stabilisation interval from them."""
+    service_settings = AgentServiceSettings(checkpoint=tmp_path / "agent.pt", llm=False,
+                                            controller=ControllerSettings(window_s=3.0, warmup_s=0.0))  # fmt: skip
+    service = AgentService(settings, service_settings, agent=DS2())
+    stop = threading.Event()
+    published = []
+    thread = threading.Thread(target=service.run, args=(stop, None, lambda a: published.append(a.message)), daemon=True)
+    thread.start()
+    assert service.ready.wait(30), "the agent did not get ready"
+    try:
+        with clients.producer() as producer:
+            deadline = time.monotonic() + 60
+            while not any(isinstance(m, ScalingCommand) for m in published) and time.monotonic() < deadline:
+                for payload in honest_reports(time.time()):
+                    producer.produce(settings.topics.metrics, key=b"flooded", value=payload)
+                producer.flush(10)
+                time.sleep(1.0)
+            command = next((m for m in published if isinstance(m, ScalingCommand)), None)
+            assert command is not None, "the agent made no decision"
+            ack = CommandAck(app="flooded", decision_id=command.decision_id, generation=command.generation, status="applied",
+                             applied={"source": 1, "work": 4})  # fmt: skip
+            producer.produce(settings.topics.acks, key=b"flooded", value=ack.to_bytes())
+            producer.flush(10)
+        deadline = time.monotonic() + 30
+        while not service.stability_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)  # the file is the agent's own output: nothing on the broker says when it is written
+    finally:
+        stop.set()
+        thread.join(30)
+    assert service.stability_path.exists(), "the applied ack's change was not saved"
+    restarted = AgentService(settings, service_settings, agent=DS2()).controller("flooded")
+    direction, at = restarted.stability.last_change["work"]
+    assert direction == 1 and abs(at - time.time()) < 120
