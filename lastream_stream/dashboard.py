@@ -90,7 +90,7 @@ class AppMonitor:
                     str(op.lag), f"{op.latency_p50_ms:.0f}" if op.latency_p50_ms is not None else "-",
                 )  # fmt: skip
         history = Table(title="decisions", expand=True)
-        for column in ("time", "kind", "scheme", "candidates", "predicted", "measured"):
+        for column in ("time", "kind", "scheme", "candidates", "predicted", "measured", "why held"):
             history.add_column(column)
         for d in decisions:
             history.add_row(
@@ -98,5 +98,6 @@ class AppMonitor:
                 " ".join(f"{k}={v}" for k, v in d.chosen.items()), str(len(d.candidates)),
                 f"{d.predicted_reward:.3f}" if d.predicted_reward is not None else "",
                 f"{d.measured_reward:.3f}" if d.measured_reward is not None else "",
+                "; ".join(d.notes),
             )  # fmt: skip
         return Group(operators, history)
