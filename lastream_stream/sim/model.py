@@ -33,6 +33,8 @@ _NAME = re.compile(r"^[A-Za-z0-9._\-]+$")
 class RateSchedule(Protocol):
     """Total source rate over time, records per second (before the per-source shares)."""
 
+    rate: float  # the base rate that the schedule's shape is relative to
+
     def rate_at(self, t: float) -> float: ...
 
     def peak(self) -> float: ...

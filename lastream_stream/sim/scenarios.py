@@ -3,11 +3,16 @@
 Every builder takes a seed that jitters rates by up to ±15 %, so a suite run with another seed
 checks that conclusions do not hinge on one lucky set of numbers. Sources are given four- to
 sixfold headroom so that a ×4 step stays within what the (fixed) sources can emit.
+
+``suite`` is the default benchmark; ``wide_suite`` adds rates from 1 to 10^6 records/s,
+fan-out, very wide operators, slow restarts, a CPU-contended host and measured capacity.
+Scenarios are tagged by what they stress ("constant" when the rate never changes).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 
 from lastream_stream.sim.model import Constant, Scenario, Sine, SimOperator, Steps
@@ -26,14 +31,15 @@ def _source(name: str, base_rate: float, share: float = 1.0, total_share: float 
     return SimOperator(name, true_rate=rate, parallelism=parallelism, share=share, partitions=parallelism)
 
 
-def _scenario(name: str, ops: list[SimOperator], rate: float, description: str, tags: set[str]) -> Scenario:
+def _scenario(name: str, ops: list[SimOperator], rate: float, description: str, tags: set[str], **changes: object) -> Scenario:
     return Scenario(
         name=name,
         operators=tuple(ops),
         schedule=Constant(rate),
         source_noise=SOURCE_NOISE,
-        tags=frozenset(tags),
+        tags=frozenset(tags | {"constant"}),
         description=description,
+        **changes,
     )
 
 
@@ -133,7 +139,7 @@ def random_dag(n_ops: int, seed: int = 0) -> Scenario:
         operators=tuple(ops),
         schedule=Constant(rate),
         source_noise=SOURCE_NOISE,
-        tags=frozenset({"random"}),
+        tags=frozenset({"random", "constant"}),
         description=f"random DAG of {n_ops} operators",
     )
 
@@ -175,7 +181,9 @@ def with_slow_restart(base: Scenario, downtime_s: float = 15.0) -> Scenario:
 
 
 def _variant(base: Scenario, suffix: str, tags: set[str], **changes: object) -> Scenario:
-    return dataclasses.replace(base, name=f"{base.name}-{suffix}", tags=base.tags | tags, **changes)
+    # A new schedule is no longer the base's constant rate.
+    kept = base.tags - {"constant"} if "schedule" in changes else base.tags
+    return dataclasses.replace(base, name=f"{base.name}-{suffix}", tags=kept | tags, **changes)
 
 
 def _random_variant(index: int, base: Scenario) -> Scenario:
@@ -227,16 +235,194 @@ def suite(seed: int = 0, n: int = 36) -> list[Scenario]:
     return scenarios
 
 
+# -- the wide suite: rates over six decades and harder conditions --------------------------
+
+# Total capacity of p instances in single instances' worth: each added instance gains less
+# (a shared store, skew), as a capacity measured at a few parallelisms typically shows
+# (e.g. 500, 950 and 1700 records/s at 1, 2 and 4 instances).
+DIMINISHING = ((1, 1.0), (2, 1.9), (4, 3.4), (8, 5.8), (16, 9.6))
+
+
+def _decade(rate: float) -> str:
+    return f"1e{round(math.log10(rate))}"
+
+
+def at_rate(base: Scenario, rate: float) -> Scenario:
+    """``base`` with its schedule's base rate set to ``rate`` (the shape kept) and every true
+    rate (and measured capacity) scaled alike, so every operator needs as many instances as
+    before: a slow app is not a small app."""
+    factor = rate / base.schedule.rate
+    ops = tuple(
+        dataclasses.replace(
+            op,
+            true_rate=op.true_rate * factor,
+            capacity_table=None if op.capacity_table is None else tuple((p, c * factor) for p, c in op.capacity_table),
+        )
+        for op in base.operators
+    )
+    tags = {t for t in base.tags if not t.startswith("rate-")} | {f"rate-{_decade(rate)}"}
+    schedule = dataclasses.replace(base.schedule, rate=rate)
+    return dataclasses.replace(base, name=f"{base.name}-{_decade(rate)}", operators=ops, schedule=schedule, tags=frozenset(tags))
+
+
+def with_measured_capacity(base: Scenario, table: tuple[tuple[int, float], ...] = DIMINISHING) -> Scenario:
+    """The operator needing the most instances at peak gets a measured capacity table: its
+    one-instance true rate times ``table``, so each added instance gains less. It then needs
+    more instances; its partitions are raised to a quarter above that if they fall short."""
+    peak_required = base.required_rates(base.schedule.peak())
+    needs = {op.name: op.min_parallelism_for(peak_required[op.name]) or op.max_parallelism for op in base.operators if not op.is_source}
+    bottleneck = base.by_name[max(needs, key=lambda name: needs[name])]
+    measured = dataclasses.replace(bottleneck, capacity_table=tuple((p, bottleneck.true_rate * gain) for p, gain in table), partitions=None)
+    need = measured.min_parallelism_for(peak_required[bottleneck.name])
+    partitions = None if bottleneck.partitions is None else max(bottleneck.partitions, math.ceil(1.25 * need))
+    measured = dataclasses.replace(measured, partitions=partitions)
+    ops = tuple(measured if op.name == bottleneck.name else op for op in base.operators)
+    return _variant(base, "measured", operators=ops, tags={"measured-capacity"})
+
+
+def with_steps(base: Scenario, steps: tuple[tuple[float, float], ...]) -> Scenario:
+    """Several steps, e.g. a rise and a fall back: ``((at_s, factor), ...)``."""
+    schedule = Steps(base.schedule.rate_at(0.0), steps)
+    return _variant(base, "steps-" + "-".join(f"x{factor:g}" for _, factor in steps), schedule=schedule, tags={"step"})
+
+
+def _tagged(base: Scenario, *tags: str) -> Scenario:
+    return dataclasses.replace(base, tags=base.tags | set(tags))
+
+
+def _chain(
+    name: str, rate: float, rng: random.Random, stages: list[tuple[str, float, float, int, int]], tags: set[str], **changes: object
+) -> Scenario:
+    """A source, then ``stages`` in a line. Each stage is (name, instances it needs at ``rate``
+    (jittered), selectivity, partitions, initial parallelism); its true rate follows from its
+    required input and that need, so the same shape needs as many instances at any rate."""
+    ops = [_source("source", rate)]
+    required = rate
+    for op_name, need, selectivity, partitions, start in stages:
+        true_rate = required / _jitter(rng, need)
+        ops.append(SimOperator(op_name, (ops[-1].name,), true_rate=true_rate, selectivity=selectivity, partitions=partitions, parallelism=start))
+        required *= selectivity
+    description = f"{name} at {rate:g} records/s"
+    return _scenario(f"{name}-{_decade(rate)}", ops, rate, description, tags | {f"rate-{_decade(rate)}"}, **changes)
+
+
+def fanout_app(seed: int, rate: float, fanout: float) -> Scenario:
+    """sessions → explode (``fanout`` records out per record in) → enrich → aggregate → sink:
+    the operators after the explosion see ``fanout`` times the source rate."""
+    rng = random.Random(seed * 101 + round(fanout))
+    stages = [
+        ("explode", 2.0, fanout, 16, 1),
+        ("enrich", 6.0, 1.0, 48, 2),
+        ("aggregate", 3.0, 0.01, 32, 1),
+        ("sink", 0.5, 0.0, 8, 1),
+    ]
+    return _chain(f"fanout{fanout:g}-s{seed}", rate, rng, stages, {"fanout"})
+
+
+def wide_app(seed: int, rate: float, need: float, partitions: int, start: int) -> Scenario:
+    """events → parse → model (needs ``need`` instances at ``rate``) → sink."""
+    rng = random.Random(seed * 103 + round(need))
+    stages = [
+        ("parse", 3.0, 1.0, 16, 2),
+        ("model", need, 0.5, partitions, start),
+        ("sink", 1.0, 0.0, 8, 1),
+    ]
+    return _chain(f"wide{need:g}-s{seed}", rate, rng, stages, {"wide"})
+
+
+def contended_app(seed: int, rate: float, host_cores: float, load: float) -> Scenario:
+    """Five operators on one host of ``host_cores`` cores: at ``rate`` they keep ``load`` of
+    the cores busy between them (30/25/20/15/10 %). Each needs about a core or less, so the
+    instances outnumber the cores and every instance added slows all the others."""
+    rng = random.Random(seed * 107 + round(host_cores))
+    work = load * host_cores  # cores' worth of work at ``rate``; one instance uses at most one
+    stages = [
+        ("parse", 0.30 * work, 1.0, 32, 1),
+        ("split", 0.25 * work, 8.0, 32, 1),
+        ("count", 0.20 * work, 1.0, 32, 1),
+        ("enrich", 0.15 * work, 0.5, 32, 1),
+        ("sink", 0.10 * work, 0.0, 16, 1),
+    ]
+    return _chain(f"host{host_cores:g}-s{seed}", rate, rng, stages, {"contended"}, host_cores=host_cores)
+
+
+def wide_suite(seed: int = 0) -> list[Scenario]:
+    """Harder, wider conditions than ``suite``, 300 s each, tagged by what they stress:
+    source rates from 1 to 10^6 records/s ("decades", and "rate-1eK" on every scenario),
+    fan-out of 10 to 100 ("fanout"), operators needing 20+ instances ("wide"), restarts of
+    30-50 s ("slow-restart"), a shared CPU host ("contended"), measured capacity with
+    diminishing returns ("measured-capacity"), under constant rates, steps and sines.
+    Every scenario has a configuration that keeps up at its peak."""
+    decades = [
+        _tagged(scenario, "decades")
+        for scenario in (
+            with_step(at_rate(wordcount(seed), 1.0), 2.0),
+            at_rate(nexmark_window(seed), 10.0),
+            with_sine(at_rate(nexmark_join(seed), 100.0)),
+            with_step(at_rate(random_dag(6, seed), 1e3), 2.0),
+            with_step(at_rate(nexmark_map(seed), 1e4), 0.5),
+            at_rate(random_dag(10, seed), 1e5),
+            with_step(at_rate(wordcount(seed), 1e6), 2.0),
+        )
+    ]
+    fanout = [
+        fanout_app(seed, 10.0, 10.0),
+        with_step(fanout_app(seed, 1e3, 12.0), 2.0),
+        with_sine(fanout_app(seed, 1e4, 25.0)),
+        with_step(fanout_app(seed, 100.0, 50.0), 3.0),
+        fanout_app(seed, 1e5, 100.0),
+    ]
+    wide = [
+        wide_app(seed, 1e3, 24.0, 48, 4),
+        with_step(wide_app(seed, 1e4, 16.0, 64, 8), 2.0),
+        with_sine(wide_app(seed, 1e5, 40.0, 128, 10), 0.5, 100.0),
+        with_step(wide_app(seed, 1e6, 30.0, 64, 40), 0.5),
+        with_steps(wide_app(seed, 100.0, 20.0, 96, 2), ((100.0, 2.0), (200.0, 1.0))),
+    ]
+    slow_restart = [
+        _tagged(with_slow_restart(with_step(at_rate(wordcount(seed), 100.0), 2.0), 30.0), "slow-restart"),
+        _tagged(with_slow_restart(with_measured_capacity(at_rate(nexmark_window(seed), 1e3)), 40.0), "slow-restart"),
+        _tagged(with_slow_restart(with_sine(wide_app(seed, 1e4, 20.0, 64, 4)), 50.0), "slow-restart"),
+        _tagged(with_slow_restart(with_step(at_rate(nexmark_join(seed), 1e5), 0.5), 45.0), "slow-restart"),
+    ]
+    contended = [
+        contended_app(seed, 10.0, 2.0, 0.75),
+        with_step(contended_app(seed, 1e3, 4.0, 0.5), 1.5),
+        with_sine(contended_app(seed, 1e4, 6.0, 0.6)),
+        with_step(contended_app(seed, 1e5, 3.0, 0.375), 2.0),
+        with_measured_capacity(with_step(contended_app(seed, 100.0, 4.0, 0.75), 0.5)),
+    ]
+    measured = [
+        with_measured_capacity(at_rate(wordcount(seed), 1.0)),
+        with_measured_capacity(with_step(at_rate(random_dag(8, seed), 1e3), 2.0)),
+        with_measured_capacity(with_sine(at_rate(nexmark_map(seed), 1e5))),
+    ]
+    schedules = [
+        with_steps(at_rate(nexmark_window(seed), 1e4), ((100.0, 3.0), (200.0, 1.0))),
+        with_steps(fanout_app(seed, 1.0, 10.0), ((60.0, 2.0), (120.0, 4.0), (240.0, 1.0))),
+        with_sine(at_rate(random_dag(12, seed), 1e6), 0.6, 100.0),
+    ]
+    return [*decades, *fanout, *wide, *slow_restart, *contended, *measured, *schedules]
+
+
 __all__ = [
+    "DIMINISHING",
+    "at_rate",
+    "contended_app",
+    "fanout_app",
     "nexmark_join",
     "nexmark_map",
     "nexmark_window",
     "random_dag",
     "suite",
+    "wide_app",
+    "wide_suite",
     "with_binding_cap",
+    "with_measured_capacity",
     "with_sine",
     "with_slow_restart",
     "with_step",
+    "with_steps",
     "with_sublinear",
     "wordcount",
 ]
