@@ -58,9 +58,13 @@ API
   ``total_lag() -> float`` (records); ``source_equivalent_lag() -> float`` (the backlog in
   source records); ``latency_ms() -> float`` (end-to-end p50 estimate).
 * ``scenarios.wordcount(seed)``, ``nexmark_map(seed)``, ``nexmark_join(seed)``,
-  ``nexmark_window(seed)``, ``random_dag(n_ops, seed)``, ``suite(seed, n=36)``; variants
-  ``with_step(s, factor)``, ``with_sine(s)``, ``with_sublinear(s)``, ``with_binding_cap(s)``,
-  ``with_slow_restart(s)``.
+  ``nexmark_window(seed)``, ``random_dag(n_ops, seed)``, ``fanout_app(seed, rate, fanout)``,
+  ``wide_app(seed, rate, need, partitions, start)``, ``contended_app(seed, rate, host_cores,
+  load)``; ``suite(seed, n=36)``, ``wide_suite(seed)``; variants ``with_step(s, factor)``,
+  ``with_steps(s, ((at_s, factor), ...))``, ``with_sine(s)``, ``with_sublinear(s)``,
+  ``with_binding_cap(s)``, ``with_slow_restart(s)``, ``with_measured_capacity(s)``,
+  ``at_rate(s, rate)``.
+* ``scenario_file.load(path) -> list[Scenario]``: scenarios from a JSON file (see README).
 """
 
 from lastream_stream.sim import scenarios
