@@ -26,7 +26,8 @@ for its partitions.
 
 Each decision's outcome is measured as pretraining labels it (``policy/outcomes.py``): over
 ``outcome_s`` of windows of its scheme, the rest of the learner's horizon taken to go on as
-the last window did. A hold is a decision too; one replaced sooner is not learnt from.
+the last window did. A hold is a decision too; one replaced sooner is judged on the windows
+it ran for.
 
 The controller also measures what a change costs: the restart time, from a command's issue
 until every instance of every changed operator processed input again (to within one
@@ -82,7 +83,7 @@ class ControllerSettings(BaseSettings):
     dry_run: bool = False
     train_steps: int = Field(default=20, ge=0)
     # As long as pretraining simulates a scheme before holding its last interval (simulate_s).
-    outcome_s: float = Field(default=120.0, gt=0, description="seconds of windows a decision is judged on; replaced sooner, it is not learnt from")
+    outcome_s: float = Field(default=120.0, gt=0, description="seconds of windows a decision is judged on; replaced sooner, on those it ran for")
 
 
 def guard(current: dict[str, int], proposed: dict[str, int], graph: AppGraph, settings: ControllerSettings) -> dict[str, int]:
@@ -216,6 +217,7 @@ class AppController:
     restart: Restart | None = None  # being measured
     restarts_s: deque[float] = field(default_factory=lambda: deque(maxlen=RESTARTS_KEPT))
     stability: StabilityState = field(default_factory=StabilityState)
+    replaced_outcomes: list[tuple[Decision, float]] = field(default_factory=list)  # judged when replaced, recorded at the next tick
     outcomes: Outcomes = field(init=False)
 
     def __post_init__(self) -> None:
@@ -267,8 +269,8 @@ class AppController:
         self.pending = None
         self.phase = Phase.OBSERVING
         self._restart_window(now + self.settings.warmup_s)
-        if ack.status in ("applied", "partial") and (dropped := self.outcomes.replaced()):
-            log.info("%s: %d decision(s) replaced before their outcome was measured; not learnt from", self.app, dropped)
+        if ack.status in ("applied", "partial"):
+            self.replaced_outcomes += self.outcomes.replaced()
         if self.restart is not None and (ack.status != "applied" or not self.restart.applied(ack.applied)):
             self.restart = None
         if ack.status in ("applied", "partial") and self.pending_decision is not None and self.pending_decision.graph is not None:
@@ -291,14 +293,16 @@ class AppController:
                 self.phase = Phase.OBSERVING
                 self._restart_window(now)
             return []
+        replaced, self.replaced_outcomes = self.replaced_outcomes, []
+        actions = [Publish(self._outcome(decision, decision.graph, r)) for decision, r in replaced if decision.graph is not None]
         if self.restart is not None:
             if now - self.restart.issued_at < self.settings.restart_timeout_s:
-                return []
+                return actions
             log.info("%s: a new instance got no input for %.0f s; restart not measured, deciding again", self.app, now - self.restart.issued_at)
             self.restart = None
         graph = self.stable_graph(now)
         if graph is None:
-            return []
+            return actions
         # This window is counted now, once: the next must not overlap it, even if deciding fails.
         self._restart_window(now)
         window_log_reward = log_reward(observed(graph), self.app_reward_params)
@@ -306,7 +310,7 @@ class AppController:
         if self.first_window_reward is None:
             self.first_window_reward = self.window_rewards[-1]
         closed = self.outcomes.window(window_log_reward, graph.parallelism)
-        actions = [Publish(self._outcome(decision, graph, r)) for decision, r in closed]
+        actions += [Publish(self._outcome(decision, graph, r)) for decision, r in closed]
         if now - self.last_command_at < self.settings.cooldown_s:
             return actions
         return actions + self._decide(graph, now)

@@ -316,3 +316,23 @@ def test_the_last_changes_survive_a_restart_of_the_agent():
     assert restarted.stability == c.stability
     commands, record = decide(restarted, T0 + 10, parallelism=3)
     assert commands == [] and "reversal" in record.notes[0]
+
+
+def test_a_replaced_decision_is_judged_on_the_windows_it_ran_for():
+    c = make({"splitter": 3}, outcome_s=30)
+    (out,), _ = decide(c, T0, parallelism=1, source_rate=500)  # command at T0 + 6
+    applied(c, T0 + 7, out, 3)  # warm-up until T0 + 9: 3 s after the command go unmeasured
+    _, hold = decide(c, T0 + 10, parallelism=3, lag=100)  # window 1: the hold's outcome starts after it
+    c.policy.scheme = {"splitter": 5}
+    (further,), _ = decide(c, T0 + 16, parallelism=3)  # window 2, then a change: both are replaced
+    applied(c, T0 + 23, further, 5)
+    outcomes = [a.message for a in c.tick(T0 + 24)]
+    # Per window: latency 20 ms of 1 000; 4 instances of the 2 that sustain 100/s (A = 2);
+    # window 1 has 100 records of lag at the source and at each of 3 splitters, 4 s of input.
+    first, second = (-(0.02 + backlog_s / 10 + 0.5 * 2) / 3 for backlog_s in (4.0, 0.0))
+    # 5 s windows over a 30 s horizon: the 3 s unmeasured count as the first, the last is held.
+    command = math.log((1.6 * math.exp(first) + 4.4 * math.exp(second)) / 6)
+    assert [(o.kind, o.chosen["splitter"]) for o in outcomes] == [("outcome", 3), ("outcome", 3)]
+    assert outcomes[0].measured_reward == pytest.approx(math.exp(command))
+    assert outcomes[1].measured_reward == pytest.approx(math.exp(second))
+    assert hold.kind == "hold"

@@ -9,12 +9,14 @@ agent to undo it.
 So online, a decision's outcome stays open while its scheme runs: every window decided on
 adds its reward to every open outcome, and after ``observe_s`` of windows (pretraining's
 ``simulate_s``) the outcome is complete. A hold is a decision too: its outcome is the
-windows that follow it. An outcome whose scheme is replaced before that is dropped, not
-judged: held for the rest of the horizon, a window with the restart's backlog still
-draining would make a sound change look hopeless (the bench's online agent, judging that
-way, collapsed its scores and flip-flopped). The restart and warm-up of a change are not
-windows anyone decides on; they count as much as the first window, which carries their
-backlog, so that a change still pays for its disruption as in pretraining.
+windows that follow it. An outcome whose scheme is replaced sooner is judged on the windows
+it did run for, restart and drain included, the last one held for the rest of the horizon
+as always: a reverted change is the most informative example there is, and with the
+controller's stabilisation interval a change is rarely replaced while it still drains. One
+replaced before any window of its own was measured has nothing to be judged on and is
+dropped. The restart and warm-up of a change are not windows anyone decides on; they count
+as much as the first window, which carries their backlog, so that a change still pays for
+its disruption as in pretraining.
 """
 
 from __future__ import annotations
@@ -54,11 +56,11 @@ class Outcomes:
         self.open = [o for o in self.open if not self._observed_enough(o)]
         return [self._closed(o) for o in done]
 
-    def replaced(self) -> int:
-        """Another scheme runs now: the open outcomes were not observed long enough to be
-        judged, and are dropped. Returns how many."""
-        dropped, self.open = len(self.open), []
-        return dropped
+    def replaced(self) -> list[tuple[Decision, float]]:
+        """Another scheme runs now: every open outcome with a window measured is judged on
+        what it measured, as (decision, ln reward); the others are dropped."""
+        measured, self.open = [o for o in self.open if o.log_rewards], []
+        return [self._closed(o) for o in measured]
 
     def _observed_enough(self, outcome: OpenOutcome) -> bool:
         return len(outcome.log_rewards) * self.window_s >= self.observe_s - 1e-9

@@ -42,12 +42,15 @@ def test_an_outcome_closes_after_its_observation_time():
     assert [o.decision for o in outcomes.open] == [hold]
 
 
-def test_a_scheme_replaced_before_its_outcome_is_complete_is_not_judged():
+def test_a_scheme_replaced_before_its_outcome_is_complete_is_judged_on_what_it_ran():
     outcomes = Outcomes(window_s=10.0, observe_s=30.0, horizon_s=60.0)
-    outcomes.start(decision(2))
-    outcomes.window(math.log(0.2), decision(2).chosen)
-    outcomes.start(decision(2))
-    assert outcomes.replaced() == 2
+    reverted, unmeasured = decision(2), decision(2)
+    outcomes.start(reverted, unobserved_s=10.0)
+    outcomes.window(math.log(0.2), reverted.chosen)
+    outcomes.start(unmeasured)  # replaced before a window of its own: nothing to judge it on
+    ((judged, log_r),) = outcomes.replaced()
+    # The 10 s restart counts like the one measured window, which is then held: all 0.2.
+    assert judged is reverted and math.exp(log_r) == pytest.approx(0.2)
     assert outcomes.open == []
     outcomes.start(decision(3), unobserved_s=10.0)
     assert [outcomes.window(math.log(0.5), decision(3).chosen) for _ in range(2)] == [[], []]
