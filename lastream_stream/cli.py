@@ -245,21 +245,35 @@ def up(settings: LastreamSettings, initial: str, rate: float | None, schedule: s
 
 
 @main.command("bench")
-@click.option("--scenarios", "n_scenarios", type=int, default=36, show_default=True, help="How many scenarios of the seeded suite.")
+@click.option("--suite", type=click.Choice(["default", "wide"]), default="default", show_default=True,
+              help="default: 36 seeded scenarios; wide: rates from 1 to 10^6 records/s, fan-out, 20+ instances, slow restarts, contended hosts, measured capacity.")  # fmt: skip
+@click.option("--scenario-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Run your own topology instead: a JSON list of scenarios (format in the README).")  # fmt: skip
+@click.option("--scenarios", "n_scenarios", type=int, default=None, help="Only the first N scenarios (default: 36 of the default suite; all of the wide suite or the file).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--horizon", type=float, default=None, help="Seconds per episode (default: each scenario's own).")
 @click.option("--policy", "policies", multiple=True, help="Only these policies (repeatable): lastream, lastream-online (learns from each outcome, as the service does), ds2, flink, keda, static, oracle.")
 @click.option("--out", type=click.Path(file_okay=False), default="benchmarks/results/bench", show_default=True)
 @click.option("--llm", is_flag=True, help="Add DeepSeek candidates to LaStream (needs DEEPSEEK_API_KEY; skipped with a warning otherwise).")
-def bench(n_scenarios: int, seed: int, horizon: float | None, policies: tuple[str, ...], out: str, llm: bool) -> None:
+def bench(suite: str, scenario_file: str | None, n_scenarios: int | None, seed: int, horizon: float | None, policies: tuple[str, ...], out: str, llm: bool) -> None:
     """Compare LaStream with DS2, the Flink autoscaler, KEDA, static and the oracle on the
-    simulator: prints a table, writes results.json, results.md and PNG plots to --out."""
+    simulator: prints a table (and one per scenario tag), writes results.json, results.md and
+    PNG plots to --out."""
     from pathlib import Path
 
     from lastream_stream.bench import BenchSettings, run
+    from lastream_stream.bench.compare import chosen_suite
     from lastream_stream.bench.runner import POLICY_NAMES
+    from lastream_stream.sim.scenario_file import ScenarioFileError
 
-    run(BenchSettings(seed=seed, n_scenarios=n_scenarios, horizon_s=horizon, policies=policies or POLICY_NAMES, out_dir=Path(out), llm=llm))
+    if scenario_file and suite != "default":
+        raise click.UsageError("give --scenario-file or --suite, not both")
+    try:
+        chosen = chosen_suite(seed, n_scenarios, suite, Path(scenario_file) if scenario_file else None)
+    except ScenarioFileError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scenario-file") from None
+    settings = BenchSettings(seed=seed, n_scenarios=len(chosen), horizon_s=horizon, policies=policies or POLICY_NAMES, out_dir=Path(out), llm=llm)
+    run(settings, suite=chosen)
 
 
 @main.command("train")

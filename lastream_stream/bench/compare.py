@@ -1,10 +1,12 @@
-"""``lastream bench``: every policy on every scenario of a seeded suite, summarised.
+"""``lastream bench``: every policy on every scenario of a suite, summarised.
 
-Writes into ``BenchSettings.out_dir``:
+The suite is the seeded one (``sim.scenarios.suite``) unless ``run`` is given scenarios (the
+wide suite, a scenario file). Writes into ``BenchSettings.out_dir``:
 
-* ``results.json`` — settings, per-policy medians, every episode's measures, and the
-  time series of the plotted scenarios;
-* ``results.md`` — the same medians and per-scenario measures as Markdown tables;
+* ``results.json`` — settings, per-policy medians (overall, and per scenario tag under
+  ``summary[policy]["by_tag"]``), every episode's measures, and the time series of the
+  plotted scenarios;
+* ``results.md`` — the same medians, per tag and per scenario, as Markdown tables;
 * ``parallelism_<scenario>.png`` — scalable instances over time per policy against the oracle;
 * ``headline.png`` — bar charts of the per-policy medians.
 """
@@ -12,6 +14,7 @@ Writes into ``BenchSettings.out_dir``:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import statistics
@@ -33,7 +36,7 @@ from lastream_stream.bench.runner import (  # noqa: E402
     policy_factory,
     run_episode,
 )
-from lastream_stream.sim import scenarios  # noqa: E402
+from lastream_stream.sim import Scenario, scenario_file, scenarios  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,7 @@ HEADLINE = (
     ("decisions_to_sustain", "decisions", "{:.1f}"),
     ("parallelism_ratio", "inst/oracle", "{:.2f}"),
     ("reconfigurations", "reconfigs", "{:.1f}"),
-    ("seconds_lag_over_dstar", "lag>D* s", "{:.0f}"),
+    ("seconds_backlog_over_dstar", "backlog>D* s", "{:.0f}"),
     ("mean_reward", "reward", "{:.3f}"),
     ("oscillations_per_operator", "osc/op", "{:.2f}"),
     ("decision_ms", "decide ms", "{:.2f}"),
@@ -52,10 +55,13 @@ LEGEND = (
     "`sustained`: scenarios brought to keep up, of those some configuration can keep up with; "
     "`decisions`: decisions after the last rate change until the first window that keeps up; "
     "`inst/oracle`: instances of scalable operators over the minimum, last quarter of the run; "
-    "`reconfigs`: applied changes; `lag>D* s`: seconds with more than D* records of lag; "
+    "`reconfigs`: applied changes; `backlog>D* s`: seconds with a backlog over D* (10 s of input by default); "
     "`reward`: mean La-Stream reward (higher is better); `osc/op`: direction changes per operator; "
     "`decide ms`: mean time of one decision."
 )
+SUITES = ("default", "wide")
+# The measures shown per tag: how fast, how close to the minimum, how calm, how rewarded.
+BY_TAG = ("decisions_to_sustain", "parallelism_ratio", "reconfigurations", "oscillations_per_operator", "mean_reward")
 
 
 @dataclass
@@ -67,10 +73,27 @@ class BenchResults:
     out_dir: Path
 
 
-def run(settings: BenchSettings | None = None, console: Console | None = None) -> BenchResults:
+def chosen_suite(seed: int, n: int | None = None, name: str = "default", path: Path | None = None) -> list[Scenario]:
+    """The scenarios ``lastream bench`` runs: those of the scenario file at ``path`` if given,
+    else the named suite (one of ``SUITES``); the first ``n`` of them if ``n`` is given, else
+    all of them, 36 for the default suite. Raises ``ScenarioFileError`` for a malformed file."""
+    if path is not None:
+        chosen = scenario_file.load(path)
+    elif name == "wide":
+        chosen = scenarios.wide_suite(seed)
+    elif name == "default":
+        return scenarios.suite(seed, BenchSettings.n_scenarios if n is None else n)
+    else:
+        raise ValueError(f"unknown suite {name!r}; known: {', '.join(SUITES)}")
+    return chosen if n is None else chosen[:n]
+
+
+def run(settings: BenchSettings | None = None, console: Console | None = None, suite: list[Scenario] | None = None) -> BenchResults:
+    """Every policy of ``settings`` on ``suite`` (default: the seeded suite of
+    ``settings.n_scenarios``); writes the files, prints the tables."""
     settings = settings or BenchSettings()
     console = console or Console(stderr=True)
-    suite = scenarios.suite(settings.seed, settings.n_scenarios)
+    suite = suite if suite is not None else scenarios.suite(settings.seed, settings.n_scenarios)
 
     factories = {}
     skipped: dict[str, str] = {}
@@ -103,31 +126,39 @@ def run(settings: BenchSettings | None = None, console: Console | None = None) -
         plot_parallelism(out_dir / f"parallelism_{scenario_name}.png", scenario_name, episodes)
     plot_headline(out_dir / "headline.png", summary)
     console.print(summary_table(summary))
+    if _tags(summary):
+        console.print(tag_table(summary))
     log.info("wrote results.json, results.md and plots to %s", out_dir)
     return BenchResults(settings, episodes, summary, skipped, out_dir)
 
 
 def summarise(episodes: list[EpisodeResult], policies: list[str]) -> dict[str, dict[str, object]]:
-    """Medians over scenarios per policy. ``decisions_to_sustain`` only counts scenarios that
-    can be sustained and were; ``sustained`` says in how many of them that happened."""
+    """Medians over scenarios per policy, and the same medians per scenario tag under
+    ``by_tag``. ``decisions_to_sustain`` only counts scenarios that can be sustained and were;
+    ``sustained`` says in how many of them that happened."""
     summary: dict[str, dict[str, object]] = {}
     for policy in policies:
         runs = [e for e in episodes if e.policy == policy]
-        sustainable = [e for e in runs if e.sustainable]
-        reached = [e.decisions_to_sustain for e in sustainable if e.decisions_to_sustain is not None]
-        summary[policy] = {
-            "scenarios": len(runs),
-            "sustained": f"{len(reached)}/{len(sustainable)}",
-            "sustained_fraction": len(reached) / len(sustainable) if sustainable else None,
-            "decisions_to_sustain": statistics.median(reached) if reached else None,
-            "parallelism_ratio": statistics.median(e.parallelism_ratio for e in runs),
-            "reconfigurations": statistics.median(e.reconfigurations for e in runs),
-            "seconds_lag_over_dstar": statistics.median(e.seconds_lag_over_dstar for e in runs),
-            "mean_reward": statistics.median(e.mean_reward for e in runs),
-            "oscillations_per_operator": statistics.median(e.oscillations_per_operator for e in runs),
-            "decision_ms": statistics.median(e.decision_ms_mean for e in runs),
-        }
+        tags = sorted({tag for e in runs for tag in e.tags})
+        summary[policy] = {**_medians(runs), "by_tag": {tag: _medians([e for e in runs if tag in e.tags]) for tag in tags}}
     return summary
+
+
+def _medians(runs: list[EpisodeResult]) -> dict[str, object]:
+    sustainable = [e for e in runs if e.sustainable]
+    reached = [e.decisions_to_sustain for e in sustainable if e.decisions_to_sustain is not None]
+    return {
+        "scenarios": len(runs),
+        "sustained": f"{len(reached)}/{len(sustainable)}",
+        "sustained_fraction": len(reached) / len(sustainable) if sustainable else None,
+        "decisions_to_sustain": statistics.median(reached) if reached else None,
+        "parallelism_ratio": statistics.median(e.parallelism_ratio for e in runs),
+        "reconfigurations": statistics.median(e.reconfigurations for e in runs),
+        "seconds_backlog_over_dstar": statistics.median(e.seconds_backlog_over_dstar for e in runs),
+        "mean_reward": statistics.median(e.mean_reward for e in runs),
+        "oscillations_per_operator": statistics.median(e.oscillations_per_operator for e in runs),
+        "decision_ms": statistics.median(e.decision_ms_mean for e in runs),
+    }
 
 
 def _cell(value: object, fmt: str) -> str:
@@ -144,10 +175,42 @@ def summary_table(summary: dict[str, dict[str, object]]) -> Table:
     return table
 
 
+def _tags(summary: dict[str, dict[str, object]]) -> list[str]:
+    return sorted({tag for row in summary.values() for tag in row["by_tag"]})
+
+
+def _tag_rows(summary: dict[str, dict[str, object]]) -> list[list[str]]:
+    """[tag, policy, scenarios, *BY_TAG cells] per tag and policy, tag by tag."""
+    formats = {key: fmt for key, _, fmt in HEADLINE}
+    rows = []
+    for tag in _tags(summary):
+        for policy, row in summary.items():
+            if (medians := row["by_tag"].get(tag)) is not None:
+                rows.append([tag, policy, str(medians["scenarios"]), *(_cell(medians[key], formats[key]) for key in BY_TAG)])
+    return rows
+
+
+def _tag_titles() -> list[str]:
+    titles = {key: title for key, title, _ in HEADLINE}
+    return ["tag", "policy", "scenarios", *(titles[key] for key in BY_TAG)]
+
+
+def tag_table(summary: dict[str, dict[str, object]]) -> Table:
+    table = Table(title="medians per scenario tag")
+    for k, title in enumerate(_tag_titles()):
+        table.add_column(title, justify="left" if k < 2 else "right", no_wrap=k < 2)
+    for tag, group in itertools.groupby(_tag_rows(summary), key=lambda row: row[0]):
+        rows = list(group)
+        for k, row in enumerate(rows):
+            table.add_row(tag if k == 0 else "", *row[1:], end_section=k == len(rows) - 1)
+    return table
+
+
 def _settings_dict(settings: BenchSettings) -> dict[str, object]:
     values = dataclasses.asdict(settings)
     values["out_dir"] = str(settings.out_dir)
     values["reward"] = settings.reward.model_dump()
+    values["controller"] = settings.controller.model_dump(mode="json")
     return values
 
 
@@ -195,11 +258,14 @@ def write_markdown(
         lines.append(f"| {policy} | " + " | ".join(_cell(row[key], fmt) for key, _, fmt in HEADLINE) + " |")
     for policy, why in skipped.items():
         lines.append(f"\n`{policy}` did not run: {why}")
+    if tag_rows := _tag_rows(summary):
+        lines += ["", "## Per tag", "", "| " + " | ".join(_tag_titles()) + " |", "|---|---|" + "---:|" * (len(BY_TAG) + 1)]
+        lines += ["| " + " | ".join(row) + " |" for row in tag_rows]
     lines += [
         "",
         "## Per scenario",
         "",
-        "| scenario | policy | decisions | inst/oracle | reconfigs | lag>D* s | reward | osc/op |",
+        "| scenario | policy | decisions | inst/oracle | reconfigs | backlog>D* s | reward | osc/op |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for e in episodes:
@@ -208,7 +274,7 @@ def write_markdown(
             reach += " (cap binds)"
         lines.append(
             f"| {e.scenario} | {e.policy} | {reach} | {e.parallelism_ratio:.2f} | {e.reconfigurations} | "
-            f"{e.seconds_lag_over_dstar:.0f} | {e.mean_reward:.3f} | {e.oscillations_per_operator:.2f} |"
+            f"{e.seconds_backlog_over_dstar:.0f} | {e.mean_reward:.3f} | {e.oscillations_per_operator:.2f} |"
         )
     path.write_text("\n".join(lines) + "\n")
 
