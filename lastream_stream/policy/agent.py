@@ -19,13 +19,14 @@ in the same state, their differences: the choice depends only on those.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
 import time
 from collections import defaultdict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
 from lastream_stream.policy.base import CheckpointMismatch, Decision, DecisionContext, PastDecision, ScoredCandidate
+from lastream_stream.policy.capacity import CapacityModels
 from lastream_stream.policy.candidates import AnalyticGenerator, Candidate, CandidateGenerator, clamp_scheme, dedupe
 from lastream_stream.policy.evaluator import Evaluator
 from lastream_stream.policy.features import (
@@ -90,6 +92,12 @@ class AgentConfig(BaseModel):
     horizon_s: float = Field(default=600.0, gt=0)
     # DS2 variants in the analytic pool, planned for instances busy this share of the time.
     headroom_utilisations: list[float] = Field(default_factory=lambda: [0.9, 0.8])
+    # Learn each operator's capacity against its parallelism from the states decided on
+    # (``policy/capacity.py``); off, every instance is assumed to add the same, as in DS2.
+    capacity_model: bool = True
+    # Score with the fluid model's estimate alone, the learned correction left out: the
+    # ablation's baseline, and what to fall back on if the network misleads.
+    use_evaluator: bool = True
     reward: RewardParams = Field(default_factory=RewardParams)
 
 
@@ -174,6 +182,7 @@ class LaStreamAgent:
         self.history: deque[PastDecision] = deque(maxlen=self.config.history_size)
         self.trained_steps = 0
         self.calibrated_margin = DEFAULT_MARGIN
+        self.capacity = CapacityModels()
 
     @property
     def horizon_s(self) -> float:
@@ -185,12 +194,14 @@ class LaStreamAgent:
     def decide(self, graph: AppGraph, context: DecisionContext | None = None) -> Decision:
         started = time.perf_counter()
         context = context or DecisionContext(history=tuple(self.history))
+        notes = []
+        if self.config.capacity_model:
+            context, notes = self.learn_capacity(graph, context)
         pool, timings = self.candidates(graph, context)
         t = time.perf_counter()
         log_scores = self.log_scores(graph, [c.scheme for c in pool], context)
         timings["score_ms"] = _ms_since(t)
         best = int(np.argmax(log_scores))
-        notes = []
         # The scores already charge a change its restart; the margin covers the evaluator's own
         # error, so that a change is made only when its gain is larger than that error.
         current = self.sanitise(graph, graph.parallelism, context)
@@ -211,6 +222,19 @@ class LaStreamAgent:
             context=context,
             notes=notes,
         )
+
+    def learn_capacity(self, graph: AppGraph, context: DecisionContext) -> tuple[DecisionContext, list[str]]:
+        """Add this state's measured capacities to the operators' curves; the context with the
+        curves, and a note for each operator whose last scale-out proved ineffective."""
+        curves, notes = {}, []
+        for name, op in graph.operators.items():
+            if op.is_source or op.true_input_rate <= 0:
+                continue
+            curve = curves[name] = self.capacity.of(graph.app, name)
+            curve.observe(op.parallelism, op.parallelism * op.true_input_rate)
+            if (ineffective := curve.ineffective()) is not None:
+                notes.append(f"{name}: {ineffective}; sized on its learnt capacity curve")
+        return replace(context, capacity=curves), notes
 
     @property
     def margin(self) -> float:
@@ -253,13 +277,15 @@ class LaStreamAgent:
         context = context or DecisionContext()
         restart_s = self.config.restart_s if context.restart_s is None else context.restart_s
         reward = self.config.reward.for_app(context.latency_target_ms)
-        return GraphView.of(graph, context.max_parallelism, restart_s, self.config.horizon_s, reward)
+        return GraphView.of(graph, context.max_parallelism, restart_s, self.config.horizon_s, reward, context.capacity)
 
     def _predict(self, batch: Batch, train: bool) -> torch.Tensor:
         """log1p(performance penalty) per candidate in the batch: the fluid estimate plus the
         network's correction."""
         self.gcn.train(train)
         self.evaluator.train(train)
+        if not self.config.use_evaluator and not train:
+            return batch.u[:, _ESTIMATE]
         n = self.normaliser
         embedding = self.gcn((batch.x - n.node_mean) / n.node_std, batch.edge_index, batch.batch)
         correction = self.evaluator(embedding, (batch.u - n.cand_mean) / n.cand_std)
@@ -348,6 +374,7 @@ class LaStreamAgent:
             "history": [{"scheme": p.scheme, "reward": p.reward} for p in self.history],
             "trained_steps": self.trained_steps,
             "calibrated_margin": self.calibrated_margin,
+            "capacity": json.dumps(self.capacity.to_json()),
             "numpy_rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
         }
@@ -384,6 +411,7 @@ class LaStreamAgent:
         agent.history.extend(PastDecision(h["scheme"], h["reward"]) for h in checkpoint["history"])
         agent.trained_steps = checkpoint["trained_steps"]
         agent.calibrated_margin = checkpoint["calibrated_margin"]
+        agent.capacity = CapacityModels.from_json(json.loads(checkpoint["capacity"]))
         agent.rng.bit_generator.state = checkpoint["numpy_rng"]
         torch.set_rng_state(checkpoint["torch_rng"])
         return agent

@@ -6,12 +6,13 @@ implement :class:`Policy`, so the service and the benchmarks treat them alike.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from lastream_stream.contracts import MAX_PARALLELISM
 from lastream_stream.policy.candidates import Candidate, CandidateSource
+from lastream_stream.policy.capacity import OperatorCapacity
 from lastream_stream.policy.graph import AppGraph
 
 
@@ -36,6 +37,8 @@ class DecisionContext:
     # How long a reconfigured operator pauses, seconds, when the caller knows it (configured
     # or measured); the agent assumes its ``AgentConfig.restart_s`` otherwise.
     restart_s: float | None = None
+    # Each operator's learnt capacity curve (``policy/capacity.py``), when the caller keeps them.
+    capacity: Mapping[str, OperatorCapacity] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CandidateSource = Literal["analytic", "llm"]
+CandidateSource = Literal["analytic", "capacity", "llm"]
 
 
 @dataclass(frozen=True)
@@ -83,12 +83,18 @@ class AnalyticGenerator:
 
     def propose(self, graph: AppGraph, context: DecisionContext | None = None) -> list[Candidate]:
         cap = context.max_parallelism if context is not None else MAX_PARALLELISM
+        capacity = {name: model for name, model in (context.capacity if context is not None else {}).items() if len(model.seen) > 1}
         settings = DS2Settings(max_parallelism=cap)
         optimum = ds2_plan(graph, settings).parallelism
         pool = [Candidate(optimum, "analytic", "ds2")]
         for utilisation in self.target_utilisations:
             headroom = ds2_plan(graph, replace(settings, target_utilisation=utilisation)).parallelism
             pool.append(Candidate(headroom, "analytic", f"ds2 at {utilisation:.0%} utilisation"))
+        # Once an operator ran at two parallelisms its capacity curve is known to bend (or not).
+        if capacity:
+            for utilisation in (1.0, *self.target_utilisations):
+                modelled = ds2_plan(graph, replace(settings, target_utilisation=utilisation), capacity).parallelism
+                pool.append(Candidate(modelled, "capacity", f"ds2 on learnt capacity at {utilisation:.0%} utilisation"))
         current = graph.parallelism
         pool.append(Candidate(current, "analytic", "current"))
         halfway = {name: math.ceil((current[name] + optimum[name]) / 2) for name in optimum}

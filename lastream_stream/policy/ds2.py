@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from lastream_stream.contracts import MAX_PARALLELISM
+from lastream_stream.policy.capacity import OperatorCapacity
 from lastream_stream.policy.graph import AppGraph, OperatorStats
 
 # ceil(3.0000000000000004) must stay 3: rates are ratios of floats.
@@ -55,8 +56,11 @@ def parallelism_cap(op: OperatorStats, max_parallelism: int = MAX_PARALLELISM) -
     return op.partitions if op.partitions is not None else max_parallelism
 
 
-def ds2_plan(graph: AppGraph, settings: DS2Settings | None = None) -> DS2Plan:
+def ds2_plan(graph: AppGraph, settings: DS2Settings | None = None, capacity: Mapping[str, OperatorCapacity] | None = None) -> DS2Plan:
+    """DS2's plan; with ``capacity`` models, an operator's instances are sized on its learnt
+    capacity curve instead of ``p`` times the true rate measured at its current parallelism."""
     settings = settings or DS2Settings()
+    capacity = capacity or {}
     target_in: dict[str, float] = {}
     target_out: dict[str, float] = {}
     required: dict[str, float] = {}
@@ -79,6 +83,9 @@ def ds2_plan(graph: AppGraph, settings: DS2Settings | None = None) -> DS2Plan:
             parallelism[name] = settings.source_parallelism[name]
         elif not known:
             parallelism[name] = op.parallelism
+        elif (model := capacity.get(name)) is not None and model.seen:
+            sized = model.min_parallelism(target_in[name], parallelism_cap(op, settings.max_parallelism), settings.target_utilisation)
+            parallelism[name] = math.ceil(sized * (1 + settings.scaling_factor) - _CEIL_SLACK)
         else:
             instances = required[name] / settings.target_utilisation * (1 + settings.scaling_factor)
             parallelism[name] = math.ceil(instances - _CEIL_SLACK)

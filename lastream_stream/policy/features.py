@@ -15,7 +15,7 @@ share of operators restarted, ...) that pooling alone would blur.
 
 The candidate features come from a fluid model of the scheme: records flow from the
 sources through each operator, an operator passes on at most its capacity
-(instances x per-instance true rate), and queueing delay is M/M/1's median sojourn time.
+(instances x per-instance true rate, bent by the operator's learnt capacity curve), and queueing delay is M/M/1's median sojourn time.
 A changed operator pauses for ``restart_s`` while its input keeps arriving, and a scheme is
 judged over the next ``horizon_s``: its estimated penalty averages the backlog (and the wait
 it causes) over that horizon, so the backlog a reconfiguration itself creates is part of
@@ -26,13 +26,14 @@ learned evaluator corrects it from measured rewards.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch_geometric.data import Batch, Data
 
+from lastream_stream.policy.capacity import OperatorCapacity
 from lastream_stream.policy.ds2 import ds2_plan, parallelism_cap, required_instances
 from lastream_stream.policy.graph import AppGraph
 from lastream_stream.policy.measure import observed
@@ -109,6 +110,7 @@ class GraphView:
     cap: np.ndarray  # (n,) partition cap
     is_source: np.ndarray  # (n,) bool
     true_rate: np.ndarray  # (n,) per instance, 0 when unknown
+    exponent: np.ndarray  # (n,) capacity(p) = p * true_rate * (p / current) ** (exponent - 1); 1 is DS2's linear model
     selectivity: np.ndarray  # (n,) true selectivity where known, observed otherwise
     source_input: np.ndarray  # (n,) records/s arriving at each source
     required: np.ndarray  # (n,) DS2's fractional instances; 0 when unknown
@@ -125,7 +127,13 @@ class GraphView:
 
     @classmethod
     def of(
-        cls, graph: AppGraph, max_parallelism: int, restart_s: float, horizon_s: float, reward: RewardParams
+        cls,
+        graph: AppGraph,
+        max_parallelism: int,
+        restart_s: float,
+        horizon_s: float,
+        reward: RewardParams,
+        capacity: Mapping[str, OperatorCapacity] | None = None,
     ) -> GraphView:
         ops = list(graph.operators.values())
         index = {op.name: i for i, op in enumerate(ops)}
@@ -166,6 +174,7 @@ class GraphView:
             cap=cap,
             is_source=np.array([op.is_source for op in ops]),
             true_rate=true_rate,
+            exponent=np.array([(capacity or {})[op.name].exponent if op.name in (capacity or {}) else 1.0 for op in ops]),
             selectivity=selectivity,
             source_input=np.array([op.observed_input_rate if op.is_source else 0.0 for op in ops]),
             required=required,
@@ -191,7 +200,7 @@ def encode(view: GraphView, schemes: Sequence[dict[str, int]]) -> tuple[np.ndarr
     cand = view.scheme_matrix(schemes)
     n_candidates, n = cand.shape
     known = view.true_rate > 0
-    capacity = np.where(known, cand * view.true_rate, np.inf)
+    capacity = np.where(known, view.current * view.true_rate * (cand / view.current) ** view.exponent, np.inf)
 
     # Fluid flow through the scheme, in topological order (the view's node order).
     inflow = np.zeros_like(cand)
