@@ -50,6 +50,10 @@ from lastream_stream.sim.simulator import EPOCH_START
 log = logging.getLogger(__name__)
 
 POLICY_NAMES = ("static", "oracle", "ds2", "flink", "keda", "lastream", "lastream-online")
+# Each learned part of LaStream added in turn (``lastream bench --ablation``), DS2 for reference.
+ABLATION = ("ds2", "fluid-only", "fluid+capacity", "lastream", "lastream-online")
+# What each rung of the ablation turns off in the shipped agent.
+_ABLATED = {"fluid-only": {"use_evaluator": False, "capacity_model": False}, "fluid+capacity": {"use_evaluator": False}}
 SUSTAIN_FRACTION = 0.95  # processed / arrived for a window to count as keeping up
 
 
@@ -72,8 +76,8 @@ class BenchSettings:
     controller: ControllerSettings = field(default_factory=lambda: ControllerSettings(window_s=10.0))
 
     def __post_init__(self) -> None:
-        if unknown := set(self.policies) - set(POLICY_NAMES):
-            raise ValueError(f"unknown policies {sorted(unknown)}; known: {', '.join(POLICY_NAMES)}")
+        if unknown := set(self.policies) - set(POLICY_NAMES) - set(ABLATION):
+            raise ValueError(f"unknown policies {sorted(unknown)}; known: {', '.join(dict.fromkeys(POLICY_NAMES + ABLATION))}")
 
 
 @dataclass(frozen=True)
@@ -133,21 +137,22 @@ def policy_factory(name: str, settings: BenchSettings) -> PolicyFactory:
         return lambda scenario, sim: FlinkAutoscaler(FlinkSettings(restart_s=scenario.downtime_s))
     if name == "keda":
         return lambda scenario, sim: KedaScaler()
-    if name == "lastream":
-        return lastream_factory(settings, learn=False)
+    if name in ("lastream", *_ABLATED):
+        return lastream_factory(settings, learn=False, **_ABLATED.get(name, {}))
     if name == "lastream-online":
         return lastream_factory(settings, learn=True)
     raise ValueError(f"unknown policy {name!r}")
 
 
-def lastream_factory(settings: BenchSettings, learn: bool) -> PolicyFactory:
+def lastream_factory(settings: BenchSettings, learn: bool, **config: bool) -> PolicyFactory:
     """The La-Stream agent with its pretrained evaluator (untrained if none is shipped),
     plus DeepSeek candidates when ``settings.llm`` is set and a key is there, run by the
     service's own ``AppController``.
 
     The model is loaded once; each episode gets its own copy, so an agent that ``learn``s
     online starts every episode from the shipped model. Like a user configuring the service,
-    the agent is told the scenario's restart time until the controller has measured one."""
+    the agent is told the scenario's restart time until the controller has measured one.
+    ``config`` switches learned parts off (``AgentConfig.use_evaluator``, ``capacity_model``)."""
     from lastream_stream.policy.agent import LaStreamAgent
     from lastream_stream.policy.llm import LLMGenerator
 
@@ -164,7 +169,7 @@ def lastream_factory(settings: BenchSettings, learn: bool) -> PolicyFactory:
     def build(scenario: Scenario, sim: Simulator) -> AppController:
         agent = copy.deepcopy(template)
         agent.generators = [*agent.generators, *extra]
-        agent.config = agent.config.model_copy(update={"restart_s": scenario.downtime_s})
+        agent.config = agent.config.model_copy(update={"restart_s": scenario.downtime_s, **config})
         policy = agent if learn else Frozen(agent)
         return AppController(scenario.name, policy, settings.controller, settings.reward, since=EPOCH_START)
 
