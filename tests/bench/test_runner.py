@@ -12,7 +12,7 @@ from rich.console import Console
 
 from lastream_stream.bench import POLICY_NAMES, BenchSettings, run, run_episode
 from lastream_stream.bench.baselines import OraclePolicy
-from lastream_stream.bench.runner import Frozen, direction_changes, phase_start, policy_factory
+from lastream_stream.bench.runner import ABLATION, Frozen, direction_changes, phase_start, policy_factory
 from lastream_stream.controller import AppController, ControllerSettings
 from lastream_stream.policy.base import Decision, DecisionContext
 from lastream_stream.policy.graph import AppGraph
@@ -258,3 +258,18 @@ def test_a_learning_policy_learns_from_outcomes_and_a_frozen_one_does_not():
     frozen = ScriptedLearner([4])
     as_the_service(Frozen(frozen), ControllerSettings(window_s=10.0, outcome_s=30.0, train_steps=3))
     assert frozen.observed == [] and frozen.trained == 0
+
+
+def test_the_ablation_runs_each_learned_part_on_a_small_suite(tmp_path):
+    settings = BenchSettings(seed=1, n_scenarios=2, horizon_s=60.0, out_dir=tmp_path, plot_scenarios=1, policies=ABLATION)
+    results = run(settings, console=Console(file=io.StringIO(), width=160))
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert list(payload["summary"]) == list(ABLATION) and payload["skipped_policies"] == {}
+    assert len(results.episodes) == 2 * len(ABLATION)
+    for e in payload["episodes"]:
+        assert 0.0 < e["mean_reward"] <= 1.0 and e["mean_log_reward"] <= 0.0
+    # The rungs really differ in what they are: no capacity candidates without the capacity model.
+    built = {name: policy_factory(name, settings)(scenarios.wordcount(1), Simulator(scenarios.wordcount(1))) for name in ABLATION[1:]}
+    assert [(c.policy.policy.config.use_evaluator, c.policy.policy.config.capacity_model) for c in (built["fluid-only"], built["fluid+capacity"], built["lastream"])] == [
+        (False, False), (False, True), (True, True)]  # fmt: skip
+    assert built["lastream-online"].policy.config.use_evaluator
