@@ -187,8 +187,8 @@ def _parallelism_option(value: str) -> dict[str, int]:
 
 WORDCOUNT_OPTIONS = [
     click.option("--initial", default="splitter=1,counter=1,sink=1", show_default=True, help="Initial parallelism per operator."),
-    click.option("--rate", type=float, default=None, help="Source sentences/s (default LASTREAM_WC_RATE or 50)."),
-    click.option("--schedule", default=None, help="Rate schedule: '0:50,60:100' steps or 'sine:50,20,120'."),
+    click.option("--rate", type=float, default=None, help="Source sentences/s (default LASTREAM_WC_RATE or 10)."),
+    click.option("--schedule", default=None, help="Rate schedule: '0:10,60:20' steps or 'sine:10,4,120'."),
     click.option("--logs", type=click.Path(file_okay=False), default=None, help="Directory for process logs (default ~/.cache/lastream/logs)."),
 ]
 
