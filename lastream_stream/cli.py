@@ -232,13 +232,15 @@ def wordcount_up(settings: LastreamSettings, initial: str, rate: float | None, s
 
 @main.command("up")
 @wordcount_options
-@click.option("--decisions", type=int, default=6, show_default=True, help="Stop after this many agent decisions.")
+@click.option("--decisions", type=int, default=15, show_default=True,
+              help="Stop after this many agent decisions (one per stable window once settled, about every 12 s).")
 @click.pass_obj
 def up(settings: LastreamSettings, initial: str, rate: float | None, schedule: str | None, logs: str | None, decisions: int) -> None:
     """The whole pipeline: local Kafka (unless LASTREAM_KAFKA_BOOTSTRAP is set), WordCount
     under-provisioned, and the agent with the shipped pretrained model (DeepSeek candidates
     join when DEEPSEEK_API_KEY is set). Shows a live view, stops after --decisions or
-    Ctrl-C, then prints a summary."""
+    Ctrl-C, then prints a summary: whether the app keeps up, the commands issued after it
+    first did, and the measured reward of each outcome learnt."""
     from lastream_stream import launcher
 
     launcher.up(settings, _wordcount_settings(rate, schedule), _parallelism_option(initial), _log_dir(logs), decisions)

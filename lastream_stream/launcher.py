@@ -13,12 +13,15 @@ import os
 import sys
 import threading
 import time
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from lastream_stream.broker import LocalBroker
 from lastream_stream.contracts import ScalingCommand
@@ -26,14 +29,18 @@ from lastream_stream.control import latest_commands
 from lastream_stream.dashboard import AppMonitor
 from lastream_stream.kafka_clients import KafkaClients, project_topics
 from lastream_stream.policy.ds2 import optimal_parallelism
+from lastream_stream.policy.graph import AppGraph
 from lastream_stream.service import AgentService, AgentServiceSettings, build_agent
 from lastream_stream.settings import LastreamSettings
 from lastream_stream.supervisor.workers import Worker, spawn, stop_workers
+from lastream_stream.window import keeps_up
 from wordcount_app import topics as wordcount_topics
-from wordcount_app.settings import WordCountSettings
+from wordcount_app.settings import UPSTREAMS, WordCountSettings
 from wordcount_app.topology import app_spec, worker_env
 
 log = logging.getLogger(__name__)
+
+SOURCE_COMMAND = [sys.executable, "-m", "wordcount_app.source"]
 
 
 @dataclass
@@ -54,10 +61,59 @@ class Pipeline:
         self.processes.append(process)
         return process
 
+    def set_rate(self, rate: float) -> None:
+        """A step in the app's input: the source restarted at ``rate`` sentences/s."""
+        source = next(p for p in self.processes if p.operator == "source")
+        stop_workers([source], 10.0)
+        self.processes.remove(source)
+        self.wc = self.wc.model_copy(update={"rate": rate})
+        self.spawn("source", SOURCE_COMMAND, {})
+
     def stop(self, timeout_s: float = 40.0) -> None:
         for process in reversed(self.processes):  # one by one: the source stops before the supervisor
             stop_workers([process], timeout_s)
             log.info("stopped %s", process.operator)
+
+
+class KeepsUp:
+    """Whether an app keeps up, judged on each fresh graph (say once a second) of a sliding
+    window of its reports: every operator takes in at least ``fraction`` of what its
+    upstreams emit (``window.keeps_up``) and the total lag is not growing, i.e. not above
+    what it was ``lag_span_s`` earlier by more than the remaining ``1 - fraction`` of what
+    the operators took in meanwhile (a healthy app's lag moves by a few records).
+
+    Also remembers when it first kept up, and how many commands the agent had issued then.
+    """
+
+    def __init__(self, operators: Iterable[str], fraction: float = 0.95, lag_span_s: float = 10.0) -> None:
+        self.operators = set(operators)
+        self.fraction = fraction
+        self.lag_span_s = lag_span_s
+        self.lags: deque[tuple[float, int]] = deque()  # (time, total lag), the oldest at least lag_span_s old
+        self.now = False
+        self.first_at: float | None = None
+        self.commands_then: int | None = None
+
+    def update(self, graph: AppGraph | None, at: float, commands: int = 0) -> bool:
+        if graph is None or not self.operators <= set(graph.operators):
+            self.now = False  # an operator not reporting yet (or any more) is not keeping up
+            return False
+        self.lags.append((at, graph.total_lag))
+        while len(self.lags) > 1 and at - self.lags[1][0] >= self.lag_span_s:
+            self.lags.popleft()
+        since, lag_then = self.lags[0]
+        taken_in = sum(op.observed_input_rate for op in graph.operators.values()) * (at - since)
+        lag_steady = at - since >= self.lag_span_s and graph.total_lag <= lag_then + (1 - self.fraction) * taken_in
+        self.now = lag_steady and keeps_up(graph, self.fraction)
+        if self.now and self.first_at is None:
+            self.first_at, self.commands_then = at, commands
+        return self.now
+
+
+def monitor_graph(monitor: AppMonitor, since: float | None = None) -> AppGraph | None:
+    """The live view's current graph, read while its follow thread may be adding reports."""
+    with monitor._lock:
+        return monitor.window.graph(monitor.app, since)
 
 
 def start_wordcount(settings: LastreamSettings, wc: WordCountSettings, initial: dict[str, int], log_dir: Path) -> Pipeline:
@@ -75,7 +131,7 @@ def start_wordcount(settings: LastreamSettings, wc: WordCountSettings, initial: 
     pipeline = Pipeline(settings, wc, log_dir)
     pipeline.spawn("supervisor", [sys.executable, "-m", "lastream_stream.supervisor", "--app", wc.app],
                    {"LASTREAM_SUPERVISOR_INITIAL": json.dumps(target)})  # fmt: skip
-    pipeline.spawn("source", [sys.executable, "-m", "wordcount_app.source"], {})
+    pipeline.spawn("source", SOURCE_COMMAND, {})
     return pipeline
 
 
@@ -116,8 +172,10 @@ def up(settings: LastreamSettings, wc: WordCountSettings, initial: dict[str, int
     console = Console()
     agent = AgentService(settings, service, agent=policy)
     monitor = AppMonitor(settings, wc.app, decisions_kept=10)
+    tracker = KeepsUp(UPSTREAMS)
     stop = threading.Event()
     agent_thread = threading.Thread(target=agent.run, args=(stop, max_decisions), name="agent", daemon=True)
+    started = time.time()
     pipeline = start_wordcount(settings, wc, initial, log_dir)
     try:
         monitor.start()
@@ -125,7 +183,9 @@ def up(settings: LastreamSettings, wc: WordCountSettings, initial: dict[str, int
         with Live(monitor.render(), refresh_per_second=1, console=console) as live:
             while agent_thread.is_alive():
                 agent_thread.join(1.0)
-                live.update(monitor.render())
+                controller = agent.controllers.get(wc.app)
+                tracker.update(monitor_graph(monitor), time.time(), controller.commands if controller else 0)
+                live.update(Group(status_line(tracker, controller, started), monitor.render()))
     except KeyboardInterrupt:
         log.info("Ctrl-C: stopping the pipeline")
     finally:
@@ -135,18 +195,34 @@ def up(settings: LastreamSettings, wc: WordCountSettings, initial: dict[str, int
         monitor.stop()
         pipeline.stop()
     graph = monitor.window.graph(wc.app)  # the follow thread has stopped: no lock needed
-    summary = summarise(agent, wc.app, graph)
+    summary = summarise(agent, wc.app, graph, tracker, started)
     console.print(summary_table(summary))
     return summary
 
 
-def summarise(agent: AgentService, app: str, graph) -> dict:
+def status_line(tracker: KeepsUp, controller, started: float) -> Text:
+    commands = controller.commands if controller else 0
+    if tracker.first_at is None:
+        return Text(f"not keeping up yet ({time.time() - started:.0f} s, {commands} command(s))", style="bold yellow")
+    after = commands - (tracker.commands_then or 0)
+    state = "keeps up" if tracker.now else "fell behind"
+    return Text(f"{state}; first kept up after {tracker.first_at - started:.0f} s and {tracker.commands_then} command(s), "
+                f"{after} command(s) since", style="bold green" if tracker.now else "bold red")  # fmt: skip
+
+
+def summarise(agent: AgentService, app: str, graph: AppGraph | None, tracker: KeepsUp | None = None, started: float | None = None) -> dict:
     controller = agent.controllers.get(app)
     rewards = controller.window_rewards if controller else []
+    commands = controller.commands if controller else 0
+    kept_up = tracker is not None and tracker.first_at is not None
     return {
+        "keeps_up_at_end": tracker.now if tracker else None,  # >= 95% processed, lag not growing
+        "seconds_to_keep_up": round(tracker.first_at - started, 1) if kept_up and started is not None else None,
         "decisions": controller.decisions if controller else 0,
-        "commands": controller.commands if controller else 0,
+        "commands": commands,
+        "commands_after_keeping_up": commands - tracker.commands_then if kept_up else None,
         "outcomes_learnt": len(controller.rewards) if controller else 0,
+        "outcome_rewards": list(controller.rewards) if controller else [],
         "reward_first_window": controller.first_window_reward if controller else None,
         "reward_last_window": rewards[-1] if rewards else None,
         "final_parallelism": graph.parallelism if graph else {},
@@ -159,5 +235,20 @@ def summary_table(summary: dict) -> Table:
     table.add_column("measure")
     table.add_column("value", justify="right")
     for key, value in summary.items():
-        table.add_row(key.replace("_", " "), f"{value:.3f}" if isinstance(value, float) else str(value))
+        table.add_row(key.replace("_", " "), _cell(value))
+    if summary.get("keeps_up_at_end") is not None:
+        table.caption = ("the app keeps up: >= 95% of the source processed, lag not growing" if summary["keeps_up_at_end"]
+                         else "the app does NOT keep up at the end (< 95% of the source processed, or lag growing)")  # fmt: skip
     return table
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, list):
+        return ", ".join(_cell(v) for v in value) or "-"
+    return str(value)
