@@ -13,11 +13,14 @@ Stability is a property of the cycle, not only of the policy's scores:
 * an operator's change is not reversed within ``stabilisation_s`` (Flink's scale-down
   interval): no scale-in soon after a scale-out, and no scale-out soon after a scale-in
   unless the operator now falls behind (DS2 needs more instances than it runs);
+* a scale-in goes no lower than the most instances the operator needed (DS2 at 100% busy)
+  at any decision of the last ``stabilisation_s`` (Kubernetes' scale-down stabilisation
+  window): a rate that dips and comes back does not cost two restarts;
 * nothing is scaled in while the app still has a backlog to drain (Flink's backlog rule):
   the capacity that drains it would go;
-* both are recorded in the decision record ("held: ...") and the last change of each
-  operator is part of the controller's saved state (``StabilityState``), so a restarted
-  agent does not forget what it just did.
+* all are recorded in the decision record ("held: ...") and the last change and recent
+  needs of each operator are part of the controller's saved state (``StabilityState``), so
+  a restarted agent does not forget what it just did.
 
 "Stable" means every operator's expected instances (its parallelism) have all reported for
 a full window that started after the warm-up and after the restart (below) ended, so a
@@ -74,8 +77,9 @@ class ControllerSettings(BaseSettings):
     cooldown_s: float = Field(default=0.0, ge=0, description="minimum time between two commands")
     ack_timeout_s: float = Field(default=90.0, gt=0)
     restart_timeout_s: float = Field(default=60.0, gt=0, description="decide again after this long even if a new instance never got input")
-    max_step: int = Field(default=8, ge=1, description="largest change of one operator per command")
-    stabilisation_s: float = Field(default=180.0, ge=0, description="no reversal of an operator's last change within this long, unless it falls behind")
+    # A guard against a wild proposal, not a pace: a step that DS2 needs should go in one restart.
+    max_step: int = Field(default=64, ge=1, description="largest change of one operator per command")
+    stabilisation_s: float = Field(default=120.0, ge=0, description="no reversal of an operator's last change within this long, unless it falls behind; no scale-in below its peak need over this long")
     drain_backlog_s: float = Field(default=5.0, ge=0, description="no scale-in while the app's backlog exceeds this many seconds of input")
     latency_target_ms: dict[str, float] = Field(default_factory=dict, description="per app, ms; the reward's default for the others")
     min_parallelism: dict[str, int] = Field(default_factory=dict)
@@ -103,29 +107,65 @@ def guard(current: dict[str, int], proposed: dict[str, int], graph: AppGraph, se
 
 @dataclass
 class StabilityState:
-    """Each operator's last change: +1 out or -1 in, and when it was applied (epoch seconds)."""
+    """What stabilisation is counted from, per operator: its last change (+1 out or -1 in,
+    and when it was applied) and the instances it needed (DS2, at 100% busy) at each recent
+    decision, epoch seconds."""
 
     last_change: dict[str, tuple[int, float]] = field(default_factory=dict)
+    needs: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
 
     def applied(self, before: dict[str, int], after: dict[str, int], at: float) -> None:
         for name, n in after.items():
             if name in before and n != before[name]:
                 self.last_change[name] = (1 if n > before[name] else -1, at)
 
-    def to_json(self) -> dict[str, list[float]]:
-        return {name: [direction, at] for name, (direction, at) in self.last_change.items()}
+    def needed(self, required: dict[str, int], at: float, keep_s: float) -> None:
+        for name, n in required.items():
+            self.needs[name] = [(t, k) for t, k in self.needs.get(name, []) if at - t < keep_s] + [(at, n)]
+
+    def peak_need(self, name: str) -> tuple[int, float] | None:
+        """The most instances ``name`` needed within the kept interval, and when."""
+        return max(((k, t) for t, k in self.needs.get(name, [])), default=None)
+
+    def to_json(self) -> dict[str, dict[str, list[list[float]]]]:
+        return {"last_change": {name: [direction, at] for name, (direction, at) in self.last_change.items()},
+                "needs": {name: [[t, k] for t, k in needs] for name, needs in self.needs.items()}}  # fmt: skip
 
     @classmethod
-    def from_json(cls, data: dict[str, list[float]]) -> StabilityState:
-        return cls({name: (int(direction), float(at)) for name, (direction, at) in data.items()})
+    def from_json(cls, data: dict[str, dict[str, list]]) -> StabilityState:
+        return cls(
+            {name: (int(direction), float(at)) for name, (direction, at) in data.get("last_change", {}).items()},
+            {name: [(float(t), int(k)) for t, k in needs] for name, needs in data.get("needs", {}).items()},
+        )
+
+
+RATE_SHIFT = 0.2  # a source rate this much higher or lower in a window's second half than its first
+
+
+def rate_shift(reports: list[MetricsReport], middle: float) -> float | None:
+    """How much the sources' total rate moved from the first half of a window to the second
+    (relative to the larger), when it moved more than ``RATE_SHIFT`` and more than counting
+    noise (three standard deviations of a Poisson count) explains; None otherwise. Such a
+    window averages two rates and would size the app for neither."""
+    halves = ([r for r in reports if not r.upstreams and r.interval_end <= middle], [r for r in reports if not r.upstreams and r.interval_end > middle])
+    (first, second), (first_s, second_s) = ([sum(r.records_out for r in h) for h in halves], [sum(r.interval_s for r in h) for h in halves])
+    if not first or not second:
+        return None
+    first_rate, second_rate = first / first_s, second / second_s
+    shift = (second_rate - first_rate) / max(first_rate, second_rate)
+    # A rate counted from n records is off by about 1 / sqrt(n) of itself.
+    noise = 3 * (1 / first + 1 / second) ** 0.5
+    return shift if abs(shift) > max(RATE_SHIFT, noise) else None
 
 
 def stabilise(current: dict[str, int], proposed: dict[str, int], graph: AppGraph, state: StabilityState, now: float,
               settings: ControllerSettings) -> tuple[dict[str, int], list[str]]:  # fmt: skip
-    """``proposed`` without the changes stability rules out, and a note for each one held."""
+    """``proposed`` without the changes stability rules out, and a note for each one held.
+    Records what each operator needs now, which later scale-ins must respect."""
     plan = ds2_plan(graph)
     required = required_instances(graph, plan)
     backlog_s = observed(graph, plan).backlog_s
+    state.needed(required, now, settings.stabilisation_s)
     stable, notes = dict(proposed), []
     for name, target in proposed.items():
         now_at = current.get(name, target)
@@ -133,13 +173,22 @@ def stabilise(current: dict[str, int], proposed: dict[str, int], graph: AppGraph
         if direction == 0:
             continue
         last_direction, at = state.last_change.get(name, (0, float("-inf")))
+        peak, peak_at = state.peak_need(name) or (target, now)
         if direction < 0 and backlog_s > settings.drain_backlog_s:
             notes.append(f"held {name} at {now_at}: no scale-in while a backlog of {backlog_s:.1f} s of input drains")
         elif direction == -last_direction and now - at < settings.stabilisation_s and not (direction > 0 and required[name] > now_at):
             notes.append(f"held {name} at {now_at}: reversal {now - at:.0f} s after its last change, within stabilisation ({settings.stabilisation_s:.0f} s)")
+        elif direction < 0 and target < peak:
+            # A rate that dipped may come back; and one scale-in once it has not is one restart, not two.
+            notes.append(f"held {name} at {now_at} (proposed {target}): it needed {peak} instances {now - peak_at:.0f} s ago")
         else:
             continue
         stable[name] = now_at
+    # Scale-ins wait for each other, so that they cost one restart between them, not one each.
+    if notes and all(stable[name] <= current.get(name, stable[name]) for name in stable):
+        waiting = [name for name in stable if stable[name] < current.get(name, stable[name])]
+        notes += [f"held {name} at {current[name]} (proposed {stable[name]}): scales in with the others" for name in waiting]
+        stable.update({name: current[name] for name in waiting})
     return stable, notes
 
 
@@ -215,6 +264,7 @@ class AppController:
     acked: deque[str] = field(default_factory=lambda: deque(maxlen=100))  # recent acknowledged decision ids
     history: deque[PastDecision] = field(default_factory=lambda: deque(maxlen=HISTORY_KEPT))
     restart: Restart | None = None  # being measured
+    reports_of_window: list[MetricsReport] = field(default_factory=list)  # the window being decided on
     restarts_s: deque[float] = field(default_factory=lambda: deque(maxlen=RESTARTS_KEPT))
     stability: StabilityState = field(default_factory=StabilityState)
     replaced_outcomes: list[tuple[Decision, float]] = field(default_factory=list)  # judged when replaced, recorded at the next tick
@@ -303,8 +353,12 @@ class AppController:
         graph = self.stable_graph(now)
         if graph is None:
             return actions
+        self.reports_of_window = list(self.reports)
         # This window is counted now, once: the next must not overlap it, even if deciding fails.
         self._restart_window(now)
+        if (shift := rate_shift(self.reports_of_window, now - self.settings.window_s / 2)) is not None:
+            log.info("%s: the source rate moved %+.0f%% within the window; deciding on the next, all at the new rate", self.app, 100 * shift)
+            return actions
         window_log_reward = log_reward(observed(graph), self.app_reward_params)
         self.window_rewards.append(math.exp(window_log_reward))
         if self.first_window_reward is None:

@@ -31,7 +31,7 @@ import numpy as np
 from rich.progress import Progress
 
 from lastream_stream.contracts import MetricsReport
-from lastream_stream.policy.agent import AgentConfig, Example, LaStreamAgent
+from lastream_stream.policy.agent import STATE_KINDS, AgentConfig, Example, LaStreamAgent, state_kind
 from lastream_stream.policy.base import DecisionContext
 from lastream_stream.policy.candidates import AnalyticGenerator, clamp_scheme
 from lastream_stream.policy.ds2 import optimal_parallelism
@@ -237,10 +237,11 @@ def ranking_quality(agent: LaStreamAgent, episodes: list[Episode]) -> float:
     return statistics.fmean(spearman(agent.log_scores(e.graph, e.schemes, e.context), e.log_rewards) for e in episodes)
 
 
-def overstated_gains(agent: LaStreamAgent, episodes: list[Episode]) -> list[float]:
+def overstated_gains(agent: LaStreamAgent, episodes: list[Episode]) -> dict[str, list[float]]:
     """Per state where the agent's best-scored scheme is a change: by how much its predicted
-    gain in ln reward over keeping the running scheme exceeded the measured one."""
-    errors = []
+    gain in ln reward over keeping the running scheme exceeded the measured one, by kind of
+    state (``agent.state_kind``)."""
+    errors: dict[str, list[float]] = {kind: [] for kind in STATE_KINDS}
     for e in episodes:
         current = clamp_scheme(e.graph, e.graph.parallelism)
         if current not in e.schemes:
@@ -248,16 +249,19 @@ def overstated_gains(agent: LaStreamAgent, episodes: list[Episode]) -> list[floa
         predicted = agent.log_scores(e.graph, e.schemes, e.context)
         best, keep = int(np.argmax(predicted)), e.schemes.index(current)
         if best != keep:
-            errors.append((predicted[best] - predicted[keep]) - (e.log_rewards[best] - e.log_rewards[keep]))
+            errors[state_kind(e.graph)].append((predicted[best] - predicted[keep]) - (e.log_rewards[best] - e.log_rewards[keep]))
     return errors
 
 
-def switch_margin(agent: LaStreamAgent, episodes: list[Episode]) -> float:
-    """The gain a change must be predicted to have: the 80th percentile of how much the
-    evaluator overstated gains on held-out states, so that four wrong changes in five are not
-    made. Never below a hair, so that float noise alone never triggers a restart."""
-    errors = overstated_gains(agent, episodes)
-    return max(MIN_MARGIN, float(np.quantile(errors, MARGIN_QUANTILE))) if errors else MIN_MARGIN
+def switch_margins(agent: LaStreamAgent, episodes: list[Episode]) -> dict[str, float]:
+    """The gain a change must be predicted to have, per kind of state: the 80th percentile
+    of how much the evaluator overstated gains on held-out states of that kind, so that four
+    wrong changes in five are not made. Never below a hair, so that float noise alone never
+    triggers a restart."""
+    return {
+        kind: max(MIN_MARGIN, float(np.quantile(errors, MARGIN_QUANTILE))) if errors else MIN_MARGIN
+        for kind, errors in overstated_gains(agent, episodes).items()
+    }
 
 
 def train_on(episodes: list[Episode], settings: PretrainSettings, progress: bool = False) -> tuple[LaStreamAgent, dict[str, float]]:
@@ -282,7 +286,8 @@ def train_on(episodes: list[Episode], settings: PretrainSettings, progress: bool
     summary = {"episodes": len(episodes), "examples": len(examples), "final_loss": loss, "train_spearman": ranking_quality(agent, train[:100])}
     if validation:
         summary["validation_spearman"] = ranking_quality(agent, validation)
-        agent.calibrated_margin = summary["switch_margin"] = switch_margin(agent, validation)
+        agent.calibrated_margins = switch_margins(agent, validation)
+        summary |= {f"switch_margin_{kind}": margin for kind, margin in agent.calibrated_margins.items()}
     log.info("pretraining done: %s", summary)
     return agent, summary
 

@@ -51,6 +51,7 @@ from lastream_stream.policy.features import (
 )
 from lastream_stream.policy.gcn import GCNMemory
 from lastream_stream.policy.graph import AppGraph
+from lastream_stream.policy.measure import observed
 from lastream_stream.policy.reward import RewardParams, resource_penalty
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,14 @@ _ARCHITECTURE = ("gcn_hidden", "embedding_dim", "evaluator_hidden")
 _SMALLEST_REWARD = 1e-300  # a reward that underflowed to 0 still has a finite log
 _ESTIMATE = CANDIDATE_FEATURES.index("log_estimated_penalty")
 DEFAULT_MARGIN = 0.05  # ln reward; until pretraining has measured the evaluator's error
+STATE_KINDS = ("steady", "backlogged")
+STEADY_BACKLOG_S = 1.0  # less backlog than this many seconds of input: a steady state
+
+
+def state_kind(graph: AppGraph) -> str:
+    """Steady or backlogged: the evaluator is far surer of the first (a fluid model of a
+    queue-free app is nearly exact) than of the second."""
+    return "steady" if observed(graph).backlog_s < STEADY_BACKLOG_S else "backlogged"
 
 
 class AgentConfig(BaseModel):
@@ -78,8 +87,9 @@ class AgentConfig(BaseModel):
     # Off by default: a decision should be explainable from its scores alone.
     explore_epsilon: float = Field(default=0.0, ge=0, le=1)
     # Gain in predicted ln reward over the horizon (restart included) a change needs to leave
-    # the running scheme. None: the margin pretraining measured, by how much the evaluator
-    # overstated the gain of the changes it would have made on held-out states.
+    # the running scheme. None: the margins pretraining measured, by how much the evaluator
+    # overstated the gain of the changes it would have made on held-out states, steady and
+    # backlogged apart (its errors differ a hundredfold between the two).
     switch_margin: float | None = Field(default=None, ge=0)
     # Sources are generators we do not control (DS2's assumption), unless said otherwise.
     scale_sources: bool = False
@@ -181,7 +191,7 @@ class LaStreamAgent:
         self.replay: deque[Example] = deque(maxlen=self.config.replay_capacity)
         self.history: deque[PastDecision] = deque(maxlen=self.config.history_size)
         self.trained_steps = 0
-        self.calibrated_margin = DEFAULT_MARGIN
+        self.calibrated_margins = {kind: DEFAULT_MARGIN for kind in STATE_KINDS}
         self.capacity = CapacityModels()
 
     @property
@@ -206,8 +216,9 @@ class LaStreamAgent:
         # error, so that a change is made only when its gain is larger than that error.
         current = self.sanitise(graph, graph.parallelism, context)
         keep = next((i for i, c in enumerate(pool) if c.scheme == current), None)
-        if keep is not None and best != keep and (gain := log_scores[best] - log_scores[keep]) < self.margin:
-            notes.append(f"held: best change predicted {gain:+.3f} ln reward, within the evaluator's error margin {self.margin:.3f}")
+        margin = self.margin(graph)
+        if keep is not None and best != keep and (gain := log_scores[best] - log_scores[keep]) < margin:
+            notes.append(f"held: best change predicted {gain:+.3f} ln reward, within the evaluator's error margin {margin:.3f}")
             best = keep
         if self.config.explore_epsilon and self.rng.random() < self.config.explore_epsilon:
             best = int(self.rng.integers(len(pool)))
@@ -236,10 +247,12 @@ class LaStreamAgent:
                 notes.append(f"{name}: {ineffective}; sized on its learnt capacity curve")
         return replace(context, capacity=curves), notes
 
-    @property
-    def margin(self) -> float:
-        """ln reward a change must be predicted to gain: configured, or calibrated in pretraining."""
-        return self.calibrated_margin if self.config.switch_margin is None else self.config.switch_margin
+    def margin(self, graph: AppGraph) -> float:
+        """ln reward a change must be predicted to gain in this state: configured, or
+        calibrated in pretraining for states like it."""
+        if self.config.switch_margin is not None:
+            return self.config.switch_margin
+        return self.calibrated_margins[state_kind(graph)]
 
     def candidates(self, graph: AppGraph, context: DecisionContext | None = None) -> tuple[list[Candidate], dict[str, float]]:
         """Every generator's proposals, complete and within limits, first provenance kept; and
@@ -373,7 +386,7 @@ class LaStreamAgent:
             "replay": [e.state() for e in self.replay],
             "history": [{"scheme": p.scheme, "reward": p.reward} for p in self.history],
             "trained_steps": self.trained_steps,
-            "calibrated_margin": self.calibrated_margin,
+            "calibrated_margins": self.calibrated_margins,
             "capacity": json.dumps(self.capacity.to_json()),
             "numpy_rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
@@ -410,7 +423,7 @@ class LaStreamAgent:
         agent.replay.extend(Example(**state) for state in checkpoint["replay"])
         agent.history.extend(PastDecision(h["scheme"], h["reward"]) for h in checkpoint["history"])
         agent.trained_steps = checkpoint["trained_steps"]
-        agent.calibrated_margin = checkpoint["calibrated_margin"]
+        agent.calibrated_margins = dict(checkpoint["calibrated_margins"])
         agent.capacity = CapacityModels.from_json(json.loads(checkpoint["capacity"]))
         agent.rng.bit_generator.state = checkpoint["numpy_rng"]
         torch.set_rng_state(checkpoint["torch_rng"])
