@@ -7,7 +7,7 @@ import pytest
 
 from factories import sample_report
 from lastream_stream.contracts import CommandAck, DecisionRecord, ScalingCommand
-from lastream_stream.controller import AppController, ControllerSettings, Phase, StabilityState, guard
+from lastream_stream.controller import AppController, ControllerSettings, Phase, StabilityState, guard, rate_shift
 from lastream_stream.policy.base import Decision
 from lastream_stream.policy.graph import build_graph
 
@@ -336,3 +336,47 @@ def test_a_replaced_decision_is_judged_on_the_windows_it_ran_for():
     assert outcomes[0].measured_reward == pytest.approx(math.exp(command))
     assert outcomes[1].measured_reward == pytest.approx(math.exp(second))
     assert hold.kind == "hold"
+
+
+def test_no_scale_in_below_the_peak_need_of_the_stabilisation_interval():
+    c = make({"splitter": 3}, stabilisation_s=60)
+    decide(c, T0, parallelism=3, source_rate=500)  # 500/s: it needs 3 (held: nothing to change)
+    c.policy.scheme = {"splitter": 1}
+    commands, record = decide(c, T0 + 6, parallelism=3)  # the rate dipped to 100/s
+    assert commands == [] and "held splitter at 3 (proposed 1): it needed 3 instances 6 s ago" in record.notes
+    (command,), _ = decide(c, T0 + 66, parallelism=3)  # the peak is older than the interval
+    assert command.target == {"splitter": 1}
+
+
+def test_scale_ins_wait_for_each_other():
+    """Two operators over-provisioned, one of them just scaled out: the other does not scale
+    in alone, so the two scale-ins cost one restart, not two."""
+    c = AppController("wordcount", FixedPolicy({"a": 1, "b": 1}), ControllerSettings(window_s=5, warmup_s=0, stabilisation_s=60), since=T0)
+    c.stability.last_change["a"] = (1, T0)
+    for t in range(6):
+        for op, ups in (("source", []), ("a", ["source"]), ("b", ["a"])):
+            for i in range(1 if op == "source" else 3):
+                c.on_report(sample_report(operator=op, instance_id=f"{op}-{i}", interval_end=T0 + t + 1, interval_s=1.0, records_in=10,
+                                          records_out=10, useful_time_s=0.1, lag=0, parallelism=1 if op == "source" else 3,
+                                          upstreams=ups, input_partitions=8 if ups else None))  # fmt: skip
+    (record,) = (a.message for a in c.tick(T0 + 6))
+    assert record.kind == "hold" and record.chosen == {"source": 1, "a": 3, "b": 3}
+    assert "held b at 3 (proposed 1): scales in with the others" in record.notes
+
+
+def test_a_window_whose_source_rate_moved_is_not_decided_on():
+    c = make({"splitter": 3})
+    feed(c, T0, 3, parallelism=1, source_rate=100)
+    feed(c, T0 + 3, 3, parallelism=1, source_rate=300)  # a step mid-window
+    assert c.tick(T0 + 6) == [] and c.decisions == 0
+    (command,), _ = decide(c, T0 + 6, parallelism=1, source_rate=300)
+    assert command.target == {"splitter": 3}
+
+
+def test_counting_noise_is_not_a_rate_shift():
+    # 2 then 4 records: a 50% move, well within what counting so few records gives.
+    reports = [sample_report(operator="source", upstreams=[], input_partitions=None, interval_end=T0 + t, interval_s=1.0, records_in=n,
+                             records_out=n, useful_time_s=0.01) for t, n in ((1, 1), (2, 1), (3, 2), (4, 2))]  # fmt: skip
+    assert rate_shift(reports, T0 + 2) is None
+    scaled = [r.model_copy(update={"records_in": r.records_in * 1000, "records_out": r.records_out * 1000}) for r in reports]
+    assert rate_shift(scaled, T0 + 2) == pytest.approx(0.5)
