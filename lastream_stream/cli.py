@@ -254,10 +254,12 @@ def up(settings: LastreamSettings, initial: str, rate: float | None, schedule: s
 @click.option("--scenarios", "n_scenarios", type=int, default=None, help="Only the first N scenarios (default: 36 of the default suite; all of the wide suite or the file).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--horizon", type=float, default=None, help="Seconds per episode (default: each scenario's own).")
-@click.option("--policy", "policies", multiple=True, help="Only these policies (repeatable): lastream, lastream-online (learns from each outcome, as the service does), ds2, flink, keda, static, oracle.")
+@click.option("--policy", "policies", multiple=True, help="Only these policies (repeatable): lastream, lastream-online (learns from each outcome, as the service does), ds2, flink, keda, static, oracle; or the ablation's fluid-only, fluid+capacity.")
 @click.option("--out", type=click.Path(file_okay=False), default="benchmarks/results/bench", show_default=True)
 @click.option("--llm", is_flag=True, help="Add DeepSeek candidates to LaStream (needs DEEPSEEK_API_KEY; skipped with a warning otherwise).")
-def bench(suite: str, scenario_file: str | None, n_scenarios: int | None, seed: int, horizon: float | None, policies: tuple[str, ...], out: str, llm: bool) -> None:
+@click.option("--ablation", is_flag=True, help="LaStream's learned parts added one at a time: fluid-only, fluid+capacity, lastream (+ GCN/evaluator), lastream-online (+ online learning), and ds2 for reference.")
+def bench(suite: str, scenario_file: str | None, n_scenarios: int | None, seed: int, horizon: float | None, policies: tuple[str, ...], out: str, llm: bool,
+          ablation: bool) -> None:  # fmt: skip
     """Compare LaStream with DS2, the Flink autoscaler, KEDA, static and the oracle on the
     simulator: prints a table (and one per scenario tag), writes results.json, results.md and
     PNG plots to --out."""
@@ -265,16 +267,21 @@ def bench(suite: str, scenario_file: str | None, n_scenarios: int | None, seed: 
 
     from lastream_stream.bench import BenchSettings, run
     from lastream_stream.bench.compare import chosen_suite
-    from lastream_stream.bench.runner import POLICY_NAMES
+    from lastream_stream.bench.runner import ABLATION, POLICY_NAMES
     from lastream_stream.sim.scenario_file import ScenarioFileError
 
     if scenario_file and suite != "default":
         raise click.UsageError("give --scenario-file or --suite, not both")
+    if ablation and policies:
+        raise click.UsageError("--ablation chooses the policies itself; drop --policy")
+    # Thousands of simulated decisions: their one-line logs would bury the progress bar.
+    logging.getLogger("lastream_stream.controller").setLevel(logging.WARNING)
     try:
         chosen = chosen_suite(seed, n_scenarios, suite, Path(scenario_file) if scenario_file else None)
     except ScenarioFileError as exc:
         raise click.BadParameter(str(exc), param_hint="--scenario-file") from None
-    settings = BenchSettings(seed=seed, n_scenarios=len(chosen), horizon_s=horizon, policies=policies or POLICY_NAMES, out_dir=Path(out), llm=llm)
+    settings = BenchSettings(seed=seed, n_scenarios=len(chosen), horizon_s=horizon, policies=policies or (ABLATION if ablation else POLICY_NAMES),
+                             out_dir=Path(out), llm=llm)  # fmt: skip
     run(settings, suite=chosen)
 
 
