@@ -40,7 +40,7 @@ from lastream_stream.policy.measure import observed
 from lastream_stream.policy.reward import MIN_FEED_RATE, RewardParams, performance_penalty
 
 # Bumped whenever the meaning or order of a feature changes: old checkpoints no longer fit.
-FEATURES_VERSION = 3
+FEATURES_VERSION = 4
 
 STATE_FEATURES = (
     "log_selectivity",
@@ -120,6 +120,7 @@ class GraphView:
     lag: np.ndarray  # (n,) records
     total_lag: float
     backlog_s: float  # the reward's backlog now, seconds of input
+    service_ms: float  # the reward's processing time per record along the slowest path
     latency_ms: float
     restart_s: float
     horizon_s: float
@@ -138,6 +139,7 @@ class GraphView:
         ops = list(graph.operators.values())
         index = {op.name: i for i, op in enumerate(ops)}
         plan = ds2_plan(graph)
+        measured = observed(graph, plan)
         edges = [(index[u], index[v]) for u, v in graph.edges]
         edge_index = torch.tensor(edges + [(v, u) for u, v in edges], dtype=torch.long).reshape(-1, 2).T.contiguous()
 
@@ -183,7 +185,8 @@ class GraphView:
             optimum=np.array([plan.parallelism[op.name] for op in ops], dtype=np.float64),
             lag=lag,
             total_lag=float(graph.total_lag),
-            backlog_s=observed(graph, plan).backlog_s,
+            backlog_s=measured.backlog_s,
+            service_ms=measured.service_ms,
             latency_ms=graph.latency_ms,
             restart_s=restart_s,
             horizon_s=horizon_s,
@@ -263,9 +266,15 @@ def encode(view: GraphView, schemes: Sequence[dict[str, int]]) -> tuple[np.ndarr
     # penalty: an hour of backlog costs an hour of reward, not an arbitrarily large penalty).
     feed = np.maximum(view.target_in, MIN_FEED_RATE)
     steady_path_ms = _longest_path(view, queueing_ms + wait_ms)
-    steady = performance_penalty(steady_path_ms, _longest_path(view, backlog_at_horizon / feed), backlog_at_horizon.sum(axis=1), view.reward)
+    steady = performance_penalty(
+        steady_path_ms, _longest_path(view, backlog_at_horizon / feed), backlog_at_horizon.sum(axis=1), view.service_ms, view.reward
+    )
     disrupted = performance_penalty(
-        _longest_path(view, queueing_ms + disrupted_wait_ms), _longest_path(view, disrupted_backlog / feed), disrupted_backlog.sum(axis=1), view.reward
+        _longest_path(view, queueing_ms + disrupted_wait_ms),
+        _longest_path(view, disrupted_backlog / feed),
+        disrupted_backlog.sum(axis=1),
+        view.service_ms,
+        view.reward,
     )
     disrupted_share = np.minimum(drain_s.max(axis=1), view.horizon_s) / view.horizon_s
     with np.errstate(divide="ignore"):

@@ -8,7 +8,10 @@ the same backlog is a disaster for an app at 10 records/s and noise for one at 1
 app needing 40 instances scores near 0 however well it is sized. So by default every term
 is scale-free:
 
-* ``L``: end-to-end latency (ms), against a latency target per app;
+* ``L``: end-to-end latency (ms), against the app's latency target: its own when it has
+  one; otherwise 1 s, or twice the time its instances take to process a record along the
+  slowest path if that is longer (no number of instances makes a record that takes 5 s to
+  process come out in 1 s, and chasing it would only burn instances);
 * ``D``: backlog in *seconds of input*, each operator's lag over the rate that feeds it,
   added along the longest source-to-sink path (the wait a record entering now would see);
 * ``A``: instances in multiples of what sustains the rate (DS2's requirement), so
@@ -38,7 +41,9 @@ class RewardParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     form: Literal["scale-free", "absolute"] = "scale-free"
-    latency_target_ms: float = Field(default=1000.0, gt=0, description="scale-free: latency that costs as much as D_star of backlog")
+    latency_target_ms: float | None = Field(default=None, gt=0, description="scale-free: the app's latency target; None: the default rule")
+    default_latency_ms: float = Field(default=1000.0, gt=0, description="scale-free: the latency target of an app without its own")
+    service_multiple: float = Field(default=2.0, gt=0, description="scale-free: nor below this multiple of the app's processing time per record")
     d_star_s: float = Field(default=10.0, gt=0, description="scale-free: backlog scale, seconds of input")
     theta_ms: float = Field(default=100.0, gt=0, description="absolute: latency scale, ms")
     d_star: float = Field(default=1000.0, gt=0, description="absolute: backlog scale, records")
@@ -56,9 +61,20 @@ class RewardParams(BaseModel):
             )
         return (
             f"cbrt(exp(-{self.eta_l}*L/L_target) * exp(-{self.eta_d}*D/{self.d_star_s}) * exp(-{self.eta_a}*A)), "
-            f"L = latency ms, L_target = {self.latency_target_ms:g} ms unless the app has its own, D = backlog in seconds "
+            f"L = latency ms, L_target = {self._target_in_words()}, D = backlog in seconds "
             "of input along the slowest path, A = total instances / total instances needed at 100% busy."
         )
+
+    def _target_in_words(self) -> str:
+        if self.latency_target_ms is not None:
+            return f"{self.latency_target_ms:g} ms"
+        return f"{self.default_latency_ms:g} ms or {self.service_multiple:g} x the processing time per record along the slowest path, whichever is longer"
+
+    def latency_scale_ms(self, service_ms):
+        """The latency that costs as much as D_star of backlog (scale-free form)."""
+        if self.latency_target_ms is not None:
+            return self.latency_target_ms
+        return np.maximum(self.default_latency_ms, self.service_multiple * service_ms)
 
     def for_app(self, latency_target_ms: float | None) -> RewardParams:
         """These parameters with an app's own latency target, when it has one."""
@@ -71,27 +87,38 @@ class Measured:
 
     latency_ms: float
     backlog_s: float  # longest source-to-sink path of per-operator lag / feeding rate
+    service_ms: float  # longest source-to-sink path of one instance's processing time per record
     lag: float  # records, all operators
     parallelism: Mapping[str, int]
     required: Mapping[str, int]  # instances that sustain the rate, per operator
 
 
-def path_backlog_s(lag: Mapping[str, float], feed_rate: Mapping[str, float], upstreams: Mapping[str, Sequence[str]]) -> float:
-    """Seconds a record entering now waits in queues on its slowest way through the graph.
-    ``upstreams`` must list the operators in topological order."""
+def longest_path(per_operator: Mapping[str, float], upstreams: Mapping[str, Sequence[str]]) -> float:
+    """The largest sum of ``per_operator`` along a source-to-sink path; ``upstreams`` must
+    list the operators in topological order."""
     path: dict[str, float] = {}
     for name, ups in upstreams.items():
-        here = lag[name] / max(feed_rate[name], MIN_FEED_RATE)
-        path[name] = here + max((path[u] for u in ups if u in path), default=0.0)
+        path[name] = per_operator[name] + max((path[u] for u in ups if u in path), default=0.0)
     return max(path.values(), default=0.0)
 
 
-def performance_penalty(latency_ms, backlog_s, lag, params: RewardParams):
+def path_backlog_s(lag: Mapping[str, float], feed_rate: Mapping[str, float], upstreams: Mapping[str, Sequence[str]]) -> float:
+    """Seconds a record entering now waits in queues on its slowest way through the graph."""
+    return longest_path({name: lag[name] / max(feed_rate[name], MIN_FEED_RATE) for name in upstreams}, upstreams)
+
+
+def path_service_ms(true_rate: Mapping[str, float], upstreams: Mapping[str, Sequence[str]]) -> float:
+    """Milliseconds one instance of each operator takes per record, along the slowest path;
+    operators of unknown true rate (0) count nothing."""
+    return longest_path({name: 1000.0 / true_rate[name] if true_rate[name] > 0 else 0.0 for name in upstreams}, upstreams)
+
+
+def performance_penalty(latency_ms, backlog_s, lag, service_ms, params: RewardParams):
     """The latency and backlog part of the exponent (times 3): what a scheme cannot know in
     advance. Works on floats and numpy arrays alike."""
     if params.form == "absolute":
         return params.eta_l * latency_ms / params.theta_ms + params.eta_d * lag / params.d_star
-    return params.eta_l * latency_ms / params.latency_target_ms + params.eta_d * backlog_s / params.d_star_s
+    return params.eta_l * latency_ms / params.latency_scale_ms(service_ms) + params.eta_d * backlog_s / params.d_star_s
 
 
 def resource_penalty(parallelism: Mapping[str, int], required: Mapping[str, int], params: RewardParams) -> float:
@@ -108,7 +135,7 @@ def log_reward(measured: Measured, params: RewardParams | None = None) -> float:
     params = params or RewardParams()
     if measured.latency_ms < 0 or measured.backlog_s < 0 or measured.lag < 0:
         raise ValueError("latency and backlog cannot be negative")
-    performance = performance_penalty(measured.latency_ms, measured.backlog_s, measured.lag, params)
+    performance = performance_penalty(measured.latency_ms, measured.backlog_s, measured.lag, measured.service_ms, params)
     return -(performance + resource_penalty(measured.parallelism, measured.required, params)) / 3
 
 

@@ -27,7 +27,7 @@ import random
 from dataclasses import dataclass, field
 
 from lastream_stream.contracts import MAX_LAG, MAX_LATENCY_MS, MetricsReport
-from lastream_stream.policy.reward import Measured, path_backlog_s
+from lastream_stream.policy.reward import Measured, path_backlog_s, path_service_ms
 from lastream_stream.sim.model import Scenario, SimOperator
 
 log = logging.getLogger(__name__)
@@ -148,9 +148,13 @@ class Simulator:
     def measured(self) -> Measured:
         """The reward's inputs, from the ground truth: true backlog seconds and requirement."""
         required = self.required_rates()
+        upstreams = {name: self._ops[name].spec.upstreams for name in self._order}
+        slowdown = self._slowdown(self.parallelism)
+        instance_rate = {name: self._capacity(name, st.parallelism, slowdown) / st.parallelism for name, st in self._ops.items()}
         return Measured(
             latency_ms=self.latency_ms(),
-            backlog_s=path_backlog_s(self.queues(), required, {name: self._ops[name].spec.upstreams for name in self._order}),
+            backlog_s=path_backlog_s(self.queues(), required, upstreams),
+            service_ms=path_service_ms(instance_rate, upstreams),
             lag=self.total_lag(),
             parallelism=self.parallelism,
             required=self.oracle(),

@@ -14,9 +14,9 @@ from lastream_stream.policy.reward import Measured, RewardParams, log_reward, pa
 ABSOLUTE = RewardParams(form="absolute")
 
 
-def measured(latency_ms=0.0, backlog_s=0.0, lag=0.0, parallelism=None, required=None) -> Measured:
+def measured(latency_ms=0.0, backlog_s=0.0, lag=0.0, parallelism=None, required=None, service_ms=10.0) -> Measured:
     parallelism = parallelism or {"a": 1, "b": 1, "c": 1}
-    return Measured(latency_ms, backlog_s, lag, parallelism, required or dict(parallelism))
+    return Measured(latency_ms, backlog_s, service_ms, lag, parallelism, required or dict(parallelism))
 
 
 def test_right_sized_idle_app():
@@ -48,6 +48,14 @@ def test_an_apps_own_latency_target():
     params = RewardParams().for_app(latency_target_ms=250.0)
     assert reward(measured(latency_ms=250.0), params) == pytest.approx(math.exp(-1.5 / 3), rel=1e-12)
     assert RewardParams().for_app(None) == RewardParams()
+
+
+def test_a_slow_apps_default_latency_target_is_twice_its_processing_time():
+    # 5 s per record on the slowest path: the target is 10 s, so 5 s of latency costs 0.5, not 5.
+    assert reward(measured(latency_ms=5000.0, service_ms=5000.0)) == pytest.approx(math.exp(-1.0 / 3), rel=1e-12)
+    # Its own target wins, however slow it is.
+    own = RewardParams().for_app(latency_target_ms=2500.0)
+    assert reward(measured(latency_ms=5000.0, service_ms=5000.0), own) == pytest.approx(math.exp(-2.5 / 3), rel=1e-12)
 
 
 def test_backlog_seconds_add_up_along_the_slowest_path():
@@ -98,4 +106,4 @@ def test_invalid_inputs():
     with pytest.raises(ValueError):
         log_reward(measured(latency_ms=-1.0))
     with pytest.raises(ValueError):
-        log_reward(Measured(1.0, 0.0, 0.0, {}, {}))
+        log_reward(Measured(1.0, 0.0, 0.0, 0.0, {}, {}))
