@@ -146,15 +146,21 @@ def rate_shift(reports: list[MetricsReport], middle: float) -> float | None:
     """How much the sources' total rate moved from the first half of a window to the second
     (relative to the larger), when it moved more than ``RATE_SHIFT`` and more than counting
     noise (three standard deviations of a Poisson count) explains; None otherwise. Such a
-    window averages two rates and would size the app for neither."""
-    halves = ([r for r in reports if not r.upstreams and r.interval_end <= middle], [r for r in reports if not r.upstreams and r.interval_end > middle])
-    (first, second), (first_s, second_s) = ([sum(r.records_out for r in h) for h in halves], [sum(r.interval_s for r in h) for h in halves])
-    if not first or not second:
+    window averages two rates and would size the app for neither. Each source instance's
+    rate is its records over the seconds it reported in that half; only instances that
+    reported in both halves count."""
+    halves: tuple[dict[str, list[MetricsReport]], dict[str, list[MetricsReport]]] = ({}, {})
+    for r in reports:
+        if not r.upstreams:
+            halves[r.interval_end > middle].setdefault(f"{r.operator}/{r.instance_id}", []).append(r)
+    both = halves[0].keys() & halves[1].keys()
+    records = [sum(r.records_out for i in both for r in half[i]) for half in halves]
+    if not both or not all(records):
         return None
-    first_rate, second_rate = first / first_s, second / second_s
-    shift = (second_rate - first_rate) / max(first_rate, second_rate)
+    first, second = (sum(sum(r.records_out for r in half[i]) / sum(r.interval_s for r in half[i]) for i in both) for half in halves)
+    shift = (second - first) / max(first, second)
     # A rate counted from n records is off by about 1 / sqrt(n) of itself.
-    noise = 3 * (1 / first + 1 / second) ** 0.5
+    noise = 3 * (1 / records[0] + 1 / records[1]) ** 0.5
     return shift if abs(shift) > max(RATE_SHIFT, noise) else None
 
 
@@ -164,9 +170,9 @@ def stabilise(current: dict[str, int], proposed: dict[str, int], graph: AppGraph
     Records what each operator needs now, which later scale-ins must respect."""
     plan = ds2_plan(graph)
     required = required_instances(graph, plan)
-    backlog_s = observed(graph, plan).backlog_s
+    measured = observed(graph, plan)
     state.needed(required, now, settings.stabilisation_s)
-    stable, notes = dict(proposed), []
+    stable, notes, held_in = dict(proposed), [], False
     for name, target in proposed.items():
         now_at = current.get(name, target)
         direction = (target > now_at) - (target < now_at)
@@ -174,8 +180,8 @@ def stabilise(current: dict[str, int], proposed: dict[str, int], graph: AppGraph
             continue
         last_direction, at = state.last_change.get(name, (0, float("-inf")))
         peak, peak_at = state.peak_need(name) or (target, now)
-        if direction < 0 and backlog_s > settings.drain_backlog_s:
-            notes.append(f"held {name} at {now_at}: no scale-in while a backlog of {backlog_s:.1f} s of input drains")
+        if direction < 0 and measured.backlogged(settings.drain_backlog_s):
+            notes.append(f"held {name} at {now_at}: no scale-in while a backlog of {measured.backlog_s:.1f} s of input drains")
         elif direction == -last_direction and now - at < settings.stabilisation_s and not (direction > 0 and required[name] > now_at):
             notes.append(f"held {name} at {now_at}: reversal {now - at:.0f} s after its last change, within stabilisation ({settings.stabilisation_s:.0f} s)")
         elif direction < 0 and target < peak:
@@ -184,8 +190,9 @@ def stabilise(current: dict[str, int], proposed: dict[str, int], graph: AppGraph
         else:
             continue
         stable[name] = now_at
+        held_in |= direction < 0
     # Scale-ins wait for each other, so that they cost one restart between them, not one each.
-    if notes and all(stable[name] <= current.get(name, stable[name]) for name in stable):
+    if held_in and all(stable[name] <= current.get(name, stable[name]) for name in stable):
         waiting = [name for name in stable if stable[name] < current.get(name, stable[name])]
         notes += [f"held {name} at {current[name]} (proposed {stable[name]}): scales in with the others" for name in waiting]
         stable.update({name: current[name] for name in waiting})
@@ -264,7 +271,7 @@ class AppController:
     acked: deque[str] = field(default_factory=lambda: deque(maxlen=100))  # recent acknowledged decision ids
     history: deque[PastDecision] = field(default_factory=lambda: deque(maxlen=HISTORY_KEPT))
     restart: Restart | None = None  # being measured
-    reports_of_window: list[MetricsReport] = field(default_factory=list)  # the window being decided on
+    skipped_shift: bool = False  # the last stable window was skipped for a rate shift
     restarts_s: deque[float] = field(default_factory=lambda: deque(maxlen=RESTARTS_KEPT))
     stability: StabilityState = field(default_factory=StabilityState)
     replaced_outcomes: list[tuple[Decision, float]] = field(default_factory=list)  # judged when replaced, recorded at the next tick
@@ -353,12 +360,16 @@ class AppController:
         graph = self.stable_graph(now)
         if graph is None:
             return actions
-        self.reports_of_window = list(self.reports)
+        window_reports = list(self.reports)
         # This window is counted now, once: the next must not overlap it, even if deciding fails.
         self._restart_window(now)
-        if (shift := rate_shift(self.reports_of_window, now - self.settings.window_s / 2)) is not None:
+        shift = rate_shift(window_reports, now - self.settings.window_s / 2)
+        if shift is not None and not self.skipped_shift:
+            # Once only: a rate that keeps moving (a steep ramp) must not stall every decision.
+            self.skipped_shift = True
             log.info("%s: the source rate moved %+.0f%% within the window; deciding on the next, all at the new rate", self.app, 100 * shift)
             return actions
+        self.skipped_shift = False
         window_log_reward = log_reward(observed(graph), self.app_reward_params)
         self.window_rewards.append(math.exp(window_log_reward))
         if self.first_window_reward is None:
@@ -396,12 +407,13 @@ class AppController:
                                   latency_target_ms=self.settings.latency_target_ms.get(self.app))  # fmt: skip
         decision = self.policy.decide(graph, context)
         current = graph.parallelism
-        chosen = decision.chosen_candidate
-        predicted, source = chosen.score, chosen.candidate.source
         # What will run is what the outcome is learnt for.
         stable, held = stabilise(current, guard(current, decision.chosen, graph, self.settings), graph, self.stability, now, self.settings)
         target = decision.chosen = stable
         decision.notes += held
+        # The prediction and provenance of what runs, when the policy scored that scheme.
+        chosen = next((c for c in decision.candidates if c.candidate.scheme == target), None)
+        predicted, source = (chosen.score, chosen.candidate.source) if chosen is not None else (None, "guarded")
         self.decisions += 1
         decision_id = uuid.uuid4().hex
         if target == current:

@@ -30,6 +30,7 @@ from lastream_stream.policy.agent import LaStreamAgent
 from lastream_stream.policy.base import Policy
 from lastream_stream.policy.candidates import AnalyticGenerator
 from lastream_stream.policy.llm import LLMGenerator
+from lastream_stream.policy.reward import RewardParams
 from lastream_stream.settings import LastreamSettings
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,9 @@ def build_agent(service: AgentServiceSettings) -> LaStreamAgent:
             generators.append(llm)
     agent = LaStreamAgent.pretrained(service.checkpoint, generators=generators)
     agent.config = agent.config.model_copy(update={"restart_s": service.restart_s})
+    for generator in generators:
+        if isinstance(generator, LLMGenerator):
+            generator.reward_params = agent.config.reward  # the LLM is told the reward its schemes are scored by
     source = f"model and replay from {service.checkpoint}" if service.checkpoint.exists() else "the shipped pretrained model"
     log.info("agent uses %s (%d replayed outcome(s)); candidates from %s", source, len(agent.replay),
              ", ".join(g.name for g in generators))  # fmt: skip
@@ -78,8 +82,10 @@ class AgentService:
             return None
         if app not in self.controllers:
             log.info("now scaling app %r", app)
-            stability = StabilityState.from_json(self._saved_stability().get(app, {}))
-            self.controllers[app] = AppController(app, self.agent, self.service.controller, since=self.started_at, stability=stability)
+            # The controller scores windows with the same reward the agent learnt.
+            reward = self.agent.config.reward if isinstance(self.agent, LaStreamAgent) else RewardParams()
+            self.controllers[app] = AppController(app, self.agent, self.service.controller, reward, since=self.started_at,
+                                                  stability=self._saved_stability(app))  # fmt: skip
         return self.controllers[app]
 
     @property
@@ -88,7 +94,7 @@ class AgentService:
         stabilisation interval is counted from, across agent restarts."""
         return self.service.checkpoint.with_name(f"{self.service.checkpoint.stem}.stability.json")
 
-    def _saved_stability(self) -> dict[str, dict[str, list[float]]]:
+    def _saved_states(self) -> dict:
         try:
             return json.loads(self.stability_path.read_text())
         except FileNotFoundError:
@@ -97,12 +103,24 @@ class AgentService:
             log.warning("cannot read %s (%s): stabilisation starts afresh", self.stability_path, exc)
             return {}
 
+    def _saved_stability(self, app: str) -> StabilityState:
+        try:
+            return StabilityState.from_json(self._saved_states().get(app, {}))
+        except (TypeError, ValueError, AttributeError) as exc:  # valid JSON of the wrong shape
+            log.warning("%s: unusable stabilisation state in %s (%s): starting afresh", app, self.stability_path, exc)
+            return StabilityState()
+
     def _save_stability(self) -> None:
-        states = self._saved_stability() | {app: c.stability.to_json() for app, c in self.controllers.items()}
-        self.stability_path.parent.mkdir(parents=True, exist_ok=True)
+        """Every app's stabilisation state, written aside and renamed. A failure is logged,
+        not raised: the state matters after a restart, the scaling goes on without it."""
+        states = self._saved_states() | {app: c.stability.to_json() for app, c in self.controllers.items()}
         partial = self.stability_path.with_name(f".{self.stability_path.name}.{os.getpid()}.partial")
-        partial.write_text(json.dumps(states))
-        os.replace(partial, self.stability_path)
+        try:
+            self.stability_path.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps(states))
+            os.replace(partial, self.stability_path)
+        except OSError as exc:
+            log.warning("cannot save the stabilisation state to %s (%s)", self.stability_path, exc)
 
     def run(self, stop: threading.Event, max_decisions: int | None = None, on_publish: Callable[[Publish], None] | None = None) -> None:
         topics = self.settings.topics
@@ -137,6 +155,8 @@ class AgentService:
                         self._publish(producer, action)
                         if on_publish is not None:
                             on_publish(action)
+                    if any(isinstance(a.message, DecisionRecord) and a.message.kind != "outcome" for a in actions):
+                        self._save_stability()  # a decision records the needs later scale-ins respect
                 if max_decisions is not None and sum(c.decisions for c in self.controllers.values()) >= max_decisions:
                     log.info("reached %d decision(s): stopping", max_decisions)
                     break
@@ -153,10 +173,8 @@ class AgentService:
                 controller.on_command(command)
         elif msg.topic() == topics.acks:
             if (ack := decoder.decode(CommandAck, msg)) and (controller := self.controller(ack.app)):
-                before = dict(controller.stability.last_change)
                 controller.on_ack(ack, time.time())
-                if controller.stability.last_change != before:
-                    self._save_stability()
+                self._save_stability()  # an applied change starts a stabilisation interval
 
     def _publish(self, producer: Producer, action: Publish) -> None:
         message = action.message

@@ -31,7 +31,7 @@ import numpy as np
 from rich.progress import Progress
 
 from lastream_stream.contracts import MetricsReport
-from lastream_stream.policy.agent import STATE_KINDS, AgentConfig, Example, LaStreamAgent, state_kind
+from lastream_stream.policy.agent import DEFAULT_MARGIN, STATE_KINDS, AgentConfig, Example, LaStreamAgent, state_kind
 from lastream_stream.policy.base import DecisionContext
 from lastream_stream.policy.candidates import AnalyticGenerator, clamp_scheme
 from lastream_stream.policy.ds2 import optimal_parallelism
@@ -257,9 +257,9 @@ def switch_margins(agent: LaStreamAgent, episodes: list[Episode]) -> dict[str, f
     """The gain a change must be predicted to have, per kind of state: the 80th percentile
     of how much the evaluator overstated gains on held-out states of that kind, so that four
     wrong changes in five are not made. Never below a hair, so that float noise alone never
-    triggers a restart."""
+    triggers a restart; with no held-out evidence, the agent's default."""
     return {
-        kind: max(MIN_MARGIN, float(np.quantile(errors, MARGIN_QUANTILE))) if errors else MIN_MARGIN
+        kind: max(MIN_MARGIN, float(np.quantile(errors, MARGIN_QUANTILE))) if errors else DEFAULT_MARGIN
         for kind, errors in overstated_gains(agent, episodes).items()
     }
 

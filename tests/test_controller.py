@@ -330,8 +330,8 @@ def test_a_replaced_decision_is_judged_on_the_windows_it_ran_for():
     # Per window: latency 20 ms of 1 000; 4 instances of the 2 that sustain 100/s (A = 2);
     # window 1 has 100 records of lag at the source and at each of 3 splitters, 4 s of input.
     first, second = (-(0.02 + backlog_s / 10 + 0.5 * 2) / 3 for backlog_s in (4.0, 0.0))
-    # 5 s windows over a 30 s horizon: the 3 s unmeasured count as the first, the last is held.
-    command = math.log((1.6 * math.exp(first) + 4.4 * math.exp(second)) / 6)
+    # Judged on the 13 s it ran: the 3 s unmeasured count as the first 5 s window, then the second.
+    command = math.log((1.6 * math.exp(first) + 1.0 * math.exp(second)) / 2.6)
     assert [(o.kind, o.chosen["splitter"]) for o in outcomes] == [("outcome", 3), ("outcome", 3)]
     assert outcomes[0].measured_reward == pytest.approx(math.exp(command))
     assert outcomes[1].measured_reward == pytest.approx(math.exp(second))

@@ -73,7 +73,8 @@ class BenchSettings:
     llm: bool = False  # add DeepSeek candidates to the La-Stream policy (needs DEEPSEEK_API_KEY)
     reward: RewardParams = field(default_factory=RewardParams)
     # LaStream's decision cycle; its window is the baselines' decision interval.
-    controller: ControllerSettings = field(default_factory=lambda: ControllerSettings(window_s=10.0))
+    # Defaults only: a user's LASTREAM_AGENT_* (a dry run, bounds) must not leak into the bench.
+    controller: ControllerSettings = field(default_factory=lambda: ControllerSettings.model_construct(window_s=10.0))
 
     def __post_init__(self) -> None:
         if unknown := set(self.policies) - set(POLICY_NAMES) - set(ABLATION):
@@ -178,7 +179,8 @@ def lastream_factory(settings: BenchSettings, learn: bool, **config: bool) -> Po
 
 @dataclass
 class Frozen:
-    """A learning policy that decides but never learns: the shipped model as it ships."""
+    """The shipped agent, its network never trained: what it learns while deciding (the
+    capacity curves, part of how it decides) it still learns; outcomes are not fed back."""
 
     policy: Policy
 

@@ -61,14 +61,15 @@ _ARCHITECTURE = ("gcn_hidden", "embedding_dim", "evaluator_hidden")
 _SMALLEST_REWARD = 1e-300  # a reward that underflowed to 0 still has a finite log
 _ESTIMATE = CANDIDATE_FEATURES.index("log_estimated_penalty")
 DEFAULT_MARGIN = 0.05  # ln reward; until pretraining has measured the evaluator's error
+MIN_BUSY_OBSERVED = 0.2  # an operator less busy than this adds nothing to its capacity curve
 STATE_KINDS = ("steady", "backlogged")
-STEADY_BACKLOG_S = 1.0  # less backlog than this many seconds of input: a steady state
+STEADY_BACKLOG_S = 1.0  # no more backlog than this many seconds of input (or than queueing explains): a steady state
 
 
 def state_kind(graph: AppGraph) -> str:
     """Steady or backlogged: the evaluator is far surer of the first (a fluid model of a
     queue-free app is nearly exact) than of the second."""
-    return "steady" if observed(graph).backlog_s < STEADY_BACKLOG_S else "backlogged"
+    return "backlogged" if observed(graph).backlogged(STEADY_BACKLOG_S) else "steady"
 
 
 class AgentConfig(BaseModel):
@@ -239,12 +240,13 @@ class LaStreamAgent:
         curves, and a note for each operator whose last scale-out proved ineffective."""
         curves, notes = {}, []
         for name, op in graph.operators.items():
-            if op.is_source or op.true_input_rate <= 0:
+            # An idle instance's true rate is a few records over a sliver of busy time: noise.
+            if op.is_source or op.true_input_rate <= 0 or op.busy_ratio < MIN_BUSY_OBSERVED:
                 continue
             curve = curves[name] = self.capacity.of(graph.app, name)
             curve.observe(op.parallelism, op.parallelism * op.true_input_rate)
             if (ineffective := curve.ineffective()) is not None:
-                notes.append(f"{name}: {ineffective}; sized on its learnt capacity curve")
+                notes.append(f"{name}: {ineffective}")
         return replace(context, capacity=curves), notes
 
     def margin(self, graph: AppGraph) -> float:

@@ -83,7 +83,7 @@ class AnalyticGenerator:
 
     def propose(self, graph: AppGraph, context: DecisionContext | None = None) -> list[Candidate]:
         cap = context.max_parallelism if context is not None else MAX_PARALLELISM
-        capacity = {name: model for name, model in (context.capacity if context is not None else {}).items() if len(model.seen) > 1}
+        capacity = {name: model for name, model in (context.capacity if context is not None else {}).items() if model.fitted}
         settings = DS2Settings(max_parallelism=cap)
         optimum = ds2_plan(graph, settings).parallelism
         pool = [Candidate(optimum, "analytic", "ds2")]

@@ -7,19 +7,22 @@ instance fell from 102/s at 4 instances to 68/s at 6), and every step out is the
 a rate that no longer holds. ContTune's remedy is a per-operator model of capacity against
 parallelism, refined with each configuration observed; this is a small one:
 
-    capacity(p) = a * p ** b
+    capacity(p) = capacity(p0) * (p / p0) ** b
 
-fitted in log space over every parallelism seen (each weighted by its observed windows),
-the scaling exponent ``b`` shrunk towards DS2's ``b = 1`` by a prior worth
-``PRIOR_WEIGHT`` windows, and kept in
-[``MIN_EXPONENT``, 1]. So it is monotone (never less capacity for more instances), concave,
-DS2's linear model with one configuration seen, and the prior's pull (its uncertainty about
-``b``) fades as observed windows accrue.
+anchored at a measured point ``(p0, capacity(p0))`` (the running parallelism and what was
+just measured there, when deciding), the scaling exponent ``b`` fitted in log space over
+every parallelism seen and shrunk towards DS2's ``b = 1`` by a prior worth
+``PRIOR_WEIGHT`` windows, and kept in [``MIN_EXPONENT``, 1]. The evidence for ``b`` is
+the windows seen at every parallelism but the most observed one: a hundred windows at 4
+and a single noisy one at 5 say little about the slope. So the curve is monotone (never
+less capacity for more instances), concave, DS2's linear model with one configuration seen,
+and the prior's pull fades as windows at other parallelisms accrue.
 
-A scale-out whose measured capacity came out well short of the linear prediction is
-*ineffective* (Flink's autoscaler detects the same): ``added_share`` says how much of the
-linear gain it delivered, and ``min_parallelism`` proposes no instance, beyond those already
-tried, whose marginal capacity is below ``INEFFECTIVE_SHARE`` of what the first one adds.
+A scale-out that delivered less than a quarter of the capacity a linear model promised is
+*ineffective* (Flink's autoscaler detects the same): measured fact overrides the prior, and
+``min_parallelism`` proposes no more instances than it went to. Beyond the parallelisms
+tried, it proposes no instance whose marginal capacity is below ``INEFFECTIVE_SHARE`` of
+what the first one adds.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from dataclasses import dataclass, field
 PRIOR_WEIGHT = 2.0  # DS2's linear model counts as this many observed windows
 MIN_EXPONENT = 0.2
 SMOOTHING = 0.5  # weight of a new observation in the running estimate at its parallelism
-INEFFECTIVE_SHARE = 0.1  # an added instance bringing less than this share of a linear one is not worth it
+INEFFECTIVE_SHARE = 0.1  # an added instance bringing less than this share of the first one is not worth it
+INEFFECTIVE_SCALE_OUT = 0.25  # a scale-out that delivered less than this share of the linear gain was ineffective
+MIN_WINDOWS = 2  # windows at both ends of a scale-out before it is judged
 
 
 @dataclass
@@ -53,39 +58,46 @@ class OperatorCapacity:
         self.counts[parallelism] = self.counts.get(parallelism, 0) + 1
 
     @property
+    def fitted(self) -> bool:
+        """Seen at two parallelisms or more: the curve may bend."""
+        return len(self.seen) > 1
+
+    @property
     def exponent(self) -> float:
-        """b: the least-squares slope of ln capacity on ln p (each parallelism weighted by
-        its observations), averaged with DS2's b = 1 weighted ``PRIOR_WEIGHT``."""
-        if len(self.seen) < 2:
+        """b: the least-squares slope of ln capacity on ln p over the parallelisms seen,
+        averaged with DS2's b = 1 weighted ``PRIOR_WEIGHT`` against the evidence."""
+        if not self.fitted:
             return 1.0
-        total = sum(self.counts.values())
-        mean_x = sum(n * math.log(p) for p, n in self.counts.items()) / total
-        mean_y = sum(n * math.log(self.seen[p]) for p, n in self.counts.items()) / total
-        sxx = sum(n * (math.log(p) - mean_x) ** 2 for p, n in self.counts.items())
-        sxy = sum(n * (math.log(p) - mean_x) * (math.log(self.seen[p]) - mean_y) for p, n in self.counts.items())
-        b = (total * sxy / sxx + PRIOR_WEIGHT) / (total + PRIOR_WEIGHT)
+        xs = {p: math.log(p) for p in self.seen}
+        mean_x = sum(xs.values()) / len(xs)
+        mean_y = sum(math.log(rate) for rate in self.seen.values()) / len(xs)
+        slope = sum((xs[p] - mean_x) * (math.log(self.seen[p]) - mean_y) for p in xs) / sum((x - mean_x) ** 2 for x in xs.values())
+        evidence = sum(self.counts.values()) - max(self.counts.values())
+        b = (evidence * slope + PRIOR_WEIGHT) / (evidence + PRIOR_WEIGHT)
         return min(1.0, max(MIN_EXPONENT, b))
 
-    def capacity(self, parallelism: int) -> float | None:
-        """Predicted total true rate at ``parallelism``; None before any observation."""
-        if not self.seen:
-            return None
-        b = self.exponent
-        total = sum(self.counts.values())
-        ln_a = sum(n * (math.log(self.seen[p]) - b * math.log(p)) for p, n in self.counts.items()) / total
-        return math.exp(ln_a) * parallelism**b
+    def capacity(self, parallelism: int, anchor: tuple[int, float] | None = None) -> float | None:
+        """Predicted total true rate at ``parallelism``, through ``anchor`` (a parallelism
+        and the capacity measured there) or else the most observed parallelism seen; None
+        before any observation."""
+        if anchor is None:
+            if not self.seen:
+                return None
+            p0 = max(self.counts, key=lambda p: (self.counts[p], p))
+            anchor = (p0, self.seen[p0])
+        return anchor[1] * (parallelism / anchor[0]) ** self.exponent
 
-    def min_parallelism(self, target_rate: float, cap: int, utilisation: float = 1.0) -> int | None:
+    def min_parallelism(self, target_rate: float, cap: int, utilisation: float = 1.0, anchor: tuple[int, float] | None = None) -> int | None:
         """The fewest instances whose capacity covers ``target_rate`` at ``utilisation``, within
         [1, cap]; beyond the largest parallelism seen, never an instance that would add less
         than ``INEFFECTIVE_SHARE`` of what the first one does. None before any observation."""
         if not self.seen:
             return None
-        first, largest_seen = self.capacity(1), max(self.seen)
+        first, largest_seen, ceiling = self.capacity(1, anchor), max(self.seen), self.ceiling()
         for p in range(1, cap + 1):
-            if self.capacity(p) * utilisation >= target_rate * (1 - 1e-9):
+            if self.capacity(p, anchor) * utilisation >= target_rate * (1 - 1e-9) or p == ceiling:
                 return p
-            if p >= largest_seen and self.capacity(p + 1) - self.capacity(p) < INEFFECTIVE_SHARE * first:
+            if p >= largest_seen and self.capacity(p + 1, anchor) - self.capacity(p, anchor) < INEFFECTIVE_SHARE * first:
                 return p
         return cap
 
@@ -97,16 +109,23 @@ class OperatorCapacity:
         promised = self.seen[before] * (after / before - 1)
         return (self.seen[after] - self.seen[before]) / promised
 
-    def ineffective(self, min_share: float = 0.5) -> str | None:
-        """A note when the latest scale-out delivered less than ``min_share`` of the capacity
-        a linear model promised, e.g. "6 -> 7 added 3% capacity"; None otherwise."""
+    def ceiling(self) -> int | None:
+        """The parallelism of the latest scale-out when it was ineffective: no more instances
+        than that are proposed. None otherwise."""
         if self.previous is None or self.last is None or self.last <= self.previous:
             return None
+        if min(self.counts[self.previous], self.counts[self.last]) < MIN_WINDOWS:
+            return None
         share = self.added_share(self.previous, self.last)
-        if share is None or share >= min_share:
+        return self.last if share is not None and share < INEFFECTIVE_SCALE_OUT else None
+
+    def ineffective(self) -> str | None:
+        """A note when the latest scale-out was ineffective, e.g. "6 -> 7 added 3% capacity
+        (18% of linear); holding at 7"; None otherwise."""
+        if (ceiling := self.ceiling()) is None:
             return None
         gained = self.seen[self.last] / self.seen[self.previous] - 1
-        return f"{self.previous} -> {self.last} added {gained:.0%} capacity ({share:.0%} of linear)"
+        return f"{self.previous} -> {self.last} added {gained:.0%} capacity ({self.added_share(self.previous, self.last):.0%} of linear); holding at {ceiling}"
 
     def to_json(self) -> dict[str, object]:
         return {"seen": {str(p): [rate, self.counts[p]] for p, rate in self.seen.items()}, "last": self.last, "previous": self.previous}

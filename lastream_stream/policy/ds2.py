@@ -57,8 +57,9 @@ def parallelism_cap(op: OperatorStats, max_parallelism: int = MAX_PARALLELISM) -
 
 
 def ds2_plan(graph: AppGraph, settings: DS2Settings | None = None, capacity: Mapping[str, OperatorCapacity] | None = None) -> DS2Plan:
-    """DS2's plan; with ``capacity`` models, an operator's instances are sized on its learnt
-    capacity curve instead of ``p`` times the true rate measured at its current parallelism."""
+    """DS2's plan; with ``capacity`` models, an operator seen at two parallelisms or more is
+    sized on its learnt capacity curve through what was measured at its current
+    parallelism, instead of on ``p`` times the true rate measured there."""
     settings = settings or DS2Settings()
     capacity = capacity or {}
     target_in: dict[str, float] = {}
@@ -83,8 +84,9 @@ def ds2_plan(graph: AppGraph, settings: DS2Settings | None = None, capacity: Map
             parallelism[name] = settings.source_parallelism[name]
         elif not known:
             parallelism[name] = op.parallelism
-        elif (model := capacity.get(name)) is not None and model.seen:
-            sized = model.min_parallelism(target_in[name], parallelism_cap(op, settings.max_parallelism), settings.target_utilisation)
+        elif (model := capacity.get(name)) is not None and model.fitted:
+            measured = (op.parallelism, op.parallelism * op.true_input_rate)
+            sized = model.min_parallelism(target_in[name], parallelism_cap(op, settings.max_parallelism), settings.target_utilisation, measured)
             parallelism[name] = math.ceil(sized * (1 + settings.scaling_factor) - _CEIL_SLACK)
         else:
             instances = required[name] / settings.target_utilisation * (1 + settings.scaling_factor)

@@ -176,7 +176,7 @@ class GraphView:
             cap=cap,
             is_source=np.array([op.is_source for op in ops]),
             true_rate=true_rate,
-            exponent=np.array([(capacity or {})[op.name].exponent if op.name in (capacity or {}) else 1.0 for op in ops]),
+            exponent=np.array([capacity[op.name].exponent if capacity and op.name in capacity else 1.0 for op in ops]),
             selectivity=selectivity,
             source_input=np.array([op.observed_input_rate if op.is_source else 0.0 for op in ops]),
             required=required,
@@ -203,6 +203,7 @@ def encode(view: GraphView, schemes: Sequence[dict[str, int]]) -> tuple[np.ndarr
     cand = view.scheme_matrix(schemes)
     n_candidates, n = cand.shape
     known = view.true_rate > 0
+    # OperatorCapacity.capacity through what was measured now, for every candidate at once.
     capacity = np.where(known, view.current * view.true_rate * (cand / view.current) ** view.exponent, np.inf)
 
     # Fluid flow through the scheme, in topological order (the view's node order).

@@ -10,11 +10,11 @@ So online, a decision's outcome stays open while its scheme runs: every window d
 adds its reward to every open outcome, and after ``observe_s`` of windows (pretraining's
 ``simulate_s``) the outcome is complete. A hold is a decision too: its outcome is the
 windows that follow it. An outcome whose scheme is replaced sooner is judged on the windows
-it did run for, restart and drain included, the last one held for the rest of the horizon
-as always: a reverted change is the most informative example there is, and with the
-controller's stabilisation interval a change is rarely replaced while it still drains. One
-replaced before any window of its own was measured has nothing to be judged on and is
-dropped. The restart and warm-up of a change are not windows anyone decides on; they count
+it did run for, restart and drain included, and on nothing else: its scheme did not run
+for the rest of the horizon, and holding a window with a backlog still draining over it
+would make a sound change look hopeless. A reverted change is the most informative example
+there is. One replaced before any window of its own was measured has nothing to be judged
+on and is dropped. The restart and warm-up of a change are not windows anyone decides on; they count
 as much as the first window, which carries their backlog, so that a change still pays for
 its disruption as in pretraining.
 """
@@ -60,10 +60,10 @@ class Outcomes:
         """Another scheme runs now: every open outcome with a window measured is judged on
         what it measured, as (decision, ln reward); the others are dropped."""
         measured, self.open = [o for o in self.open if o.log_rewards], []
-        return [self._closed(o) for o in measured]
+        return [self._closed(o, horizon_s=len(o.log_rewards) * self.window_s + o.unobserved_s) for o in measured]
 
     def _observed_enough(self, outcome: OpenOutcome) -> bool:
         return len(outcome.log_rewards) * self.window_s >= self.observe_s - 1e-9
 
-    def _closed(self, outcome: OpenOutcome) -> tuple[Decision, float]:
-        return outcome.decision, horizon_log_reward(outcome.log_rewards, self.window_s, self.horizon_s, outcome.unobserved_s)
+    def _closed(self, outcome: OpenOutcome, horizon_s: float | None = None) -> tuple[Decision, float]:
+        return outcome.decision, horizon_log_reward(outcome.log_rewards, self.window_s, horizon_s or self.horizon_s, outcome.unobserved_s)

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # A backlog of an operator that nothing feeds is counted against this rate, records/s.
 MIN_FEED_RATE = 1e-6
+QUEUED_RECORDS = 2.0  # a queue this many records deep is ordinary, not a backlog
 
 
 class RewardParams(BaseModel):
@@ -91,6 +92,12 @@ class Measured:
     lag: float  # records, all operators
     parallelism: Mapping[str, int]
     required: Mapping[str, int]  # instances that sustain the rate, per operator
+
+    def backlogged(self, threshold_s: float) -> bool:
+        """A backlog over ``threshold_s`` seconds of input and over what ordinary queueing
+        explains in an app that takes seconds per record (``QUEUED_RECORDS`` records'
+        processing along the slowest path): fixed seconds would call every slow app behind."""
+        return self.backlog_s > max(threshold_s, QUEUED_RECORDS * self.service_ms / 1000.0)
 
 
 def longest_path(per_operator: Mapping[str, float], upstreams: Mapping[str, Sequence[str]]) -> float:
