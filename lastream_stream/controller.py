@@ -419,6 +419,8 @@ class AppController:
         if target == current:
             kind: DecisionKind = "hold"
             self.outcomes.start(decision)
+            if decision.notes:
+                log.info("%s: holding %s: %s", self.app, current, "; ".join(decision.notes))
         elif self.settings.dry_run:
             kind = "recommendation"
         else:

@@ -39,6 +39,7 @@ from torch_geometric.utils import scatter
 from lastream_stream.policy.base import CheckpointMismatch, Decision, DecisionContext, PastDecision, ScoredCandidate
 from lastream_stream.policy.capacity import CapacityModels
 from lastream_stream.policy.candidates import AnalyticGenerator, Candidate, CandidateGenerator, clamp_scheme, dedupe
+from lastream_stream.policy.ds2 import ds2_plan, required_instances
 from lastream_stream.policy.evaluator import Evaluator
 from lastream_stream.policy.features import (
     CANDIDATE_FEATURES,
@@ -251,7 +252,12 @@ class LaStreamAgent:
 
     def margin(self, graph: AppGraph) -> float:
         """ln reward a change must be predicted to gain in this state: configured, or
-        calibrated in pretraining for states like it."""
+        calibrated in pretraining for states like it; none when the running scheme cannot
+        sustain the rate (DS2 needs more instances of some operator than it runs), since
+        keeping it is then no option worth protecting."""
+        plan = ds2_plan(graph)
+        if any(n > graph.operators[name].parallelism for name, n in required_instances(graph, plan).items()):
+            return 0.0
         if self.config.switch_margin is not None:
             return self.config.switch_margin
         return self.calibrated_margins[state_kind(graph)]
