@@ -35,7 +35,7 @@ from rich.table import Table
 
 from lastream_stream.dashboard import AppMonitor
 from lastream_stream.kafka_clients import KafkaClients, project_topics
-from lastream_stream.launcher import KeepsUp, Pipeline, ensure_broker, monitor_graph, start_wordcount
+from lastream_stream.launcher import KeepsUp, Pipeline, ensure_broker, start_wordcount
 from lastream_stream.policy.ds2 import optimal_parallelism
 from lastream_stream.service import AgentService, AgentServiceSettings
 from lastream_stream.settings import LastreamSettings, TopicSettings
@@ -80,7 +80,7 @@ def measure(service: AgentService, monitor: AppMonitor, pipeline: Pipeline, app:
         time.sleep(1.0)
         load.append(os.getloadavg()[0])
         # Only reports of this phase: a window straddling a rate step says nothing about either rate.
-        return tracker.update(monitor_graph(monitor, since=begin), time.time(), counts(service, app)["commands"])
+        return tracker.update(monitor.graph(since=begin), time.time(), counts(service, app)["commands"])
 
     while not check():
         if time.time() - begin > timeout_s:
@@ -94,7 +94,7 @@ def measure(service: AgentService, monitor: AppMonitor, pipeline: Pipeline, app:
         behind_s += not check()
     cpu_cores = (cpu_s(pipeline) - cpu_start) / (time.time() - hold_start)
     after = counts(service, app)
-    graph = monitor_graph(monitor, since=begin)
+    graph = monitor.graph(since=begin)
     return {
         "kept_up": True, "seconds": round(tracker.first_at - begin, 1), **_since(before, kept),
         "hold_s": hold_s, "hold_commands": after["commands"] - kept["commands"],

@@ -18,6 +18,7 @@ from rich.table import Table
 from lastream_stream.contracts import DecisionRecord, MetricsReport
 from lastream_stream.deadletter import BadMessage, parse
 from lastream_stream.kafka_clients import KafkaClients
+from lastream_stream.policy.graph import AppGraph
 from lastream_stream.settings import LastreamSettings
 from lastream_stream.window import MetricsWindow
 
@@ -75,9 +76,14 @@ class AppMonitor:
                 except BadMessage:
                     continue
 
-    def render(self) -> Group:
+    def graph(self, since: float | None = None) -> AppGraph | None:
+        """The app's current graph, read while ``follow`` may be adding reports."""
         with self._lock:
-            graph = self.window.graph(self.app)
+            return self.window.graph(self.app, since)
+
+    def render(self) -> Group:
+        graph = self.graph()
+        with self._lock:
             decisions = list(self.decisions)
         operators = Table(title=f"{self.app}: operators (last {self.window.window_s:.0f} s)", expand=True)
         for column in ("operator", "instances", "parallelism", "in /s", "out /s", "true /s per inst.", "busy", "lag", "p50 ms"):

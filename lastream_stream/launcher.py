@@ -110,12 +110,6 @@ class KeepsUp:
         return self.now
 
 
-def monitor_graph(monitor: AppMonitor, since: float | None = None) -> AppGraph | None:
-    """The live view's current graph, read while its follow thread may be adding reports."""
-    with monitor._lock:
-        return monitor.window.graph(monitor.app, since)
-
-
 def start_wordcount(settings: LastreamSettings, wc: WordCountSettings, initial: dict[str, int], log_dir: Path) -> Pipeline:
     """Topics, a fresh desired state (a command one generation past any earlier run's), the
     supervisor and the source."""
@@ -184,7 +178,7 @@ def up(settings: LastreamSettings, wc: WordCountSettings, initial: dict[str, int
             while agent_thread.is_alive():
                 agent_thread.join(1.0)
                 controller = agent.controllers.get(wc.app)
-                tracker.update(monitor_graph(monitor), time.time(), controller.commands if controller else 0)
+                tracker.update(monitor.graph(), time.time(), controller.commands if controller else 0)
                 live.update(Group(status_line(tracker, controller, started), monitor.render()))
     except KeyboardInterrupt:
         log.info("Ctrl-C: stopping the pipeline")

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from lastream_stream.dashboard import AppMonitor
-from lastream_stream.launcher import KeepsUp, monitor_graph, start_wordcount
+from lastream_stream.launcher import KeepsUp, start_wordcount
 from wordcount_app.settings import UPSTREAMS, WordCountSettings
 
 from .test_closed_loop import RunningAgent, supervisor_home, wait_for  # noqa: F401 (a fixture)
@@ -50,7 +50,7 @@ def test_default_wordcount_settles_and_stays_put(settings, supervisor_home, tmp_
 
     def settled() -> bool:
         c = controller()
-        kept = tracker.update(monitor_graph(monitor), time.time(), c.commands if c else 0)
+        kept = tracker.update(monitor.graph(), time.time(), c.commands if c else 0)
         # Its command(s) applied and the new instances processing: what runs now is what settled.
         return kept and c is not None and c.commands > 0 and c.pending is None and c.restart is None
 
@@ -65,7 +65,7 @@ def test_default_wordcount_settles_and_stays_put(settings, supervisor_home, tmp_
         checks: list[bool] = []
 
         def held() -> bool:
-            checks.append(tracker.update(monitor_graph(monitor), time.time(), commands))
+            checks.append(tracker.update(monitor.graph(), time.time(), commands))
             return controller().decisions >= decisions + HOLD_DECISIONS or controller().commands > commands
 
         # A decision per stable window at a constant rate; each must be a hold.
