@@ -157,8 +157,11 @@ def agent(settings: LastreamSettings, apps: tuple[str, ...], dry_run: bool, max_
     """Run the autoscaling agent: metrics in, scaling commands out, learning from each outcome.
 
     Timing and guard rails come from LASTREAM_AGENT_WINDOW_S, _WARMUP_S, _COOLDOWN_S,
-    _MAX_STEP, _MIN_PARALLELISM / _MAX_PARALLELISM (JSON maps); learning from _OUTCOME_S and
-    _TRAIN_STEPS; the restart assumed until one is measured from _RESTART_S. See the README."""
+    _MAX_STEP, _MIN_PARALLELISM / _MAX_PARALLELISM (JSON maps); stability from
+    _STABILISATION_S (no reversal, no scale-in below the recent peak need) and
+    _DRAIN_BACKLOG_S (no scale-in while a backlog drains); each app's latency target from
+    _LATENCY_TARGET_MS (a JSON map, ms); learning from _OUTCOME_S and _TRAIN_STEPS; the
+    restart assumed until one is measured from _RESTART_S. See the README."""
     from pathlib import Path
 
     from lastream_stream import service
