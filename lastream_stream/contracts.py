@@ -151,7 +151,7 @@ class DecisionRecord(WireMessage):
     predicted_reward: float | None = None
     measured_reward: float | None = None
     restart_s: float | None = Field(default=None, ge=0, description="the app's measured restart time when recorded (median of recent commands); None before the first")
-    notes: list[str] = Field(default_factory=list, description="why the chosen scheme is not the best-scored one, e.g. held by stabilisation")
+    notes: list[str] = Field(default_factory=list, description="what to read the decision with: why a change was held (stabilisation, a draining backlog, the evaluator's margin) and what the capacity model found (an ineffective scale-out)")
     timings_ms: dict[str, float] = Field(default_factory=dict)
     at: float = Field(default_factory=time.time)
 

@@ -57,7 +57,7 @@ class Decision:
     # The state and context the decision was made in: needed to learn from its reward later.
     graph: AppGraph | None = None
     context: DecisionContext | None = None
-    # Why the chosen scheme is not the best-scored one, for the decision record and the view.
+    # What to read the decision with (why a change was held, an ineffective scale-out), for the record and the view.
     notes: list[str] = field(default_factory=list)
 
     @property
