@@ -32,7 +32,6 @@ from rich.table import Table  # noqa: E402
 from lastream_stream.bench.runner import (  # noqa: E402
     BenchSettings,
     EpisodeResult,
-    PolicyUnavailable,
     policy_factory,
     run_episode,
 )
@@ -69,7 +68,6 @@ class BenchResults:
     settings: BenchSettings
     episodes: list[EpisodeResult]
     summary: dict[str, dict[str, object]]
-    skipped: dict[str, str]  # policy: why it did not run
     out_dir: Path
 
 
@@ -95,14 +93,7 @@ def run(settings: BenchSettings | None = None, console: Console | None = None, s
     console = console or Console(stderr=True)
     suite = suite if suite is not None else scenarios.suite(settings.seed, settings.n_scenarios)
 
-    factories = {}
-    skipped: dict[str, str] = {}
-    for name in settings.policies:
-        try:
-            factories[name] = policy_factory(name, settings)
-        except PolicyUnavailable as exc:
-            log.warning("policy %s skipped: %s", name, exc)
-            skipped[name] = str(exc)
+    factories = {name: policy_factory(name, settings) for name in settings.policies}
 
     episodes: list[EpisodeResult] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -120,8 +111,8 @@ def run(settings: BenchSettings | None = None, console: Console | None = None, s
     out_dir = settings.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     plotted = [s.name for s in suite[: settings.plot_scenarios]]
-    write_json(out_dir / "results.json", settings, summary, episodes, skipped, plotted)
-    write_markdown(out_dir / "results.md", settings, summary, episodes, skipped)
+    write_json(out_dir / "results.json", settings, summary, episodes, plotted)
+    write_markdown(out_dir / "results.md", settings, summary, episodes)
     for scenario_name in plotted:
         plot_parallelism(out_dir / f"parallelism_{scenario_name}.png", scenario_name, episodes)
     plot_headline(out_dir / "headline.png", summary)
@@ -129,7 +120,7 @@ def run(settings: BenchSettings | None = None, console: Console | None = None, s
     if _tags(summary):
         console.print(tag_table(summary))
     log.info("wrote results.json, results.md and plots to %s", out_dir)
-    return BenchResults(settings, episodes, summary, skipped, out_dir)
+    return BenchResults(settings, episodes, summary, out_dir)
 
 
 def summarise(episodes: list[EpisodeResult], policies: list[str]) -> dict[str, dict[str, object]]:
@@ -219,12 +210,10 @@ def write_json(
     settings: BenchSettings,
     summary: dict[str, dict[str, object]],
     episodes: list[EpisodeResult],
-    skipped: dict[str, str],
     plotted: list[str],
 ) -> None:
     payload = {
         "settings": _settings_dict(settings),
-        "skipped_policies": skipped,
         "summary": summary,
         "episodes": [e.measures() for e in episodes],
         "timeseries": {
@@ -240,7 +229,6 @@ def write_markdown(
     settings: BenchSettings,
     summary: dict[str, dict[str, object]],
     episodes: list[EpisodeResult],
-    skipped: dict[str, str],
 ) -> None:
     n_scenarios = len({e.scenario for e in episodes})
     lines = [
@@ -256,8 +244,6 @@ def write_markdown(
     ]
     for policy, row in summary.items():
         lines.append(f"| {policy} | " + " | ".join(_cell(row[key], fmt) for key, _, fmt in HEADLINE) + " |")
-    for policy, why in skipped.items():
-        lines.append(f"\n`{policy}` did not run: {why}")
     if tag_rows := _tag_rows(summary):
         lines += ["", "## Per tag", "", "| " + " | ".join(_tag_titles()) + " |", "|---|---|" + "---:|" * (len(BY_TAG) + 1)]
         lines += ["| " + " | ".join(row) + " |" for row in tag_rows]

@@ -57,10 +57,6 @@ _ABLATED = {"fluid-only": {"use_evaluator": False, "capacity_model": False}, "fl
 SUSTAIN_FRACTION = 0.95  # processed / arrived for a window to count as keeping up
 
 
-class PolicyUnavailable(RuntimeError):
-    """A policy that cannot be built here (e.g. the La-Stream model is not there yet)."""
-
-
 @dataclass(frozen=True)
 class BenchSettings:
     seed: int = 0
