@@ -18,7 +18,8 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import openai
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lastream_stream.contracts import MAX_PARALLELISM
 from lastream_stream.policy.candidates import Candidate
@@ -34,8 +35,12 @@ log = logging.getLogger(__name__)
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
-class LLMConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LLMConfig(BaseSettings):
+    """Any OpenAI-compatible chat endpoint (``LASTREAM_LLM_*``): DeepSeek by default, or a
+    local model server, e.g. ``LASTREAM_LLM_BASE_URL=http://localhost:11434/v1``,
+    ``LASTREAM_LLM_MODEL=qwen2.5``, ``LASTREAM_LLM_API_KEY_ENV=OLLAMA_KEY``."""
+
+    model_config = SettingsConfigDict(env_prefix="LASTREAM_LLM_", extra="forbid")
 
     base_url: str = "https://api.deepseek.com"
     model: str = "deepseek-chat"

@@ -145,6 +145,19 @@ def test_key_from_the_configured_environment_variable(chat_server, monkeypatch):
     assert chat_server.headers[0]["authorization"] == "Bearer sk-from-env"
 
 
+def test_any_openai_compatible_endpoint_from_the_environment(chat_server, monkeypatch):
+    """A local model server instead of DeepSeek, configured as the README says."""
+    monkeypatch.setenv("LASTREAM_LLM_BASE_URL", chat_server.url)
+    monkeypatch.setenv("LASTREAM_LLM_MODEL", "local-model")
+    monkeypatch.setenv("LASTREAM_LLM_API_KEY_ENV", "LOCAL_LLM_KEY")
+    monkeypatch.setenv("LOCAL_LLM_KEY", "sk-local")
+    chat_server.reply('{"schemes": [[1, 2, 2, 1]]}')
+    llm = LLMGenerator()
+    assert [c.scheme for c in llm.propose(chain_graph())] == [scheme(1, 2, 2, 1)]
+    assert chat_server.requests[0]["model"] == "local-model"
+    assert chat_server.headers[0]["authorization"] == "Bearer sk-local"
+
+
 @pytest.mark.parametrize(
     ("reply", "llm_schemes"),
     [
