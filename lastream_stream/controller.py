@@ -54,7 +54,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lastream_stream.contracts import MAX_PARALLELISM, CommandAck, DecisionKind, DecisionRecord, MetricsReport, OperatorSummary, ScalingCommand, ScoredScheme
 from lastream_stream.policy.base import Decision, DecisionContext, PastDecision, Policy
-from lastream_stream.policy.ds2 import ds2_plan, required_instances
+from lastream_stream.policy.ds2 import ds2_plan, falling_behind
 from lastream_stream.policy.graph import AppGraph, build_graph
 from lastream_stream.policy.measure import observed
 from lastream_stream.policy.outcomes import Outcomes
@@ -169,9 +169,9 @@ def stabilise(current: dict[str, int], proposed: dict[str, int], graph: AppGraph
     """``proposed`` without the changes stability rules out, and a note for each one held.
     Records what each operator needs now, which later scale-ins must respect."""
     plan = ds2_plan(graph)
-    required = required_instances(graph, plan)
     measured = observed(graph, plan)
-    state.needed(required, now, settings.stabilisation_s)
+    behind = falling_behind(graph, plan)
+    state.needed(measured.required, now, settings.stabilisation_s)
     stable, notes, held_in = dict(proposed), [], False
     for name, target in proposed.items():
         now_at = current.get(name, target)
@@ -182,7 +182,7 @@ def stabilise(current: dict[str, int], proposed: dict[str, int], graph: AppGraph
         peak, peak_at = state.peak_need(name) or (target, now)
         if direction < 0 and measured.backlogged(settings.drain_backlog_s):
             notes.append(f"held {name} at {now_at}: no scale-in while a backlog of {measured.backlog_s:.1f} s of input drains")
-        elif direction == -last_direction and now - at < settings.stabilisation_s and not (direction > 0 and required[name] > now_at):
+        elif direction == -last_direction and now - at < settings.stabilisation_s and not (direction > 0 and name in behind):
             notes.append(f"held {name} at {now_at}: reversal {now - at:.0f} s after its last change, within stabilisation ({settings.stabilisation_s:.0f} s)")
         elif direction < 0 and target < peak:
             # A rate that dipped may come back; and one scale-in once it has not is one restart, not two.

@@ -279,7 +279,6 @@ def run_episode(scenario: Scenario, policy_name: str, factory: PolicyFactory, se
     first_phase_window = math.ceil(phase_start(scenario, horizon_s) / window_s - 1e-9)
     reached = next((j for j in range(first_phase_window, n_windows) if sustained[j]), None)
     tail = [s for s in samples if s.t > 0.75 * horizon_s]
-    over_dstar = [(s.lag if settings.reward.form == "absolute" else s.backlog_s) > _d_star(settings.reward) for s in samples]
     return EpisodeResult(
         scenario=scenario.name,
         policy=policy_name,
@@ -288,7 +287,7 @@ def run_episode(scenario: Scenario, policy_name: str, factory: PolicyFactory, se
         decisions_to_sustain=None if reached is None else reached - first_phase_window,
         parallelism_ratio=statistics.fmean(s.parallelism / s.oracle for s in tail),
         reconfigurations=sim.reconfigurations,
-        seconds_backlog_over_dstar=scenario.interval_s * sum(over_dstar),
+        seconds_backlog_over_dstar=scenario.interval_s * sum(settings.reward.over_d_star(s.backlog_s, s.lag) for s in samples),
         mean_reward=statistics.fmean(math.exp(s.log_reward) for s in samples),
         mean_log_reward=statistics.fmean(s.log_reward for s in samples),
         oscillations_per_operator=direction_changes(trace, scalable) / max(1, len(scalable)),
@@ -300,10 +299,6 @@ def run_episode(scenario: Scenario, policy_name: str, factory: PolicyFactory, se
         samples=samples,
         parallelism_trace=trace,
     )
-
-
-def _d_star(params: RewardParams) -> float:
-    return params.d_star if params.form == "absolute" else params.d_star_s
 
 
 def _sample(sim: Simulator, scalable: list[str], params: RewardParams) -> Sample:

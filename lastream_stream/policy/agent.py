@@ -39,7 +39,7 @@ from torch_geometric.utils import scatter
 from lastream_stream.policy.base import CheckpointMismatch, Decision, DecisionContext, PastDecision, ScoredCandidate
 from lastream_stream.policy.capacity import CapacityModels
 from lastream_stream.policy.candidates import AnalyticGenerator, Candidate, CandidateGenerator, clamp_scheme, dedupe
-from lastream_stream.policy.ds2 import ds2_plan, required_instances
+from lastream_stream.policy.ds2 import DS2Plan, ds2_plan, falling_behind
 from lastream_stream.policy.evaluator import Evaluator
 from lastream_stream.policy.features import (
     CANDIDATE_FEATURES,
@@ -67,10 +67,10 @@ STATE_KINDS = ("steady", "backlogged")
 STEADY_BACKLOG_S = 1.0  # no more backlog than this many seconds of input (or than queueing explains): a steady state
 
 
-def state_kind(graph: AppGraph) -> str:
+def state_kind(graph: AppGraph, plan: DS2Plan | None = None) -> str:
     """Steady or backlogged: the evaluator is far surer of the first (a fluid model of a
     queue-free app is nearly exact) than of the second."""
-    return "backlogged" if observed(graph).backlogged(STEADY_BACKLOG_S) else "steady"
+    return "backlogged" if observed(graph, plan).backlogged(STEADY_BACKLOG_S) else "steady"
 
 
 class AgentConfig(BaseModel):
@@ -256,11 +256,11 @@ class LaStreamAgent:
         sustain the rate (DS2 needs more instances of some operator than it runs), since
         keeping it is then no option worth protecting."""
         plan = ds2_plan(graph)
-        if any(n > graph.operators[name].parallelism for name, n in required_instances(graph, plan).items()):
+        if falling_behind(graph, plan):
             return 0.0
         if self.config.switch_margin is not None:
             return self.config.switch_margin
-        return self.calibrated_margins[state_kind(graph)]
+        return self.calibrated_margins[state_kind(graph, plan)]
 
     def candidates(self, graph: AppGraph, context: DecisionContext | None = None) -> tuple[list[Candidate], dict[str, float]]:
         """Every generator's proposals, complete and within limits, first provenance kept; and

@@ -107,6 +107,11 @@ def required_instances(graph: AppGraph, plan: DS2Plan, max_parallelism: int = MA
     }
 
 
+def falling_behind(graph: AppGraph, plan: DS2Plan) -> set[str]:
+    """Operators that need more instances than they run: the running scheme cannot sustain the rate."""
+    return {name for name, n in required_instances(graph, plan).items() if n > graph.operators[name].parallelism}
+
+
 def optimal_parallelism(graph: AppGraph, settings: DS2Settings | None = None) -> dict[str, int]:
     """DS2's optimal parallelism per operator, clamped to [1, partitions]."""
     return ds2_plan(graph, settings).parallelism

@@ -77,6 +77,10 @@ class RewardParams(BaseModel):
             return self.latency_target_ms
         return np.maximum(self.default_latency_ms, self.service_multiple * service_ms)
 
+    def over_d_star(self, backlog_s: float, lag: float) -> bool:
+        """A backlog beyond D_star: seconds of input, or records in the absolute form."""
+        return lag > self.d_star if self.form == "absolute" else backlog_s > self.d_star_s
+
     def for_app(self, latency_target_ms: float | None) -> RewardParams:
         """These parameters with an app's own latency target, when it has one."""
         return self if latency_target_ms is None else self.model_copy(update={"latency_target_ms": latency_target_ms})
