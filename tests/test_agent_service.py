@@ -90,6 +90,12 @@ def test_the_agent_is_charged_the_configured_restart_time(tmp_path, monkeypatch)
     assert agent.normaliser.fitted  # the shipped model, not an untrained one
 
 
+def saved_last_change(service: AgentService) -> dict:
+    if not service.stability_path.exists():
+        return {}
+    return json.loads(service.stability_path.read_text()).get("flooded", {}).get("last_change", {})
+
+
 def test_the_last_change_per_operator_survives_an_agent_restart(settings, clients, tmp_path):
     """An applied command's direction and time are saved beside the checkpoint when its ack
     arrives, and a new agent process counts its stabilisation interval from them."""
@@ -115,13 +121,15 @@ def test_the_last_change_per_operator_survives_an_agent_restart(settings, client
                              applied={"source": 1, "work": 4})  # fmt: skip
             producer.produce(settings.topics.acks, key=b"flooded", value=ack.to_bytes())
             producer.flush(10)
+        # The file is the agent's own output, nothing on the broker says when it is written; it
+        # is also written at each decision, so its existence alone does not mean the ack is in it.
         deadline = time.monotonic() + 30
-        while not service.stability_path.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)  # the file is the agent's own output: nothing on the broker says when it is written
+        while "work" not in saved_last_change(service) and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         stop.set()
         thread.join(30)
-    assert service.stability_path.exists(), "the applied ack's change was not saved"
+    assert "work" in saved_last_change(service), "the applied ack's change was not saved"
     restarted = AgentService(settings, service_settings, agent=DS2()).controller("flooded")
     direction, at = restarted.stability.last_change["work"]
     assert direction == 1 and abs(at - time.time()) < 120
