@@ -74,7 +74,9 @@ def wait_for(condition, timeout_s: float, what: str, agent: RunningAgent | None 
         if value := condition():
             return value
         time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+    seen = f"; last seen: {condition.seen}" if getattr(condition, "seen", None) else ""
+    issued = f"; commands: {[c.target for c in agent.commands()]}" if agent is not None else ""
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}{seen}{issued}")
 
 
 class Sustained:
@@ -84,18 +86,24 @@ class Sustained:
     def __init__(self, agent: RunningAgent, app: str) -> None:
         self.agent, self.app = agent, app
         self.lags: list[int] = []
+        self.seen = ""  # why the last check failed, for the timeout's message
 
     def __call__(self) -> bool:
         controller = self.agent.service.controllers.get(self.app)
         if controller is None or controller.pending is not None:
+            self.seen = "a command pending"
             return False
         window = MetricsWindow(window_s=8.0)
         for report in list(controller.reports):
             window.add(report)
         graph = window.graph(self.app)
         if graph is None or len(graph.operators) < 4:
+            self.seen = "not every operator reporting"
             return False
         self.lags.append(graph.total_lag)
+        self.seen = ", ".join(
+            f"{op.name} x{op.parallelism} in {op.observed_input_rate:.1f}/s lag {op.lag}" for op in graph.operators.values()
+        ) + f"; total lag over the last checks {self.lags[-6:]}"
         return keeps_up(graph, 0.9) and len(self.lags) > 5 and self.lags[-1] <= self.lags[-6]
 
 
