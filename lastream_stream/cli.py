@@ -259,7 +259,7 @@ def up(settings: LastreamSettings, initial: str, rate: float | None, schedule: s
 @click.option("--horizon", type=float, default=None, help="Seconds per episode (default: each scenario's own).")
 @click.option("--policy", "policies", multiple=True, help="Only these policies (repeatable): lastream, lastream-online (learns from each outcome, as the service does), ds2, flink, keda, static, oracle; or the ablation's fluid-only, fluid+capacity.")
 @click.option("--out", type=click.Path(file_okay=False), default="benchmarks/results/bench", show_default=True)
-@click.option("--llm", is_flag=True, help="Add DeepSeek candidates to LaStream (needs DEEPSEEK_API_KEY; skipped with a warning otherwise).")
+@click.option("--llm", is_flag=True, help="Also run lastream+llm, the agent with the LLM's candidates (LASTREAM_LLM_* names the endpoint; needs its key), and report how often they won and what they changed.")
 @click.option("--ablation", is_flag=True, help="LaStream's learned parts added one at a time: fluid-only, fluid+capacity, lastream (+ GCN/evaluator), lastream-online (+ online learning), and ds2 for reference.")
 def bench(suite: str, scenario_file: str | None, n_scenarios: int | None, seed: int, horizon: float | None, policies: tuple[str, ...], out: str, llm: bool,
           ablation: bool) -> None:  # fmt: skip
@@ -270,7 +270,8 @@ def bench(suite: str, scenario_file: str | None, n_scenarios: int | None, seed: 
 
     from lastream_stream.bench import BenchSettings, run
     from lastream_stream.bench.compare import chosen_suite
-    from lastream_stream.bench.runner import ABLATION, POLICY_NAMES
+    from lastream_stream.bench.runner import ABLATION, LLM_POLICY, POLICY_NAMES
+    from lastream_stream.policy.llm import LLMGenerator
     from lastream_stream.sim.scenario_file import ScenarioFileError
 
     if scenario_file and suite != "default":
@@ -283,8 +284,12 @@ def bench(suite: str, scenario_file: str | None, n_scenarios: int | None, seed: 
         chosen = chosen_suite(seed, n_scenarios, suite, Path(scenario_file) if scenario_file else None)
     except ScenarioFileError as exc:
         raise click.BadParameter(str(exc), param_hint="--scenario-file") from None
-    settings = BenchSettings(seed=seed, n_scenarios=len(chosen), horizon_s=horizon, policies=policies or (ABLATION if ablation else POLICY_NAMES),
-                             out_dir=Path(out), llm=llm)  # fmt: skip
+    policies = policies or (ABLATION if ablation else POLICY_NAMES)
+    if llm:
+        if not (generator := LLMGenerator()).enabled:
+            raise click.UsageError(f"--llm needs an API key for {generator.config.base_url}: set ${generator.config.api_key_env} or LASTREAM_LLM_API_KEY")
+        policies = tuple(dict.fromkeys((*policies, "lastream", LLM_POLICY)))
+    settings = BenchSettings(seed=seed, n_scenarios=len(chosen), horizon_s=horizon, policies=policies, out_dir=Path(out))
     run(settings, suite=chosen)
 
 

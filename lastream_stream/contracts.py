@@ -148,6 +148,7 @@ class DecisionRecord(WireMessage):
     state: dict[str, OperatorSummary] = Field(default_factory=dict)
     candidates: list[ScoredScheme] = Field(default_factory=list)
     chosen: dict[str, int]
+    chosen_source: str | None = Field(default=None, description="which candidate generator proposed the chosen scheme (analytic, capacity, llm); 'guarded' when the controller's guard rails or stabilisation changed it; None on an outcome")
     predicted_reward: float | None = None
     measured_reward: float | None = None
     restart_s: float | None = Field(default=None, ge=0, description="the app's measured restart time when recorded (median of recent commands); None before the first")

@@ -438,7 +438,7 @@ class AppController:
             self.phase = Phase.AWAITING_ACK
             self.last_command_at = now
             log.info("%s: generation %d -> %s (%s)", self.app, self.generation, changes, self.pending.reason)
-        record = Publish(self._record(decision, graph, decision_id, kind, target, predicted))
+        record = Publish(self._record(decision, graph, decision_id, kind, target, predicted, source=source))
         return [Publish(self.pending), record] if self.pending is not None and kind == "command" else [record]
 
     def _outcome(self, decision: Decision, graph: AppGraph, measured_log_reward: float) -> DecisionRecord:
@@ -452,7 +452,7 @@ class AppController:
         return self._record(decision, graph, uuid.uuid4().hex, "outcome", decision.chosen, None, measured)
 
     def _record(self, decision: Decision, graph: AppGraph, decision_id: str, kind: DecisionKind, chosen: dict[str, int],
-                predicted: float | None, measured: float | None = None) -> DecisionRecord:  # fmt: skip
+                predicted: float | None, measured: float | None = None, source: str | None = None) -> DecisionRecord:  # fmt: skip
         return DecisionRecord(
             app=self.app,
             decision_id=decision_id,
@@ -466,6 +466,7 @@ class AppController:
             },  # fmt: skip
             candidates=[ScoredScheme(scheme=c.candidate.scheme, source=c.candidate.source, score=c.score) for c in decision.candidates],
             chosen=chosen,
+            chosen_source=source,
             predicted_reward=predicted,
             measured_reward=measured,
             restart_s=self.restart_s,

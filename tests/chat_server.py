@@ -22,6 +22,7 @@ class Reply:
 @dataclass
 class ChatServer:
     replies: deque[Reply] = field(default_factory=deque)
+    otherwise: Reply = field(default_factory=lambda: Reply("{}"))  # once the queued replies are used up
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
 
@@ -36,7 +37,7 @@ class ChatServer:
                     return
                 server.requests.append(json.loads(body))
                 server.headers.append({k.lower(): v for k, v in self.headers.items()})
-                reply = server.replies.popleft() if server.replies else Reply("{}")
+                reply = server.replies.popleft() if server.replies else server.otherwise
                 time.sleep(reply.delay_s)
                 if reply.status != 200:
                     payload = {"error": {"message": "boom", "type": "server_error"}}

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from chat_server import ChatServer
 from confluent_kafka import Consumer, Message
 
 from lastream_stream.broker import LocalBroker, MissingTool
@@ -27,6 +28,14 @@ def kafka_settings() -> KafkaSettings:
     settings = KafkaSettings(bootstrap=bootstrap, timeout_s=15.0)
     KafkaClients(settings).metadata()
     return settings
+
+
+@pytest.fixture
+def chat_server() -> Iterator[ChatServer]:
+    """A real OpenAI-compatible HTTP server on 127.0.0.1, answering what the test queues."""
+    server = ChatServer()
+    yield server
+    server.close()
 
 
 @pytest.fixture

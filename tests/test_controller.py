@@ -45,6 +45,15 @@ def make(scheme, **settings):
     return AppController("wordcount", FixedPolicy(scheme), ControllerSettings(**settings), since=T0)
 
 
+def test_a_scheme_the_guard_rails_changed_is_recorded_as_guarded():
+    c = make({"splitter": 12}, max_step=2)
+    feed(c, T0, 5, parallelism=1)
+    command, record = (a.message for a in c.tick(T0 + 5))
+    assert command.target == {"splitter": 3}
+    assert record.chosen_source == "guarded" and record.predicted_reward is None
+    assert command.reason == "guarded scheme"
+
+
 def test_no_decision_until_every_instance_covered_a_full_window():
     c = make({"splitter": 3})
     feed(c, T0, 5, parallelism=2)
@@ -64,6 +73,7 @@ def test_command_ack_outcome_cycle():
     command, record = (a.message for a in c.tick(T0 + 5))
     assert (command.generation, command.target) == (1, {"splitter": 3})
     assert record.kind == "command" and record.chosen == {"source": 1, "splitter": 3}
+    assert record.chosen_source == "analytic"  # Decision.single's provenance
     assert c.phase is Phase.AWAITING_ACK
     feed(c, T0 + 5, 5, parallelism=1)
     assert c.tick(T0 + 10) == []  # awaiting the ack: never a second command
@@ -78,6 +88,7 @@ def test_command_ack_outcome_cycle():
     feed(c, T0 + 17, 5, parallelism=3, lag=100, latency=30.0)
     outcome, hold = (a.message for a in c.tick(T0 + 22))
     assert outcome.kind == "outcome" and hold.kind == "hold"
+    assert outcome.chosen_source is None
     # Lag of 4 instances, the latest report of each: the source's and three splitters', each
     # fed 100 records/s, so 5 s + 15 s of backlog on the path at lag 500. The splitters take
     # 200/s each, so one sustains the rate: 4 instances of 2 needed. The 7 s from the command

@@ -9,6 +9,10 @@ wide suite, a scenario file). Writes into ``BenchSettings.out_dir``:
 * ``results.md`` — the same medians, per tag and per scenario, as Markdown tables;
 * ``parallelism_<scenario>.png`` — scalable instances over time per policy against the oracle;
 * ``headline.png`` — bar charts of the per-policy medians.
+
+With ``lastream+llm`` among the policies (``lastream bench --llm``), ``results.json`` also
+holds ``llm``: how many of its commands an LLM candidate won, and its reward and
+reconfigurations against ``lastream`` scenario by scenario (``llm_report``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table  # noqa: E402
 
 from lastream_stream.bench.runner import (  # noqa: E402
+    LLM_POLICY,
     BenchSettings,
     EpisodeResult,
     policy_factory,
@@ -108,17 +113,20 @@ def run(settings: BenchSettings | None = None, console: Console | None = None, s
                     log.info("episode %d of %d: %s on %s", len(episodes), len(suite) * len(factories), name, scenario.name)
 
     summary = summarise(episodes, list(factories))
+    llm = llm_report(episodes)
     out_dir = settings.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     plotted = [s.name for s in suite[: settings.plot_scenarios]]
-    write_json(out_dir / "results.json", settings, summary, episodes, plotted)
-    write_markdown(out_dir / "results.md", settings, summary, episodes)
+    write_json(out_dir / "results.json", settings, summary, episodes, plotted, llm)
+    write_markdown(out_dir / "results.md", settings, summary, episodes, llm)
     for scenario_name in plotted:
         plot_parallelism(out_dir / f"parallelism_{scenario_name}.png", scenario_name, episodes)
     plot_headline(out_dir / "headline.png", summary)
     console.print(summary_table(summary))
     if _tags(summary):
         console.print(tag_table(summary))
+    if llm is not None:
+        console.print(llm_table(llm))
     log.info("wrote results.json, results.md and plots to %s", out_dir)
     return BenchResults(settings, episodes, summary, out_dir)
 
@@ -150,6 +158,53 @@ def _medians(runs: list[EpisodeResult]) -> dict[str, object]:
         "oscillations_per_operator": statistics.median(e.oscillations_per_operator for e in runs),
         "decision_ms": statistics.median(e.decision_ms_mean for e in runs),
     }
+
+
+def llm_report(episodes: list[EpisodeResult]) -> dict[str, object] | None:
+    """What the LLM's candidates bought: of ``lastream+llm``'s commands, how many carried an
+    LLM-proposed scheme; and per scenario run by both, its mean reward and reconfigurations
+    minus those of ``lastream`` (the same agent without the LLM). None without ``lastream+llm``."""
+    with_llm = {e.scenario: e for e in episodes if e.policy == LLM_POLICY}
+    if not with_llm:
+        return None
+    without = {e.scenario: e for e in episodes if e.policy == "lastream"}
+    commands = sum(sum(e.commands_by_source.values()) for e in with_llm.values())
+    won = sum(e.commands_by_source.get("llm", 0) for e in with_llm.values())
+    rewards = [with_llm[name].mean_reward - without[name].mean_reward for name in with_llm if name in without]
+    reconfigurations = [with_llm[name].reconfigurations - without[name].reconfigurations for name in with_llm if name in without]
+    return {
+        "commands": commands,
+        "llm_commands": won,
+        "llm_share": won / commands if commands else None,
+        "scenarios_compared": len(rewards),
+        "reward_difference_median": statistics.median(rewards) if rewards else None,
+        "reward_difference_mean": statistics.fmean(rewards) if rewards else None,
+        "scenarios_better": sum(d > 0 for d in rewards),
+        "scenarios_worse": sum(d < 0 for d in rewards),
+        "reconfigurations_difference_median": statistics.median(reconfigurations) if reconfigurations else None,
+    }
+
+
+LLM_ROWS = (
+    ("commands", "commands of lastream+llm", "{}"),
+    ("llm_commands", "of them an LLM scheme", "{}"),
+    ("llm_share", "LLM share", "{:.0%}"),
+    ("scenarios_compared", "scenarios against lastream", "{}"),
+    ("reward_difference_median", "reward difference, median", "{:+.4f}"),
+    ("reward_difference_mean", "reward difference, mean", "{:+.4f}"),
+    ("scenarios_better", "scenarios better", "{}"),
+    ("scenarios_worse", "scenarios worse", "{}"),
+    ("reconfigurations_difference_median", "reconfigurations difference, median", "{:+g}"),
+)
+
+
+def llm_table(llm: dict[str, object]) -> Table:
+    table = Table(title="LLM candidates: lastream+llm against lastream")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, title, fmt in LLM_ROWS:
+        table.add_row(title, _cell(llm[key], fmt))
+    return table
 
 
 def _cell(value: object, fmt: str) -> str:
@@ -211,10 +266,12 @@ def write_json(
     summary: dict[str, dict[str, object]],
     episodes: list[EpisodeResult],
     plotted: list[str],
+    llm: dict[str, object] | None = None,
 ) -> None:
     payload = {
         "settings": _settings_dict(settings),
         "summary": summary,
+        **({"llm": llm} if llm is not None else {}),
         "episodes": [e.measures() for e in episodes],
         "timeseries": {
             name: {e.policy: [dataclasses.asdict(s) for s in e.samples] for e in episodes if e.scenario == name}
@@ -229,6 +286,7 @@ def write_markdown(
     settings: BenchSettings,
     summary: dict[str, dict[str, object]],
     episodes: list[EpisodeResult],
+    llm: dict[str, object] | None = None,
 ) -> None:
     n_scenarios = len({e.scenario for e in episodes})
     lines = [
@@ -247,6 +305,9 @@ def write_markdown(
     if tag_rows := _tag_rows(summary):
         lines += ["", "## Per tag", "", "| " + " | ".join(_tag_titles()) + " |", "|---|---|" + "---:|" * (len(BY_TAG) + 1)]
         lines += ["| " + " | ".join(row) + " |" for row in tag_rows]
+    if llm is not None:
+        lines += ["", "## LLM candidates: lastream+llm against lastream", "", "| measure | value |", "|---|---:|"]
+        lines += [f"| {title} | {_cell(llm[key], fmt)} |" for key, title, fmt in LLM_ROWS]
     lines += [
         "",
         "## Per scenario",

@@ -25,6 +25,8 @@ Measures of an episode
   scalable operators' parallelism, divided by their number.
 * ``decision_ms_mean`` / ``decision_ms_max``: wall-clock time of a decision (the
   controller's whole tick for LaStream, online training included).
+* ``commands_by_source``: for LaStream, its commands by which generator proposed the scheme
+  (``DecisionRecord.chosen_source``: analytic, capacity, llm, or guarded).
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ import logging
 import math
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lastream_stream.bench.baselines import DS2Policy, FlinkAutoscaler, FlinkSettings, KedaScaler, OraclePolicy, StaticPolicy
-from lastream_stream.contracts import CommandAck, MetricsReport, ScalingCommand
+from lastream_stream.contracts import CommandAck, DecisionRecord, MetricsReport, ScalingCommand
 from lastream_stream.controller import AppController, ControllerSettings
 from lastream_stream.policy.base import Decision, DecisionContext, Policy
 from lastream_stream.policy.graph import AppGraph, build_graph
@@ -54,6 +57,8 @@ POLICY_NAMES = ("static", "oracle", "ds2", "flink", "keda", "lastream", "lastrea
 ABLATION = ("ds2", "fluid-only", "fluid+capacity", "lastream", "lastream-online")
 # What each rung of the ablation turns off in the shipped agent.
 _ABLATED = {"fluid-only": {"use_evaluator": False, "capacity_model": False}, "fluid+capacity": {"use_evaluator": False}}
+# The shipped agent with the LLM generator's candidates besides its own (``lastream bench --llm``).
+LLM_POLICY = "lastream+llm"
 SUSTAIN_FRACTION = 0.95  # processed / arrived for a window to count as keeping up
 
 
@@ -66,15 +71,15 @@ class BenchSettings:
     policies: tuple[str, ...] = POLICY_NAMES
     out_dir: Path = Path("benchmarks/results/bench")
     plot_scenarios: int = 3  # parallelism-over-time plots for the first scenarios
-    llm: bool = False  # add DeepSeek candidates to the La-Stream policy (needs DEEPSEEK_API_KEY)
     reward: RewardParams = field(default_factory=RewardParams)
     # LaStream's decision cycle; its window is the baselines' decision interval.
     # Defaults only: a user's LASTREAM_AGENT_* (a dry run, bounds) must not leak into the bench.
     controller: ControllerSettings = field(default_factory=lambda: ControllerSettings.model_construct(window_s=10.0))
 
     def __post_init__(self) -> None:
-        if unknown := set(self.policies) - set(POLICY_NAMES) - set(ABLATION):
-            raise ValueError(f"unknown policies {sorted(unknown)}; known: {', '.join(dict.fromkeys(POLICY_NAMES + ABLATION))}")
+        known = dict.fromkeys((*POLICY_NAMES, *ABLATION, LLM_POLICY))
+        if unknown := set(self.policies) - set(known):
+            raise ValueError(f"unknown policies {sorted(unknown)}; known: {', '.join(known)}")
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,7 @@ class EpisodeResult:
     sustained_share: float  # windows that sustained the rate, of all windows
     final_lag: float
     mean_latency_ms: float
+    commands_by_source: dict[str, int] = field(default_factory=dict)
     samples: list[Sample] = field(default_factory=list, repr=False)
     parallelism_trace: list[tuple[float, dict[str, int]]] = field(default_factory=list, repr=False)
 
@@ -138,13 +144,15 @@ def policy_factory(name: str, settings: BenchSettings) -> PolicyFactory:
         return lastream_factory(settings, learn=False, **_ABLATED.get(name, {}))
     if name == "lastream-online":
         return lastream_factory(settings, learn=True)
+    if name == LLM_POLICY:
+        return lastream_factory(settings, learn=False, llm=True)
     raise ValueError(f"unknown policy {name!r}")
 
 
-def lastream_factory(settings: BenchSettings, learn: bool, **config: bool) -> PolicyFactory:
+def lastream_factory(settings: BenchSettings, learn: bool, llm: bool = False, **config: bool) -> PolicyFactory:
     """The La-Stream agent with its pretrained evaluator (untrained if none is shipped),
-    plus DeepSeek candidates when ``settings.llm`` is set and a key is there, run by the
-    service's own ``AppController``.
+    plus the LLM generator's candidates with ``llm`` (``LASTREAM_LLM_*`` says which endpoint;
+    a ValueError without a key), run by the service's own ``AppController``.
 
     The model is loaded once; each episode gets its own copy, so an agent that ``learn``s
     online starts every episode from the shipped model. Like a user configuring the service,
@@ -156,12 +164,11 @@ def lastream_factory(settings: BenchSettings, learn: bool, **config: bool) -> Po
     template = LaStreamAgent.pretrained()
     # One LLM client shared by all episodes: it holds connections, not decision state.
     extra = []
-    if settings.llm:
-        llm = LLMGenerator()
-        if llm.enabled:
-            extra.append(llm)
-        else:
-            log.warning("--llm: $%s is not set, the LLM generator is skipped", llm.config.api_key_env)
+    if llm:
+        generator = LLMGenerator()
+        if not generator.enabled:
+            raise ValueError(f"{LLM_POLICY} needs an API key for {generator.config.base_url}: set ${generator.config.api_key_env} or LASTREAM_LLM_API_KEY")
+        extra.append(generator)
 
     def build(scenario: Scenario, sim: Simulator) -> AppController:
         agent = copy.deepcopy(template)
@@ -220,6 +227,7 @@ class AsTheService:
     exactly as in the service."""
 
     controller: AppController
+    sources: Counter[str] = field(default_factory=Counter)  # commands by the provenance of their scheme
 
     def step(self, sim: Simulator, reports: list[MetricsReport]) -> float | None:
         for report in reports:
@@ -229,6 +237,7 @@ class AsTheService:
         started = time.perf_counter()
         actions = self.controller.tick(now)
         elapsed_ms = 1000.0 * (time.perf_counter() - started)
+        self.sources.update(a.message.chosen_source for a in actions if isinstance(a.message, DecisionRecord) and a.message.kind == "command")
         for command in (a.message for a in actions if isinstance(a.message, ScalingCommand)):
             sim.apply(command.target)
             ack = CommandAck(app=command.app, decision_id=command.decision_id, generation=command.generation, status="applied",
@@ -296,6 +305,7 @@ def run_episode(scenario: Scenario, policy_name: str, factory: PolicyFactory, se
         sustained_share=sum(sustained) / len(sustained),
         final_lag=sim.total_lag(),
         mean_latency_ms=statistics.fmean(s.latency_ms for s in samples),
+        commands_by_source=dict(driver.sources) if isinstance(driver, AsTheService) else {},
         samples=samples,
         parallelism_trace=trace,
     )

@@ -8,11 +8,14 @@ import json
 import math
 
 import pytest
+from chat_server import Reply
+from click.testing import CliRunner
 from rich.console import Console
 
 from lastream_stream.bench import POLICY_NAMES, BenchSettings, run, run_episode
 from lastream_stream.bench.baselines import OraclePolicy
-from lastream_stream.bench.runner import ABLATION, Frozen, direction_changes, phase_start, policy_factory
+from lastream_stream.bench.runner import ABLATION, LLM_POLICY, Frozen, direction_changes, phase_start, policy_factory
+from lastream_stream.cli import main
 from lastream_stream.controller import AppController, ControllerSettings
 from lastream_stream.policy.base import Decision, DecisionContext
 from lastream_stream.policy.graph import AppGraph
@@ -143,17 +146,34 @@ def test_unknown_policies_are_refused():
         BenchSettings(policies=("ds2", "magic"))
 
 
-def test_llm_flag_adds_the_llm_generator_only_when_a_key_is_set(monkeypatch, caplog):
-    scenario = two_stage()
-    monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
-    with caplog.at_level("WARNING", logger="lastream_stream.bench.runner"):
-        without_key = policy_factory("lastream", BenchSettings(llm=True))(scenario, Simulator(scenario))
-    assert [g.name for g in without_key.policy.policy.generators] == ["analytic"]
-    assert "LLM generator is skipped" in caplog.text
+def test_llm_bench_reports_how_often_the_llm_won_against_a_real_endpoint(chat_server, monkeypatch, tmp_path):
+    """``lastream+llm`` asks the OpenAI-compatible server named by LASTREAM_LLM_*; the report
+    counts its commands by provenance and sets its reward against ``lastream``'s."""
+    monkeypatch.setenv("LASTREAM_LLM_BASE_URL", chat_server.url)
+    monkeypatch.setenv("LASTREAM_LLM_API_KEY", "sk-test-local")
+    chat_server.otherwise = Reply(json.dumps({"schemes": [{"parallelism": {"source": 1, "parse": 5, "store": 2}}]}))
+    settings = BenchSettings(policies=("lastream", LLM_POLICY), horizon_s=60.0, out_dir=tmp_path, plot_scenarios=0)
+    results = run(settings, console=Console(file=io.StringIO()), suite=[two_stage()])
 
-    monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-test-not-used")
-    with_key = policy_factory("lastream", BenchSettings(llm=True))(scenario, Simulator(scenario))
-    assert [g.name for g in with_key.policy.policy.generators] == ["analytic", "llm"]
+    assert chat_server.requests and "parse" in chat_server.requests[0]["messages"][-1]["content"]
+    with_llm = next(e for e in results.episodes if e.policy == LLM_POLICY)
+    assert with_llm.commands_by_source and set(with_llm.commands_by_source) <= {"analytic", "capacity", "llm", "guarded"}
+    llm = json.loads((tmp_path / "results.json").read_text())["llm"]
+    assert llm["commands"] == sum(with_llm.commands_by_source.values())
+    assert llm["llm_commands"] == with_llm.commands_by_source.get("llm", 0)
+    assert llm["scenarios_compared"] == 1
+    without = next(e for e in results.episodes if e.policy == "lastream")
+    assert llm["reward_difference_median"] == pytest.approx(with_llm.mean_reward - without.mean_reward)
+    assert "## LLM candidates" in (tmp_path / "results.md").read_text()
+
+
+def test_llm_bench_without_a_key_says_which_variable_to_set(monkeypatch):
+    monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
+    monkeypatch.delenv("LASTREAM_LLM_API_KEY", raising=False)
+    result = CliRunner().invoke(main, ["bench", "--llm", "--scenarios", "1", "--policy", "ds2"])
+    assert result.exit_code == 2 and "DEEPSEEK_API_KEY" in result.output
+    with pytest.raises(ValueError, match="DEEPSEEK_API_KEY"):
+        policy_factory(LLM_POLICY, BenchSettings())
 
 
 class Counting:
