@@ -1,13 +1,22 @@
 """Pretraining the GCN and evaluator on simulated decisions (``lastream train --sim``).
 
-One *episode* is one decision: a simulated app is run for a while with some parallelism
-(under- or over-provisioned, at some source rate) and its reports become the graph the
-agent sees. Every candidate scheme - the agent's own analytic ones plus random
-perturbations, so the evaluator also learns what bad schemes earn - is then applied to its
-own copy of that simulator, and the La-Stream reward is averaged over the agent's horizon
-from that moment on: the restart and the backlog it leaves are part of what a scheme
-earns, which is what keeps the agent from reconfiguring for a marginal gain. The GCN and the
-evaluator are trained together on (graph, candidate, reward) in mini-batches.
+One *episode* is one decision state and what every candidate would earn in it. Every
+candidate scheme - the agent's own analytic ones plus random perturbations, so the
+evaluator also learns what bad schemes earn - is applied to its own copy of the simulator,
+and the La-Stream reward is averaged over the agent's horizon from that moment on: the
+restart and the backlog it leaves are part of what a scheme earns, which is what keeps the
+agent from reconfiguring for a marginal gain. The GCN and the evaluator are trained together
+on (graph, candidate, reward) in mini-batches.
+
+The states come from two kinds of run:
+
+* *one-shot*: the app is run for a while with some parallelism (under- or over-provisioned,
+  at some constant source rate), and decided on once;
+* *closed-loop*: the app, its source rate constant, stepping or swinging, is steered for
+  minutes by the shipped ``AppController`` (``bench.runner.AsTheService``, as the bench runs
+  it) around an exploring fluid-model agent, and some of the states it decided in are kept:
+  states during a drain, after a restart, after a reversal, held by stabilisation - the
+  states the service actually meets, which one-shot states alone do not cover.
 
 The scenarios are the simulator's (WordCount, Nexmark-like, random DAGs) with random source
 rates, sublinear scaling, binding partition caps and slow restarts mixed in, half of them
@@ -30,14 +39,17 @@ from pathlib import Path
 import numpy as np
 from rich.progress import Progress
 
+from lastream_stream.bench.runner import AsTheService, BenchSettings
 from lastream_stream.contracts import MetricsReport
+from lastream_stream.controller import AppController
 from lastream_stream.policy.agent import DEFAULT_MARGIN, STATE_KINDS, AgentConfig, Example, LaStreamAgent, state_kind
-from lastream_stream.policy.base import DecisionContext
+from lastream_stream.policy.base import Decision, DecisionContext, Policy
 from lastream_stream.policy.candidates import AnalyticGenerator, clamp_scheme
 from lastream_stream.policy.ds2 import optimal_parallelism
 from lastream_stream.policy.graph import AppGraph, build_graph
 from lastream_stream.policy.reward import RewardParams, horizon_log_reward, log_reward
-from lastream_stream.sim import Constant, Scenario, Simulator, scenarios
+from lastream_stream.sim import Constant, Scenario, Simulator, Sine, Steps, scenarios
+from lastream_stream.sim.simulator import EPOCH_START
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +58,7 @@ FULL_SPEED_SHARE = 0.5  # the other episodes run their scenario slowed down, by 
 MIN_SPEED = 0.003
 MARGIN_QUANTILE = 0.8
 MIN_MARGIN = 0.005  # ln reward
+MAX_LOAD = 5.5  # source rate over its base rate: sources have sixfold headroom
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,20 @@ class PretrainSettings:
     rehearsal: int = 1000  # pretraining examples shipped in the replay buffer
     seed: int = 0
     agent: AgentConfig = field(default_factory=AgentConfig)
+    closed_loop_share: float = 0.5  # of the states, those taken from closed-loop runs
+    trajectory_s: float = 300.0  # how long a closed-loop run lasts
+    states_per_trajectory: int = 4  # decision states kept from each closed-loop run
+    # How often the closed-loop runs' agent picks a random candidate: its mistakes, and the
+    # controller's answers to them, are states a careful agent must still decide well in.
+    explore_epsilon: float = 0.2
+
+    def jobs(self) -> list[str]:
+        """The kind of each run, one-shot or closed-loop, mixed in a fixed order: the first
+        runs are held out for validation, and must hold both kinds."""
+        n_loops = round(self.episodes * self.closed_loop_share / self.states_per_trajectory)
+        kinds = ["closed-loop"] * n_loops + ["one-shot"] * (self.episodes - n_loops * self.states_per_trajectory)
+        np.random.default_rng(self.seed).shuffle(kinds)
+        return kinds
 
 
 @dataclass
@@ -67,18 +94,17 @@ class Episode:
     scenario: str
     sim: Simulator  # the state the decision was made in
     graph: AppGraph
+    # What the decision is told besides the graph: at least the app's restart time, as the
+    # bench tells every policy (an agent in service is configured with it).
+    context: DecisionContext
     schemes: list[dict[str, int]]
     log_rewards: list[float]
-
-    @property
-    def context(self) -> DecisionContext:
-        """What the decision is told besides the graph: the app's restart time, as the bench
-        tells every policy (an agent in service is configured with it)."""
-        return DecisionContext(restart_s=self.sim.scenario.downtime_s)
+    kind: str = "one-shot"  # or "closed-loop"
 
 
-def training_scenario(rng: np.random.Generator, seed: int) -> Scenario:
-    """A scenario of a random family and condition, at a random constant source rate."""
+def training_scenario(rng: np.random.Generator, seed: int, rate_changes: bool = False) -> Scenario:
+    """A scenario of a random family and condition, at a random source rate: constant, or
+    with ``rate_changes`` a third each constant, stepping once and swinging."""
     family = rng.integers(6)
     if family == 0:
         base = scenarios.wordcount(seed)
@@ -102,7 +128,16 @@ def training_scenario(rng: np.random.Generator, seed: int) -> Scenario:
     # backlog dominates the reward. Trained only at full speed, the model held over-provisioned
     # slow apps at their size.
     speed = 1.0 if rng.random() < FULL_SPEED_SHARE else float(10 ** rng.uniform(math.log10(MIN_SPEED), 0.0))
-    return rescaled(base, speed=speed, load=float(rng.uniform(0.4, 3.5)))
+    load = float(rng.uniform(0.4, 3.5))
+    scenario = rescaled(base, speed=speed, load=load)
+    if not rate_changes or (change := rng.integers(3)) == 0:
+        return scenario
+    rate = scenario.schedule.rate_at(0.0)
+    if change == 1:
+        factor = float(rng.uniform(0.4, min(2.5, MAX_LOAD / load)))
+        return dataclasses.replace(scenario, schedule=Steps(rate, ((float(rng.uniform(60.0, 200.0)), factor),)))
+    amplitude = float(rng.uniform(0.2, min(0.5, MAX_LOAD / load - 1.0)))
+    return dataclasses.replace(scenario, schedule=Sine(rate, amplitude, float(rng.uniform(120.0, 600.0))))
 
 
 def rescaled(base: Scenario, speed: float, load: float) -> Scenario:
@@ -114,8 +149,13 @@ def rescaled(base: Scenario, speed: float, load: float) -> Scenario:
 
 
 def decision_state(scenario: Scenario, rng: np.random.Generator, settings: PretrainSettings, seed: int) -> tuple[Simulator, AppGraph]:
-    """Start the app somewhere between a third and three times what it needs, run it, and build the
-    graph the decision would see."""
+    """Start the app mis-provisioned, run it, and build the graph the decision would see."""
+    sim = provisioned(scenario, rng, seed)
+    return sim, window_graph(sim.run(settings.state_s), settings.graph_window_s)
+
+
+def provisioned(scenario: Scenario, rng: np.random.Generator, seed: int) -> Simulator:
+    """The app at somewhere between a third and three times what it needs."""
     oracle = Simulator(scenario, seed).oracle()
     overall = rng.uniform(0.35, 3.0)
     ops = []
@@ -125,8 +165,7 @@ def decision_state(scenario: Scenario, rng: np.random.Generator, settings: Pretr
             continue
         p = round(oracle[op.name] * overall * rng.uniform(0.75, 1.33))
         ops.append(dataclasses.replace(op, parallelism=min(max(p, 1), op.max_parallelism)))
-    sim = Simulator(dataclasses.replace(scenario, operators=tuple(ops)), seed)
-    return sim, window_graph(sim.run(settings.state_s), settings.graph_window_s)
+    return Simulator(dataclasses.replace(scenario, operators=tuple(ops)), seed)
 
 
 def window_graph(reports: list[MetricsReport], window_s: float) -> AppGraph:
@@ -172,36 +211,87 @@ def measure(sim: Simulator, scheme: dict[str, int], settings: PretrainSettings, 
     return horizon_log_reward(samples, interval, settings.agent.horizon_s)
 
 
-def collect_episode(index: int, settings: PretrainSettings) -> Episode:
-    """Episode ``index`` of a run: the same index and seed give the same episode in any process."""
+def collect_job(index: int, kind: str, settings: PretrainSettings) -> list[Episode]:
+    """The episodes of run ``index``: the same index, kind and seed give the same episodes in any process."""
     rng = np.random.default_rng([settings.seed, index])
     seed = settings.seed * 100_003 + index
-    return episode(training_scenario(rng, seed), rng, settings, seed)
+    if kind == "closed-loop":
+        return closed_loop_episodes(training_scenario(rng, seed, rate_changes=True), rng, settings, seed)
+    return [episode(training_scenario(rng, seed), rng, settings, seed)]
 
 
 def episode(scenario: Scenario, rng: np.random.Generator, settings: PretrainSettings, seed: int) -> Episode:
-    """A decision state of ``scenario`` and the measured reward of every candidate in it."""
+    """A one-shot decision state of ``scenario`` and the measured reward of every candidate in it."""
     sim, graph = decision_state(scenario, rng, settings, seed)
-    proposed = [c.scheme for c in AnalyticGenerator(target_utilisations=tuple(settings.agent.headroom_utilisations)).propose(graph)]
+    return labelled(sim, graph, DecisionContext(restart_s=scenario.downtime_s), rng, settings)
+
+
+def labelled(sim: Simulator, graph: AppGraph, context: DecisionContext, rng: np.random.Generator, settings: PretrainSettings,
+             kind: str = "one-shot") -> Episode:  # fmt: skip
+    """The decision state ``sim`` is in, seen as ``graph``, with the measured reward of every candidate."""
+    analytic = AnalyticGenerator(target_utilisations=tuple(settings.agent.headroom_utilisations))
+    proposed = [clamp_scheme(graph, c.scheme) for c in analytic.propose(graph, context)]
     perturbed = [clamp_scheme(graph, s) for s in perturbed_schemes(graph, sim, rng, settings.perturbations)]
     schemes = list({tuple(s.values()): s for s in proposed + perturbed}.values())
     log_rewards = [measure(sim, s, settings, settings.agent.reward) for s in schemes]
-    return Episode(scenario.name, sim, graph, schemes, log_rewards)
+    return Episode(sim.scenario.name, sim, graph, context, schemes, log_rewards, kind)
+
+
+@dataclass
+class Recorder:
+    """A closed-loop run's policy: decides as ``policy`` does, and keeps a copy of the
+    simulator, the graph and the context of every state it was asked to decide in."""
+
+    policy: Policy
+    sim: Simulator
+    restart_s: float  # what the bench tells a policy until the controller has measured a restart
+    states: list[tuple[Simulator, AppGraph, DecisionContext]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.policy.name
+
+    def decide(self, graph: AppGraph, context: DecisionContext | None = None) -> Decision:
+        decision = self.policy.decide(graph, context)
+        seen = decision.context or context or DecisionContext()
+        if seen.restart_s is None:
+            seen = dataclasses.replace(seen, restart_s=self.restart_s)
+        # The agent's capacity curves go on learning after this state: keep them as they were.
+        self.states.append((copy.deepcopy(self.sim), graph, copy.deepcopy(seen)))
+        return decision
+
+
+def closed_loop_episodes(scenario: Scenario, rng: np.random.Generator, settings: PretrainSettings, seed: int) -> list[Episode]:
+    """Run ``scenario`` from a mis-provisioned start for ``trajectory_s`` under the shipped
+    controller and an exploring fluid-model agent; label ``states_per_trajectory`` of the
+    states it decided in."""
+    sim = provisioned(scenario, rng, seed)
+    explorer = LaStreamAgent(settings.agent.model_copy(update={
+        "seed": seed, "use_evaluator": False, "explore_epsilon": settings.explore_epsilon, "restart_s": scenario.downtime_s}))  # fmt: skip
+    recorder = Recorder(explorer, sim, scenario.downtime_s)
+    driver = AsTheService(AppController(scenario.name, recorder, BenchSettings().controller, settings.agent.reward, since=EPOCH_START))
+    for _ in range(round(settings.trajectory_s / scenario.interval_s)):
+        driver.step(sim, sim.run(scenario.interval_s))
+    kept = sorted(rng.choice(len(recorder.states), size=min(settings.states_per_trajectory, len(recorder.states)), replace=False))
+    return [labelled(*recorder.states[k], rng, settings, kind="closed-loop") for k in kept]
 
 
 def collect(settings: PretrainSettings, progress: bool = False, workers: int | None = None) -> list[Episode]:
-    """``settings.episodes`` episodes, simulated on ``workers`` processes (all cores by default)."""
+    """``settings.episodes`` episodes (or a few fewer, when a closed-loop run decided less
+    often than asked), in run order, simulated on ``workers`` processes (all cores by default)."""
     workers = workers or os.cpu_count() or 1
+    kinds = settings.jobs()
     episodes: list[Episode] = []
     with Progress(disable=not progress) as bar:
         task = bar.add_task("simulating decisions", total=settings.episodes)
         with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
-            indices = range(settings.episodes)
-            simulated = pool.map(collect_episode, indices, [settings] * settings.episodes) if pool else (collect_episode(i, settings) for i in indices)
-            for episode in simulated:
-                episodes.append(episode)
-                bar.advance(task)
-                if progress and len(episodes) % 100 == 0 and not bar.console.is_terminal:  # a log file sees no bar
+            indices = range(len(kinds))
+            simulated = (pool.map(collect_job, indices, kinds, [settings] * len(kinds)) if pool
+                         else (collect_job(i, k, settings) for i, k in zip(indices, kinds, strict=True)))  # fmt: skip
+            for done, run_episodes in enumerate(simulated, start=1):
+                episodes += run_episodes
+                bar.update(task, completed=len(episodes))
+                if progress and done % 50 == 0 and not bar.console.is_terminal:  # a log file sees no bar
                     log.info("simulated %d of %d decision states", len(episodes), settings.episodes)
     return episodes
 
@@ -286,6 +376,9 @@ def train_on(episodes: list[Episode], settings: PretrainSettings, progress: bool
     summary = {"episodes": len(episodes), "examples": len(examples), "final_loss": loss, "train_spearman": ranking_quality(agent, train[:100])}
     if validation:
         summary["validation_spearman"] = ranking_quality(agent, validation)
+        for kind in ("one-shot", "closed-loop"):
+            if of_kind := [e for e in validation if e.kind == kind]:
+                summary[f"validation_spearman_{kind}"] = ranking_quality(agent, of_kind)
         agent.calibrated_margins = switch_margins(agent, validation)
         summary |= {f"switch_margin_{kind}": margin for kind, margin in agent.calibrated_margins.items()}
     log.info("pretraining done: %s", summary)
