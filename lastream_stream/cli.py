@@ -306,6 +306,8 @@ def train(simulated: bool, episodes: int, seed: int, out: str | None) -> None:
     from lastream_stream import training
     from lastream_stream.policy.agent import PRETRAINED_PATH
 
+    # The closed-loop runs' thousands of simulated decisions would bury the progress in their log lines.
+    logging.getLogger("lastream_stream.controller").setLevel(logging.WARNING)
     summary = training.run(episodes, Path(out) if out else PRETRAINED_PATH, seed=seed, progress=True)
     for key, value in summary.items():
         console.print(f"{key:<28} {value:.4g}" if isinstance(value, float) else f"{key:<28} {value}")

@@ -28,7 +28,6 @@ from lastream_stream.deadletter import DeadLetterDecoder
 from lastream_stream.kafka_clients import KafkaClients, project_topics
 from lastream_stream.policy.agent import LaStreamAgent
 from lastream_stream.policy.base import Policy
-from lastream_stream.policy.candidates import AnalyticGenerator
 from lastream_stream.policy.llm import LLMGenerator
 from lastream_stream.policy.reward import RewardParams
 from lastream_stream.settings import LastreamSettings
@@ -50,19 +49,15 @@ class AgentServiceSettings(BaseSettings):
 def build_agent(service: AgentServiceSettings) -> LaStreamAgent:
     """Own checkpoint if any, else the shipped pretrained model; analytic candidates always,
     the LLM's when enabled and a key is set."""
-    generators = [AnalyticGenerator()]
-    if service.llm:
-        llm = LLMGenerator()
-        if llm.enabled:
-            generators.append(llm)
-    agent = LaStreamAgent.pretrained(service.checkpoint, generators=generators)
+    llm = LLMGenerator() if service.llm else None
+    # The agent adds its own analytic generator, configured as its checkpoint says.
+    agent = LaStreamAgent.pretrained(service.checkpoint, generators=[llm] if llm is not None and llm.enabled else [])
     agent.config = agent.config.model_copy(update={"restart_s": service.restart_s})
-    for generator in generators:
-        if isinstance(generator, LLMGenerator):
-            generator.reward_params = agent.config.reward  # the LLM is told the reward its schemes are scored by
+    if llm is not None:
+        llm.reward_params = agent.config.reward  # the LLM is told the reward its schemes are scored by
     source = f"model and replay from {service.checkpoint}" if service.checkpoint.exists() else "the shipped pretrained model"
     log.info("agent uses %s (%d replayed outcome(s)); candidates from %s", source, len(agent.replay),
-             ", ".join(g.name for g in generators))  # fmt: skip
+             ", ".join(g.name for g in agent.generators))  # fmt: skip
     return agent
 
 
