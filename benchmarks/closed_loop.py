@@ -33,12 +33,12 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from lastream_stream.dashboard import AppMonitor
-from lastream_stream.kafka_clients import KafkaClients, project_topics
-from lastream_stream.launcher import KeepsUp, Pipeline, ensure_broker, start_wordcount
+from lastream_stream.agent.service import AgentService, AgentServiceSettings
+from lastream_stream.kafka.clients import KafkaClients, project_topics
 from lastream_stream.policy.ds2 import optimal_parallelism
-from lastream_stream.service import AgentService, AgentServiceSettings
 from lastream_stream.settings import LastreamSettings, TopicSettings
+from lastream_stream.tools.dashboard import AppMonitor
+from wordcount_app.launcher import KeepsUp, Pipeline, ensure_broker, start_wordcount
 from wordcount_app.settings import UPSTREAMS, WordCountSettings
 
 log = logging.getLogger("closed_loop")
@@ -48,8 +48,12 @@ def counts(service: AgentService, app: str) -> dict:
     controller = service.controllers.get(app)
     if controller is None:
         return {"decisions": 0, "commands": 0, "outcomes": 0, "rewards": []}
-    return {"decisions": controller.decisions, "commands": controller.commands, "outcomes": len(controller.rewards),
-            "rewards": list(controller.rewards)}  # fmt: skip
+    return {
+        "decisions": controller.decisions,
+        "commands": controller.commands,
+        "outcomes": len(controller.rewards),
+        "rewards": list(controller.rewards),
+    }
 
 
 def cpu_s(pipeline: Pipeline) -> float:
@@ -69,7 +73,9 @@ def cpu_s(pipeline: Pipeline) -> float:
     return total
 
 
-def measure(service: AgentService, monitor: AppMonitor, pipeline: Pipeline, app: str, timeout_s: float, hold_s: float) -> dict:
+def measure(
+    service: AgentService, monitor: AppMonitor, pipeline: Pipeline, app: str, timeout_s: float, hold_s: float
+) -> dict:
     """From now: until the app keeps up (or ``timeout_s``), then ``hold_s`` at the same rate."""
     begin = time.time()
     before = counts(service, app)
@@ -85,7 +91,12 @@ def measure(service: AgentService, monitor: AppMonitor, pipeline: Pipeline, app:
     while not check():
         if time.time() - begin > timeout_s:
             log.warning("the app did not keep up within %.0f s", timeout_s)
-            return {"kept_up": False, "seconds": None, **_since(before, counts(service, app)), "load_avg_max": round(max(load), 2)}
+            return {
+                "kept_up": False,
+                "seconds": None,
+                **_since(before, counts(service, app)),
+                "load_avg_max": round(max(load), 2),
+            }
     kept = counts(service, app)
     log.info("keeps up after %.0f s; holding for %.0f s", tracker.first_at - begin, hold_s)
     behind_s = 0
@@ -96,14 +107,22 @@ def measure(service: AgentService, monitor: AppMonitor, pipeline: Pipeline, app:
     after = counts(service, app)
     graph = monitor.graph(since=begin)
     return {
-        "kept_up": True, "seconds": round(tracker.first_at - begin, 1), **_since(before, kept),
-        "hold_s": hold_s, "hold_commands": after["commands"] - kept["commands"],
-        "hold_decisions": after["decisions"] - kept["decisions"], "hold_outcomes_learnt": after["outcomes"] - kept["outcomes"],
-        "hold_outcome_rewards": [round(r, 3) for r in after["rewards"][kept["outcomes"]:]],
-        "hold_seconds_behind": behind_s, "keeps_up_at_end": tracker.now,
-        "parallelism": graph.parallelism if graph else {}, "ds2_optimum": optimal_parallelism(graph) if graph else {},
-        "hold_cpu_cores": round(cpu_cores, 2), "load_avg_max": round(max(load), 2), "load_avg_end": round(load[-1], 2),
-    }  # fmt: skip
+        "kept_up": True,
+        "seconds": round(tracker.first_at - begin, 1),
+        **_since(before, kept),
+        "hold_s": hold_s,
+        "hold_commands": after["commands"] - kept["commands"],
+        "hold_decisions": after["decisions"] - kept["decisions"],
+        "hold_outcomes_learnt": after["outcomes"] - kept["outcomes"],
+        "hold_outcome_rewards": [round(r, 3) for r in after["rewards"][kept["outcomes"] :]],
+        "hold_seconds_behind": behind_s,
+        "keeps_up_at_end": tracker.now,
+        "parallelism": graph.parallelism if graph else {},
+        "ds2_optimum": optimal_parallelism(graph) if graph else {},
+        "hold_cpu_cores": round(cpu_cores, 2),
+        "load_avg_max": round(max(load), 2),
+        "load_avg_end": round(load[-1], 2),
+    }
 
 
 def _since(before: dict, now: dict) -> dict:
@@ -112,18 +131,29 @@ def _since(before: dict, now: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=None, help="source sentences/s (default: WordCount's, LASTREAM_WC_RATE or 10)")
+    parser.add_argument(
+        "--rate", type=float, default=None, help="source sentences/s (default: WordCount's, LASTREAM_WC_RATE or 10)"
+    )
     parser.add_argument("--hold", type=float, default=600.0, help="seconds at a constant rate once the app keeps up")
-    parser.add_argument("--step-factor", type=float, default=2.0, help="the rate step after the first hold (0: no step)")
-    parser.add_argument("--timeout", type=float, default=600.0, help="give up a phase after this many seconds without keeping up")
+    parser.add_argument(
+        "--step-factor", type=float, default=2.0, help="the rate step after the first hold (0: no step)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="give up a phase after this many seconds without keeping up"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/closed_loop.json"))
     args = parser.parse_args()
     logging.basicConfig(level="INFO", format="%(message)s", handlers=[RichHandler(show_path=False)])
     logging.getLogger("lastream.librdkafka").setLevel(logging.ERROR)
 
     tag = uuid.uuid4().hex[:8]
-    topics = TopicSettings(metrics=f"cl-{tag}.metrics", control=f"cl-{tag}.control", acks=f"cl-{tag}.acks",
-                           decisions=f"cl-{tag}.decisions", deadletter=f"cl-{tag}.deadletter")  # fmt: skip
+    topics = TopicSettings(
+        metrics=f"cl-{tag}.metrics",
+        control=f"cl-{tag}.control",
+        acks=f"cl-{tag}.acks",
+        decisions=f"cl-{tag}.decisions",
+        deadletter=f"cl-{tag}.deadletter",
+    )
     settings = ensure_broker(LastreamSettings(topics=topics))
     KafkaClients(settings.kafka).ensure_topics(project_topics(topics))
     wc = WordCountSettings(prefix=f"cl-{tag}")
@@ -150,11 +180,15 @@ def main() -> None:
         pipeline.stop()
     controller = service.controllers.get(wc.app)
     result = {
-        "rate": wc.rate, "step_factor": args.step_factor, "hold_s": args.hold,
+        "rate": wc.rate,
+        "step_factor": args.step_factor,
+        "hold_s": args.hold,
         "costs_ms": {op: wc.cost_s(op) * 1000 for op in ("splitter", "counter", "sink")},
         "controller": service.service.controller.model_dump(include={"window_s", "warmup_s", "outcome_s"}),
-        "phases": phases, "restarts_s": [round(s, 1) for s in controller.restarts_s] if controller else [], "at": time.time(),
-    }  # fmt: skip
+        "phases": phases,
+        "restarts_s": [round(s, 1) for s in controller.restarts_s] if controller else [],
+        "at": time.time(),
+    }
     table = Table(title=f"Closed loop: WordCount at {wc.rate:g} sentences/s from all-at-1, then x{args.step_factor:g}")
     table.add_column("measure")
     for name in phases:

@@ -21,11 +21,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from lastream_stream.contracts import MetricsReport
 from lastream_stream.policy.agent import LaStreamAgent
 from lastream_stream.policy.base import DecisionContext
 from lastream_stream.policy.candidates import AnalyticGenerator, Candidate
 from lastream_stream.policy.graph import AppGraph, build_graph
+from lastream_stream.wire.contracts import MetricsReport
 
 SIZES = (5, 20, 50)
 POOL_SIZES = (10, 64)

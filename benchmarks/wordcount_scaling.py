@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from lastream_stream.kafka_clients import KafkaClients
+from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.settings import LastreamSettings
 from wordcount_app import source
 from wordcount_app.settings import WordCountSettings
@@ -45,16 +45,24 @@ def wait_stable(clients: KafkaClients, group: str, members: int, timeout_s: floa
         time.sleep(0.5)
 
 
-def measure(settings: LastreamSettings, parallelism: int, metrics: bool, rate: float, seconds: float, warmup: float) -> dict:
+def measure(
+    settings: LastreamSettings, parallelism: int, metrics: bool, rate: float, seconds: float, warmup: float
+) -> dict:
     # The splitter cost its README table was measured at, whatever WordCount's default.
-    wc = WordCountSettings(prefix=f"bench-{uuid.uuid4().hex[:8]}", rate=rate, metrics_enabled=metrics, cost_splitter_ms=SPLITTER_COST_MS)
+    wc = WordCountSettings(
+        prefix=f"bench-{uuid.uuid4().hex[:8]}", rate=rate, metrics_enabled=metrics, cost_splitter_ms=SPLITTER_COST_MS
+    )
     clients = KafkaClients(settings.kafka)
     env = os.environ | worker_env(settings, wc) | {"LASTREAM_WORKER_OPERATOR": "splitter"}
     workers = [
-        subprocess.Popen([sys.executable, "-m", "wordcount_app.worker"], env=env | {"LASTREAM_WORKER_INDEX": str(i)},
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            [sys.executable, "-m", "wordcount_app.worker"],
+            env=env | {"LASTREAM_WORKER_INDEX": str(i)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for i in range(parallelism)
-    ]  # fmt: skip
+    ]
     stop = threading.Event()
     producer = threading.Thread(target=source.run, args=(settings, wc, stop), daemon=True)
     try:
@@ -75,10 +83,13 @@ def measure(settings: LastreamSettings, parallelism: int, metrics: bool, rate: f
     processed = (end_offsets - start_offsets) / (ended - started)
     capacity = parallelism * 1000.0 / wc.cost_splitter_ms
     return {
-        "parallelism": parallelism, "metrics_sensor": metrics, "source_rate": rate,
-        "processed_rate": round(processed, 1), "ideal_rate": round(min(rate, capacity), 1),
+        "parallelism": parallelism,
+        "metrics_sensor": metrics,
+        "source_rate": rate,
+        "processed_rate": round(processed, 1),
+        "ideal_rate": round(min(rate, capacity), 1),
         "efficiency": round(processed / min(rate, capacity), 3),
-    }  # fmt: skip
+    }
 
 
 def main() -> None:

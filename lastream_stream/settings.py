@@ -2,10 +2,12 @@
 
 Each group has its own prefix so the names read naturally in a shell:
 ``LASTREAM_KAFKA_BOOTSTRAP``, ``LASTREAM_TOPIC_METRICS``, ``LASTREAM_BROKER_PORT`` ...
+Every default path on disk derives from ``LASTREAM_HOME`` (``~/.cache/lastream``).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -47,13 +49,19 @@ class TopicSettings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1)
 
 
+def lastream_home() -> Path:
+    """Where LaStream keeps its files unless told otherwise: the broker's jars and data, the
+    supervisor's run directories, the agent's checkpoint, process logs."""
+    return Path(os.environ.get("LASTREAM_HOME") or Path.home() / ".cache" / "lastream")
+
+
 class BrokerSettings(BaseSettings):
     """The local single-node KRaft broker that ``lastream kafka start`` runs."""
 
     model_config = SettingsConfigDict(env_prefix="LASTREAM_BROKER_", extra="ignore")
 
     kafka_version: str = "3.9.1"
-    home: Path = Path.home() / ".cache" / "lastream"
+    home: Path = Field(default_factory=lastream_home)
     port: int = 9092
     controller_port: int = 9093
     heap: str = "768m"

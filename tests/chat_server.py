@@ -47,7 +47,13 @@ class ChatServer:
                         "object": "chat.completion",
                         "created": int(time.time()),
                         "model": server.requests[-1].get("model", "test"),
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.content}, "finish_reason": "stop"}],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": reply.content},
+                                "finish_reason": "stop",
+                            }
+                        ],
                         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                     }
                 data = json.dumps(payload).encode()

@@ -12,8 +12,8 @@ import pytest
 from chat_server import ChatServer
 from confluent_kafka import Consumer, Message
 
-from lastream_stream.broker import LocalBroker, MissingTool
-from lastream_stream.kafka_clients import KafkaClients, TopicSpec, project_topics
+from lastream_stream.kafka.broker import LocalBroker, MissingTool
+from lastream_stream.kafka.clients import KafkaClients, TopicSpec, project_topics
 from lastream_stream.settings import KafkaSettings, LastreamSettings, TopicSettings
 
 

@@ -8,12 +8,13 @@ import threading
 import time
 
 from factories import sample_report
-from lastream_stream.contracts import CommandAck, DeadLetter, ScalingCommand
-from lastream_stream.controller import ControllerSettings
-from lastream_stream.deadletter import parse
+
+from lastream_stream.agent.controller import ControllerSettings
+from lastream_stream.agent.service import AgentService, AgentServiceSettings, build_agent
 from lastream_stream.policy.base import Decision
 from lastream_stream.policy.ds2 import optimal_parallelism
-from lastream_stream.service import AgentService, AgentServiceSettings, build_agent
+from lastream_stream.wire.contracts import CommandAck, DeadLetter, ScalingCommand
+from lastream_stream.wire.deadletter import parse
 
 
 class DS2:
@@ -27,13 +28,35 @@ def honest_reports(now: float) -> list[bytes]:
     """source emits 100/s; one 'work' instance processes 30 records per useful second, so
     DS2's optimum for work is ceil(100 / 30) = 4."""
     return [
-        sample_report(app="flooded", operator="source", instance_id="src", interval_end=now, interval_s=1.0,
-                      records_in=100, records_out=100, useful_time_s=0.1, lag=None, upstreams=[], input_partitions=None,
-                      parallelism=1).to_bytes(),
-        sample_report(app="flooded", operator="work", instance_id="w0", interval_end=now, interval_s=1.0,
-                      records_in=30, records_out=30, useful_time_s=1.0, lag=500, upstreams=["source"], input_partitions=8,
-                      parallelism=1).to_bytes(),
-    ]  # fmt: skip
+        sample_report(
+            app="flooded",
+            operator="source",
+            instance_id="src",
+            interval_end=now,
+            interval_s=1.0,
+            records_in=100,
+            records_out=100,
+            useful_time_s=0.1,
+            lag=None,
+            upstreams=[],
+            input_partitions=None,
+            parallelism=1,
+        ).to_bytes(),
+        sample_report(
+            app="flooded",
+            operator="work",
+            instance_id="w0",
+            interval_end=now,
+            interval_s=1.0,
+            records_in=30,
+            records_out=30,
+            useful_time_s=1.0,
+            lag=500,
+            upstreams=["source"],
+            input_partitions=8,
+            parallelism=1,
+        ).to_bytes(),
+    ]
 
 
 def flood(now: float) -> list[bytes]:
@@ -41,14 +64,23 @@ def flood(now: float) -> list[bytes]:
     negative = json.loads(honest_reports(now)[1]) | {"instance_id": "liar", "records_in": -50}
     fast = json.loads(honest_reports(now)[1]) | {"instance_id": "liar", "useful_time_s": 99.0}
     wrong_schema = {"schema_version": 1, "app": "flooded", "operator": "work", "rate": 5}
-    return [b"\x00garbage\xff", b"{not json", json.dumps(absurd).encode(), json.dumps(negative).encode(),
-            json.dumps(fast).encode(), json.dumps(wrong_schema).encode(), b"null"]  # fmt: skip
+    return [
+        b"\x00garbage\xff",
+        b"{not json",
+        json.dumps(absurd).encode(),
+        json.dumps(negative).encode(),
+        json.dumps(fast).encode(),
+        json.dumps(wrong_schema).encode(),
+        b"null",
+    ]
 
 
 def test_metrics_flood_is_dead_lettered_and_does_not_move_the_decision(settings, clients, reader, tmp_path):
     service = AgentService(
         settings,
-        AgentServiceSettings(checkpoint=tmp_path / "unused.pt", llm=False, controller=ControllerSettings(window_s=3.0, warmup_s=0.0)),
+        AgentServiceSettings(
+            checkpoint=tmp_path / "unused.pt", llm=False, controller=ControllerSettings(window_s=3.0, warmup_s=0.0)
+        ),
         agent=DS2(),
     )
     stop = threading.Event()
@@ -99,8 +131,9 @@ def saved_last_change(service: AgentService) -> dict:
 def test_the_last_change_per_operator_survives_an_agent_restart(settings, clients, tmp_path):
     """An applied command's direction and time are saved beside the checkpoint when its ack
     arrives, and a new agent process counts its stabilisation interval from them."""
-    service_settings = AgentServiceSettings(checkpoint=tmp_path / "agent.pt", llm=False,
-                                            controller=ControllerSettings(window_s=3.0, warmup_s=0.0))  # fmt: skip
+    service_settings = AgentServiceSettings(
+        checkpoint=tmp_path / "agent.pt", llm=False, controller=ControllerSettings(window_s=3.0, warmup_s=0.0)
+    )
     service = AgentService(settings, service_settings, agent=DS2())
     stop = threading.Event()
     published = []
@@ -117,8 +150,13 @@ def test_the_last_change_per_operator_survives_an_agent_restart(settings, client
                 time.sleep(1.0)
             command = next((m for m in published if isinstance(m, ScalingCommand)), None)
             assert command is not None, "the agent made no decision"
-            ack = CommandAck(app="flooded", decision_id=command.decision_id, generation=command.generation, status="applied",
-                             applied={"source": 1, "work": 4})  # fmt: skip
+            ack = CommandAck(
+                app="flooded",
+                decision_id=command.decision_id,
+                generation=command.generation,
+                status="applied",
+                applied={"source": 1, "work": 4},
+            )
             producer.produce(settings.topics.acks, key=b"flooded", value=ack.to_bytes())
             producer.flush(10)
         # The file is the agent's own output, nothing on the broker says when it is written; it

@@ -1,13 +1,12 @@
 import json
 
 import pytest
+from factories import sample_report
 from pydantic import ValidationError
 
-from lastream_stream import schemas
-from lastream_stream.contracts import CommandAck, MetricsReport, ScalingCommand
-from lastream_stream.deadletter import parse
-from factories import sample_report
-
+from lastream_stream.wire import schemas
+from lastream_stream.wire.contracts import CommandAck, ScalingCommand
+from lastream_stream.wire.deadletter import parse
 
 MESSAGES = [
     sample_report(),
@@ -34,6 +33,7 @@ def test_schema_files_match_the_models():
 
 def test_exported_schema_validates_a_real_report():
     import jsonschema
+
     schema = json.loads((schemas.SCHEMA_DIR / "metrics_report.schema.json").read_text())
     jsonschema.validate(json.loads(sample_report().to_bytes()), schema)
     with pytest.raises(jsonschema.ValidationError):

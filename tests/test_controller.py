@@ -4,12 +4,12 @@ import json
 import math
 
 import pytest
-
 from factories import sample_report
-from lastream_stream.contracts import CommandAck, DecisionRecord, ScalingCommand
-from lastream_stream.controller import AppController, ControllerSettings, Phase, StabilityState, guard, rate_shift
+
+from lastream_stream.agent.controller import AppController, ControllerSettings, Phase, StabilityState, guard, rate_shift
 from lastream_stream.policy.base import Decision
 from lastream_stream.policy.graph import build_graph
+from lastream_stream.wire.contracts import CommandAck, DecisionRecord, ScalingCommand
 
 T0 = 1_000_000.0
 
@@ -33,11 +33,22 @@ def feed(controller, start, seconds, parallelism, lag=0, latency=20.0, source_ra
         end = start + t + 1
         for op, p, ups, out in (("source", 1, [], source_rate), ("splitter", parallelism, ["source"], 100)):
             for i in range(p):
-                controller.on_report(sample_report(
-                    operator=op, instance_id=f"{op}-{i}", interval_end=end, interval_s=1.0, records_in=out,
-                    records_out=out, useful_time_s=0.5, lag=lag, latency_p50_ms=latency, parallelism=p,
-                    upstreams=ups, input_partitions=8 if ups else None,
-                ))  # fmt: skip
+                controller.on_report(
+                    sample_report(
+                        operator=op,
+                        instance_id=f"{op}-{i}",
+                        interval_end=end,
+                        interval_s=1.0,
+                        records_in=out,
+                        records_out=out,
+                        useful_time_s=0.5,
+                        lag=lag,
+                        latency_p50_ms=latency,
+                        parallelism=p,
+                        upstreams=ups,
+                        input_partitions=8 if ups else None,
+                    )
+                )
 
 
 def make(scheme, **settings):
@@ -78,8 +89,12 @@ def test_command_ack_outcome_cycle():
     feed(c, T0 + 5, 5, parallelism=1)
     assert c.tick(T0 + 10) == []  # awaiting the ack: never a second command
 
-    c.on_ack(CommandAck(app="wordcount", decision_id=command.decision_id, generation=1, status="applied",
-                        applied={"splitter": 3}), now=T0 + 10)  # fmt: skip
+    c.on_ack(
+        CommandAck(
+            app="wordcount", decision_id=command.decision_id, generation=1, status="applied", applied={"splitter": 3}
+        ),
+        now=T0 + 10,
+    )
     feed(c, T0 + 10, 2, parallelism=3)  # warm-up reports: ignored
     assert c.tick(T0 + 14) == []
     feed(c, T0 + 12, 5, parallelism=3, lag=500, latency=50.0)
@@ -94,7 +109,10 @@ def test_command_ack_outcome_cycle():
     # 200/s each, so one sustains the rate: 4 instances of 2 needed. The 7 s from the command
     # to the end of the warm-up count as the first window does; a policy that does not learn
     # has no horizon beyond that, so the outcome is the mean over 7 + 5 + 5 s.
-    first, second = (math.exp(-(latency / 1000 + backlog_s / 10 + 0.5 * 4 / 2) / 3) for latency, backlog_s in ((50.0, 20.0), (30.0, 4.0)))
+    first, second = (
+        math.exp(-(latency / 1000 + backlog_s / 10 + 0.5 * 4 / 2) / 3)
+        for latency, backlog_s in ((50.0, 20.0), (30.0, 4.0))
+    )
     assert outcome.measured_reward == pytest.approx((12 * first + 5 * second) / 17)
     assert list(c.rewards) == [pytest.approx((12 * first + 5 * second) / 17)]
     assert list(c.window_rewards)[-2:] == [pytest.approx(first), pytest.approx(second)]
@@ -104,8 +122,17 @@ def test_partial_ack_is_not_an_outcome():
     c = make({"splitter": 3})
     feed(c, T0, 5, parallelism=1)
     command, _ = (a.message for a in c.tick(T0 + 5))
-    c.on_ack(CommandAck(app="wordcount", decision_id=command.decision_id, generation=1, status="partial",
-                        applied={"splitter": 2}, error="one worker failed"), now=T0 + 5)  # fmt: skip
+    c.on_ack(
+        CommandAck(
+            app="wordcount",
+            decision_id=command.decision_id,
+            generation=1,
+            status="partial",
+            applied={"splitter": 2},
+            error="one worker failed",
+        ),
+        now=T0 + 5,
+    )
     feed(c, T0 + 7, 5, parallelism=2)
     kinds = [a.message.kind for a in c.tick(T0 + 12) if isinstance(a.message, DecisionRecord)]
     assert "outcome" not in kinds and not c.rewards
@@ -131,13 +158,21 @@ def test_dry_run_only_recommends():
 
 
 def test_guard_rails_bound_the_step_the_range_and_the_partitions():
-    graph = build_graph([
-        sample_report(operator="source", instance_id="s", upstreams=[], input_partitions=None, parallelism=1),
-        sample_report(operator="splitter", instance_id="a", parallelism=2, input_partitions=8),
-    ])  # fmt: skip
+    graph = build_graph(
+        [
+            sample_report(operator="source", instance_id="s", upstreams=[], input_partitions=None, parallelism=1),
+            sample_report(operator="splitter", instance_id="a", parallelism=2, input_partitions=8),
+        ]
+    )
     settings = ControllerSettings(max_step=3, min_parallelism={"splitter": 2}, max_parallelism={"source": 1})
-    assert guard({"source": 1, "splitter": 2}, {"source": 5, "splitter": 12}, graph, settings) == {"source": 1, "splitter": 5}
-    assert guard({"source": 1, "splitter": 7}, {"source": 1, "splitter": 1}, graph, settings) == {"source": 1, "splitter": 4}
+    assert guard({"source": 1, "splitter": 2}, {"source": 5, "splitter": 12}, graph, settings) == {
+        "source": 1,
+        "splitter": 5,
+    }
+    assert guard({"source": 1, "splitter": 7}, {"source": 1, "splitter": 1}, graph, settings) == {
+        "source": 1,
+        "splitter": 4,
+    }
     wide = ControllerSettings(max_step=100)
     assert guard({"source": 1, "splitter": 2}, {"source": 1, "splitter": 40}, graph, wide)["splitter"] == 8
 
@@ -163,8 +198,17 @@ class ToldPolicy(FixedPolicy):
 
 
 def splitter_report(instance, end, parallelism, records_in=100):
-    return sample_report(operator="splitter", instance_id=instance, interval_end=end, interval_s=1.0, records_in=records_in,
-                         records_out=records_in, useful_time_s=0.5, parallelism=parallelism, input_partitions=8)  # fmt: skip
+    return sample_report(
+        operator="splitter",
+        instance_id=instance,
+        interval_end=end,
+        interval_s=1.0,
+        records_in=records_in,
+        records_out=records_in,
+        useful_time_s=0.5,
+        parallelism=parallelism,
+        input_partitions=8,
+    )
 
 
 def test_the_restart_time_is_measured_and_told_to_the_policy():
@@ -177,8 +221,12 @@ def test_the_restart_time_is_measured_and_told_to_the_policy():
     c.on_report(splitter_report("splitter-0", T0 + 7, parallelism=1))  # the old configuration
     for instance in ("splitter-0", "splitter-1"):  # new instances at work before the ack arrives
         c.on_report(splitter_report(instance, T0 + 8, parallelism=3))
-    c.on_ack(CommandAck(app="wordcount", decision_id=command.decision_id, generation=1, status="applied",
-                        applied={"splitter": 3}), now=T0 + 8.5)  # fmt: skip
+    c.on_ack(
+        CommandAck(
+            app="wordcount", decision_id=command.decision_id, generation=1, status="applied", applied={"splitter": 3}
+        ),
+        now=T0 + 8.5,
+    )
     c.on_report(splitter_report("splitter-2", T0 + 9, parallelism=3, records_in=0))  # up, not processing yet
     assert c.restart_s is None
     c.on_report(splitter_report("splitter-2", T0 + 10, parallelism=3))
@@ -197,8 +245,17 @@ def scaled_out(c, ack_at, applied=None, **ack):
     """The first window at splitter 1 brings a command to 3 at T0 + 5, acknowledged at ``ack_at``."""
     feed(c, T0, 5, parallelism=1)
     command, _ = (a.message for a in c.tick(T0 + 5))
-    c.on_ack(CommandAck(app="wordcount", decision_id=command.decision_id, generation=1, status="applied",
-                        applied=applied or {"splitter": 3}, **ack), now=ack_at)  # fmt: skip
+    c.on_ack(
+        CommandAck(
+            app="wordcount",
+            decision_id=command.decision_id,
+            generation=1,
+            status="applied",
+            applied=applied or {"splitter": 3},
+            **ack,
+        ),
+        now=ack_at,
+    )
     return command
 
 
@@ -206,7 +263,7 @@ def test_a_change_the_supervisor_clamped_away_measures_no_restart():
     c = make({"splitter": 3})
     scaled_out(c, ack_at=T0 + 6, applied={"splitter": 1}, clamped={"splitter": 3})
     c.on_report(splitter_report("splitter-0", T0 + 8, parallelism=1))
-    assert c.restart is None and c.restart_s is None
+    assert c.pause is None and c.restart_s is None
 
 
 def test_someone_elses_command_is_not_learnt_as_ours():
@@ -217,9 +274,17 @@ def test_someone_elses_command_is_not_learnt_as_ours():
     ours, _ = (a.message for a in c.tick(T0 + 5))
     theirs = ScalingCommand(app="wordcount", generation=ours.generation + 1, target={"splitter": 3}, issued_at=T0 + 5.5)
     c.on_command(theirs)
-    c.on_ack(CommandAck(app="wordcount", decision_id=theirs.decision_id, generation=theirs.generation, status="applied",
-                        applied={"splitter": 3}), now=T0 + 6)  # fmt: skip
-    assert c.outcomes.open == [] and c.restart is None
+    c.on_ack(
+        CommandAck(
+            app="wordcount",
+            decision_id=theirs.decision_id,
+            generation=theirs.generation,
+            status="applied",
+            applied={"splitter": 3},
+        ),
+        now=T0 + 6,
+    )
+    assert c.outcomes.open == [] and c.pause is None
     feed(c, T0 + 8, 15, parallelism=3)
     kinds = [a.message.kind for t in (13, 18, 23) for a in c.tick(T0 + t) if isinstance(a.message, DecisionRecord)]
     # The first window after theirs closes nothing: the outcomes are of our holds, one window each.
@@ -236,7 +301,9 @@ def test_a_failed_decision_does_not_count_its_window_twice():
                 raise RuntimeError("model not loaded")
             return super().decide(graph, context)
 
-    c = AppController("wordcount", FailingOnce({"splitter": 1}), ControllerSettings(window_s=5, warmup_s=2, outcome_s=5), since=T0)
+    c = AppController(
+        "wordcount", FailingOnce({"splitter": 1}), ControllerSettings(window_s=5, warmup_s=2, outcome_s=5), since=T0
+    )
     feed(c, T0, 5, parallelism=1)
     with pytest.raises(RuntimeError):
         c.tick(T0 + 5)
@@ -248,10 +315,24 @@ def feed_idle_instance(c, start, seconds, idle="splitter-2"):
     waiting for its partitions)."""
     for t in range(int(seconds)):
         end = start + t + 1
-        c.on_report(sample_report(operator="source", instance_id="source-0", interval_end=end, interval_s=1.0, records_in=100,
-                                  records_out=100, useful_time_s=0.5, parallelism=1, upstreams=[], input_partitions=None))  # fmt: skip
+        c.on_report(
+            sample_report(
+                operator="source",
+                instance_id="source-0",
+                interval_end=end,
+                interval_s=1.0,
+                records_in=100,
+                records_out=100,
+                useful_time_s=0.5,
+                parallelism=1,
+                upstreams=[],
+                input_partitions=None,
+            )
+        )
         for i in range(3):
-            c.on_report(splitter_report(f"splitter-{i}", end, parallelism=3, records_in=0 if f"splitter-{i}" == idle else 100))
+            c.on_report(
+                splitter_report(f"splitter-{i}", end, parallelism=3, records_in=0 if f"splitter-{i}" == idle else 100)
+            )
 
 
 def test_no_decision_while_a_new_instance_waits_for_its_partitions():
@@ -274,12 +355,20 @@ def test_an_instance_that_never_gets_input_delays_the_next_decision_only_so_long
     feed_idle_instance(c, T0 + 6, 30)
     assert c.tick(T0 + 34) == []
     assert [a.message.kind for a in c.tick(T0 + 36)] == ["outcome", "hold"]
-    assert c.restart is None and c.restart_s is None
+    assert c.pause is None and c.restart_s is None
 
 
 def applied(c, at, command, splitter):
-    c.on_ack(CommandAck(app="wordcount", decision_id=command.decision_id, generation=command.generation, status="applied",
-                        applied={"source": 1, "splitter": splitter}), now=at)  # fmt: skip
+    c.on_ack(
+        CommandAck(
+            app="wordcount",
+            decision_id=command.decision_id,
+            generation=command.generation,
+            status="applied",
+            applied={"source": 1, "splitter": splitter},
+        ),
+        now=at,
+    )
 
 
 def decide(c, start, parallelism, **feeding):
@@ -287,7 +376,9 @@ def decide(c, start, parallelism, **feeding):
     then the tick that decides on them."""
     feed(c, start, 6, parallelism, **feeding)
     records = [a.message for a in c.tick(start + 6)]
-    return [m for m in records if isinstance(m, ScalingCommand)], [m for m in records if isinstance(m, DecisionRecord)][-1]
+    return [m for m in records if isinstance(m, ScalingCommand)], [m for m in records if isinstance(m, DecisionRecord)][
+        -1
+    ]
 
 
 def test_a_reversal_within_stabilisation_is_held_unless_the_operator_falls_behind():
@@ -362,14 +453,31 @@ def test_no_scale_in_below_the_peak_need_of_the_stabilisation_interval():
 def test_scale_ins_wait_for_each_other():
     """Two operators over-provisioned, one of them just scaled out: the other does not scale
     in alone, so the two scale-ins cost one restart, not two."""
-    c = AppController("wordcount", FixedPolicy({"a": 1, "b": 1}), ControllerSettings(window_s=5, warmup_s=0, stabilisation_s=60), since=T0)
+    c = AppController(
+        "wordcount",
+        FixedPolicy({"a": 1, "b": 1}),
+        ControllerSettings(window_s=5, warmup_s=0, stabilisation_s=60),
+        since=T0,
+    )
     c.stability.last_change["a"] = (1, T0)
     for t in range(6):
         for op, ups in (("source", []), ("a", ["source"]), ("b", ["a"])):
             for i in range(1 if op == "source" else 3):
-                c.on_report(sample_report(operator=op, instance_id=f"{op}-{i}", interval_end=T0 + t + 1, interval_s=1.0, records_in=10,
-                                          records_out=10, useful_time_s=0.1, lag=0, parallelism=1 if op == "source" else 3,
-                                          upstreams=ups, input_partitions=8 if ups else None))  # fmt: skip
+                c.on_report(
+                    sample_report(
+                        operator=op,
+                        instance_id=f"{op}-{i}",
+                        interval_end=T0 + t + 1,
+                        interval_s=1.0,
+                        records_in=10,
+                        records_out=10,
+                        useful_time_s=0.1,
+                        lag=0,
+                        parallelism=1 if op == "source" else 3,
+                        upstreams=ups,
+                        input_partitions=8 if ups else None,
+                    )
+                )
     (record,) = (a.message for a in c.tick(T0 + 6))
     assert record.kind == "hold" and record.chosen == {"source": 1, "a": 3, "b": 3}
     assert "held b at 3 (proposed 1): scales in with the others" in record.notes
@@ -386,8 +494,21 @@ def test_a_window_whose_source_rate_moved_is_not_decided_on():
 
 def test_counting_noise_is_not_a_rate_shift():
     # 2 then 4 records: a 50% move, well within what counting so few records gives.
-    reports = [sample_report(operator="source", upstreams=[], input_partitions=None, interval_end=T0 + t, interval_s=1.0, records_in=n,
-                             records_out=n, useful_time_s=0.01) for t, n in ((1, 1), (2, 1), (3, 2), (4, 2))]  # fmt: skip
+    reports = [
+        sample_report(
+            operator="source",
+            upstreams=[],
+            input_partitions=None,
+            interval_end=T0 + t,
+            interval_s=1.0,
+            records_in=n,
+            records_out=n,
+            useful_time_s=0.01,
+        )
+        for t, n in ((1, 1), (2, 1), (3, 2), (4, 2))
+    ]
     assert rate_shift(reports, T0 + 2) is None
-    scaled = [r.model_copy(update={"records_in": r.records_in * 1000, "records_out": r.records_out * 1000}) for r in reports]
+    scaled = [
+        r.model_copy(update={"records_in": r.records_in * 1000, "records_out": r.records_out * 1000}) for r in reports
+    ]
     assert rate_shift(scaled, T0 + 2) == pytest.approx(0.5)

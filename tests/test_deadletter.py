@@ -2,9 +2,10 @@ import base64
 import json
 import time
 
-from lastream_stream.contracts import DeadLetter, MetricsReport
-from lastream_stream.deadletter import DeadLetterDecoder, parse
 from factories import sample_report
+
+from lastream_stream.wire.contracts import DeadLetter, MetricsReport
+from lastream_stream.wire.deadletter import DeadLetterDecoder, parse
 
 
 def test_bad_messages_go_to_the_dead_letter_topic_and_consumption_goes_on(

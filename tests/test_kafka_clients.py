@@ -4,16 +4,18 @@ import uuid
 import pytest
 from confluent_kafka.admin import ConfigResource
 
-from lastream_stream.kafka_clients import BrokerUnreachable, KafkaClients, project_topics
+from lastream_stream.kafka.clients import BrokerUnreachable, KafkaClients, project_topics
 from lastream_stream.settings import KafkaSettings, TopicSettings
 
 
 def test_unreachable_bootstrap_fails_fast_with_a_readable_message():
     clients = KafkaClients(KafkaSettings(bootstrap="127.0.0.1:1", timeout_s=2.0))
     started = time.monotonic()
-    with pytest.raises(BrokerUnreachable, match=r"127\.0\.0\.1:1 did not answer within 2 s.*lastream kafka start"):
-        with clients.producer():
-            pass
+    with (
+        pytest.raises(BrokerUnreachable, match=r"127\.0\.0\.1:1 did not answer within 2 s.*lastream kafka start"),
+        clients.producer(),
+    ):
+        pass
     assert time.monotonic() - started < 6
 
 
@@ -25,8 +27,14 @@ def test_secrets_reach_librdkafka_but_not_the_repr():
 
 def test_topics_ensure_is_idempotent_and_compacts_control(clients):
     tag = uuid.uuid4().hex[:8]
-    topics = TopicSettings(metrics=f"m-{tag}", control=f"c-{tag}", acks=f"a-{tag}", decisions=f"d-{tag}",
-                           deadletter=f"x-{tag}", metrics_partitions=3)  # fmt: skip
+    topics = TopicSettings(
+        metrics=f"m-{tag}",
+        control=f"c-{tag}",
+        acks=f"a-{tag}",
+        decisions=f"d-{tag}",
+        deadletter=f"x-{tag}",
+        metrics_partitions=3,
+    )
     specs = project_topics(topics)
     assert sorted(clients.ensure_topics(specs)) == sorted(s.name for s in specs)
     assert clients.ensure_topics(specs) == []

@@ -1,8 +1,8 @@
 import time
 
-from lastream_stream.contracts import MetricsReport
-from lastream_stream.deadletter import parse
-from lastream_stream.reporter import MetricsReporter, consumer_lag
+from lastream_stream.kafka.reporter import MetricsReporter, consumer_lag
+from lastream_stream.wire.contracts import MetricsReport
+from lastream_stream.wire.deadletter import parse
 
 WORK_S = 0.01
 
@@ -18,9 +18,15 @@ def test_reporter_in_a_consumer_loop_reports_what_the_loop_did(
 
     consumer = consumer_factory(group_id, [topic])
     reporter = MetricsReporter(
-        app="demo", operator="parser", upstreams=["source"], input_partitions=2, interval_s=0.5,
-        lag=lambda: consumer_lag(consumer), settings=settings, instance_id="parser-0",
-    )  # fmt: skip
+        app="demo",
+        operator="parser",
+        upstreams=["source"],
+        input_partitions=2,
+        interval_s=0.5,
+        lag=lambda: consumer_lag(consumer),
+        settings=settings,
+        instance_id="parser-0",
+    )
     processed = 0
     with reporter:
         deadline = time.monotonic() + 30

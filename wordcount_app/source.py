@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Iterator
 from importlib import resources
 
-from lastream_stream.kafka_clients import KafkaClients
-from lastream_stream.reporter import MetricsReporter
+from lastream_stream.kafka.clients import KafkaClients
+from lastream_stream.kafka.reporter import MetricsReporter
 from lastream_stream.settings import LastreamSettings
 from wordcount_app import topics
 from wordcount_app.settings import UPSTREAMS, WordCountSettings
@@ -70,9 +70,13 @@ def run(settings: LastreamSettings, wc: WordCountSettings, stop: threading.Event
     topics.ensure(settings, wc)
     rate = rate_schedule(wc.rate, wc.schedule)
     reporter = MetricsReporter(
-        app=wc.app, operator="source", upstreams=UPSTREAMS["source"], interval_s=wc.metrics_interval_s,
-        settings=settings, instance_id="source-0",
-    )  # fmt: skip
+        app=wc.app,
+        operator="source",
+        upstreams=UPSTREAMS["source"],
+        interval_s=wc.metrics_interval_s,
+        settings=settings,
+        instance_id="source-0",
+    )
     sent = 0
     started = next_due = time.monotonic()
     with KafkaClients(settings.kafka).producer(**{"linger.ms": 10}) as producer, reporter:
@@ -88,7 +92,9 @@ def run(settings: LastreamSettings, wc: WordCountSettings, stop: threading.Event
                 payload = json.dumps({"seq": seq, "text": text}).encode()
                 while True:
                     try:
-                        producer.produce(wc.sentences_topic, key=str(seq).encode(), value=payload, timestamp=int(time.time() * 1000))
+                        producer.produce(
+                            wc.sentences_topic, key=str(seq).encode(), value=payload, timestamp=int(time.time() * 1000)
+                        )
                         break
                     except BufferError:
                         producer.poll(0.1)

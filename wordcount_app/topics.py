@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lastream_stream.kafka_clients import KafkaClients, TopicSpec
+from lastream_stream.kafka.clients import KafkaClients, TopicSpec
 from lastream_stream.settings import LastreamSettings
 from wordcount_app.settings import WordCountSettings
 

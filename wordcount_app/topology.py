@@ -25,5 +25,7 @@ def worker_env(settings: LastreamSettings, wc: WordCountSettings) -> dict[str, s
 def app_spec(settings: LastreamSettings | None = None, wc: WordCountSettings | None = None) -> AppSpec:
     settings = settings or LastreamSettings()
     wc = wc or WordCountSettings()
-    spec = WorkerSpec(command=[sys.executable, "-m", "wordcount_app.worker"], partitions=wc.partitions, env=worker_env(settings, wc))
+    spec = WorkerSpec(
+        command=[sys.executable, "-m", "wordcount_app.worker"], partitions=wc.partitions, env=worker_env(settings, wc)
+    )
     return AppSpec(app=wc.app, operators={op: spec for op in ("splitter", "counter", "sink")})

@@ -19,9 +19,9 @@ from pathlib import Path
 import faust
 from faust.types import TP, EventT, StreamT
 
-from lastream_stream.deadletter import dead_letter
-from lastream_stream.reporter import MetricsReporter
+from lastream_stream.kafka.reporter import MetricsReporter
 from lastream_stream.settings import LastreamSettings
+from lastream_stream.wire.deadletter import dead_letter
 from wordcount_app import topics
 from wordcount_app.settings import UPSTREAMS, WordCountSettings
 
@@ -48,7 +48,9 @@ class ReporterSensor(faust.Sensor):
         self.next_offsets[tp] = offset + 1
         return {"started": time.perf_counter()}
 
-    def on_stream_event_out(self, tp: TP, offset: int, stream: StreamT, event: EventT, state: dict | None = None) -> None:
+    def on_stream_event_out(
+        self, tp: TP, offset: int, stream: StreamT, event: EventT, state: dict | None = None
+    ) -> None:
         if state is None:
             return
         self.reporter.add_useful_time(time.perf_counter() - state["started"])
@@ -111,7 +113,9 @@ def build_app(operator: str, wc: WordCountSettings, settings: LastreamSettings, 
     async def reject(event: EventT, error: Exception) -> None:
         """A record this operator cannot read goes to the dead-letter topic; the stream goes on."""
         m = event.message
-        letter = dead_letter(m.topic, m.partition, m.offset, m.key, m.value, f"{type(error).__name__}: {error}", app.conf.id)
+        letter = dead_letter(
+            m.topic, m.partition, m.offset, m.key, m.value, f"{type(error).__name__}: {error}", app.conf.id
+        )
         await deadletters.send(key=m.topic.encode(), value=letter.to_bytes())
         log.warning("dead-lettered %s[%d]@%d: %s", m.topic, m.partition, m.offset, letter.error)
 
@@ -189,14 +193,18 @@ def output_topic(operator: str, wc: WordCountSettings) -> str | None:
     return {"splitter": wc.words_topic, "counter": wc.counts_topic, "sink": wc.topk_topic}.get(operator)
 
 
-def run(operator: str, settings: LastreamSettings, wc: WordCountSettings, index: int = 0, state_file: str | None = None) -> None:
+def run(
+    operator: str, settings: LastreamSettings, wc: WordCountSettings, index: int = 0, state_file: str | None = None
+) -> None:
     """Run one worker until SIGTERM/SIGINT; Faust leaves the consumer group cleanly on the way out."""
     topics.ensure(settings, wc)
     with tempfile.TemporaryDirectory(prefix=f"lastream-{wc.faust_id(operator)}-{index}-") as datadir:
         _run_worker(operator, settings, wc, index, state_file, Path(datadir))
 
 
-def _run_worker(operator: str, settings: LastreamSettings, wc: WordCountSettings, index: int, state_file: str | None, datadir: Path) -> None:
+def _run_worker(
+    operator: str, settings: LastreamSettings, wc: WordCountSettings, index: int, state_file: str | None, datadir: Path
+) -> None:
     app = build_app(operator, wc, settings, datadir)
     reporter = MetricsReporter(
         app=wc.app,

@@ -221,7 +221,11 @@ class FlinkAutoscaler:
     def outside_utilisation_bounds(self, target: VertexTarget, backlog: bool) -> bool:
         """``ScalingMetricEvaluator.computeProcessingRateThresholds`` and the executor's check."""
         s = self.settings
-        upper, lower = (1.0, 0.0) if backlog else (s.target_utilisation + s.utilisation_boundary, s.target_utilisation - s.utilisation_boundary)
+        upper, lower = (
+            (1.0, 0.0)
+            if backlog
+            else (s.target_utilisation + s.utilisation_boundary, s.target_utilisation - s.utilisation_boundary)
+        )
         scale_up_threshold = self.target_capacity(target, upper, with_restart=False)
         scale_down_threshold = self.target_capacity(target, lower, with_restart=True)
         tpr = target.true_processing_rate

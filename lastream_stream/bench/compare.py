@@ -91,7 +91,9 @@ def chosen_suite(seed: int, n: int | None = None, name: str = "default", path: P
     return chosen if n is None else chosen[:n]
 
 
-def run(settings: BenchSettings | None = None, console: Console | None = None, suite: list[Scenario] | None = None) -> BenchResults:
+def run(
+    settings: BenchSettings | None = None, console: Console | None = None, suite: list[Scenario] | None = None
+) -> BenchResults:
     """Every policy of ``settings`` on ``suite`` (default: the seeded suite of
     ``settings.n_scenarios``); writes the files, prints the tables."""
     settings = settings or BenchSettings()
@@ -110,7 +112,9 @@ def run(settings: BenchSettings | None = None, console: Console | None = None, s
                 episodes.append(run_episode(scenario, name, factory, settings))
                 progress.advance(task)
                 if not console.is_terminal:  # a log file sees no bar
-                    log.info("episode %d of %d: %s on %s", len(episodes), len(suite) * len(factories), name, scenario.name)
+                    log.info(
+                        "episode %d of %d: %s on %s", len(episodes), len(suite) * len(factories), name, scenario.name
+                    )
 
     summary = summarise(episodes, list(factories))
     llm = llm_report(episodes)
@@ -139,7 +143,10 @@ def summarise(episodes: list[EpisodeResult], policies: list[str]) -> dict[str, d
     for policy in policies:
         runs = [e for e in episodes if e.policy == policy]
         tags = sorted({tag for e in runs for tag in e.tags})
-        summary[policy] = {**_medians(runs), "by_tag": {tag: _medians([e for e in runs if tag in e.tags]) for tag in tags}}
+        summary[policy] = {
+            **_medians(runs),
+            "by_tag": {tag: _medians([e for e in runs if tag in e.tags]) for tag in tags},
+        }
     return summary
 
 
@@ -171,7 +178,9 @@ def llm_report(episodes: list[EpisodeResult]) -> dict[str, object] | None:
     commands = sum(sum(e.commands_by_source.values()) for e in with_llm.values())
     won = sum(e.commands_by_source.get("llm", 0) for e in with_llm.values())
     rewards = [with_llm[name].mean_reward - without[name].mean_reward for name in with_llm if name in without]
-    reconfigurations = [with_llm[name].reconfigurations - without[name].reconfigurations for name in with_llm if name in without]
+    reconfigurations = [
+        with_llm[name].reconfigurations - without[name].reconfigurations for name in with_llm if name in without
+    ]
     return {
         "commands": commands,
         "llm_commands": won,
@@ -232,7 +241,9 @@ def _tag_rows(summary: dict[str, dict[str, object]]) -> list[list[str]]:
     for tag in _tags(summary):
         for policy, row in summary.items():
             if (medians := row["by_tag"].get(tag)) is not None:
-                rows.append([tag, policy, str(medians["scenarios"]), *(_cell(medians[key], formats[key]) for key in BY_TAG)])
+                rows.append(
+                    [tag, policy, str(medians["scenarios"]), *(_cell(medians[key], formats[key]) for key in BY_TAG)]
+                )
     return rows
 
 
@@ -303,7 +314,13 @@ def write_markdown(
     for policy, row in summary.items():
         lines.append(f"| {policy} | " + " | ".join(_cell(row[key], fmt) for key, _, fmt in HEADLINE) + " |")
     if tag_rows := _tag_rows(summary):
-        lines += ["", "## Per tag", "", "| " + " | ".join(_tag_titles()) + " |", "|---|---|" + "---:|" * (len(BY_TAG) + 1)]
+        lines += [
+            "",
+            "## Per tag",
+            "",
+            "| " + " | ".join(_tag_titles()) + " |",
+            "|---|---|" + "---:|" * (len(BY_TAG) + 1),
+        ]
         lines += ["| " + " | ".join(row) + " |" for row in tag_rows]
     if llm is not None:
         lines += ["", "## LLM candidates: lastream+llm against lastream", "", "| measure | value |", "|---|---:|"]
@@ -333,7 +350,14 @@ def plot_parallelism(path: Path, scenario_name: str, episodes: list[EpisodeResul
         ax.step([s.t for s in e.samples], [s.parallelism for s in e.samples], where="post", label=e.policy)
     # Every run sees the same rate schedule, hence the same oracle line.
     oracle = runs[0].samples
-    ax.step([s.t for s in oracle], [s.oracle for s in oracle], where="post", color="black", linestyle="--", label="oracle minimum")
+    ax.step(
+        [s.t for s in oracle],
+        [s.oracle for s in oracle],
+        where="post",
+        color="black",
+        linestyle="--",
+        label="oracle minimum",
+    )
     ax.set_xlabel("time (s)")
     ax.set_ylabel("instances of scalable operators")
     ax.set_title(scenario_name)
@@ -344,16 +368,20 @@ def plot_parallelism(path: Path, scenario_name: str, episodes: list[EpisodeResul
 
 
 def plot_headline(path: Path, summary: dict[str, dict[str, object]]) -> None:
-    panels = [("sustained_fraction", "sustained (fraction)")] + [(key, title) for key, title, _ in HEADLINE if key != "sustained"]
+    panels = [("sustained_fraction", "sustained (fraction)")] + [
+        (key, title) for key, title, _ in HEADLINE if key != "sustained"
+    ]
     fig, axes = plt.subplots(2, 4, figsize=(12, 6.5))
     policies = list(summary)
-    for ax, (key, title) in zip(axes.flat, panels):
+    for ax, (key, title) in zip(axes.flat, panels, strict=True):
         # A policy that never sustained has no median: drawn as an empty bar.
         values = [summary[p][key] if summary[p][key] is not None else 0.0 for p in policies]
         ax.bar(policies, values, color=[f"C{i}" for i in range(len(policies))])
         ax.set_title(title, fontsize="small")
         ax.tick_params(axis="x", labelrotation=60, labelsize="small")
-    fig.suptitle("medians over scenarios: sustained and reward higher is better, inst/oracle 1.0 is the minimum, the rest lower is better")
+    fig.suptitle(
+        "medians over scenarios: sustained and reward higher is better, inst/oracle 1.0 is the minimum, the rest lower is better"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -32,6 +32,7 @@ Measures of an episode
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 import statistics
@@ -41,14 +42,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lastream_stream.bench.baselines import DS2Policy, FlinkAutoscaler, FlinkSettings, KedaScaler, OraclePolicy, StaticPolicy
-from lastream_stream.contracts import CommandAck, DecisionRecord, MetricsReport, ScalingCommand
-from lastream_stream.controller import AppController, ControllerSettings
+from lastream_stream.agent.controller import AppController, ControllerSettings
+from lastream_stream.bench.baselines import (
+    DS2Policy,
+    FlinkAutoscaler,
+    FlinkSettings,
+    KedaScaler,
+    OraclePolicy,
+    StaticPolicy,
+)
 from lastream_stream.policy.base import Decision, DecisionContext, Policy
 from lastream_stream.policy.graph import AppGraph, build_graph
 from lastream_stream.policy.reward import RewardParams, log_reward
 from lastream_stream.sim import Scenario, Simulator, Steps
 from lastream_stream.sim.simulator import EPOCH_START
+from lastream_stream.wire.contracts import CommandAck, DecisionRecord, MetricsReport, ScalingCommand
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +175,9 @@ def lastream_factory(settings: BenchSettings, learn: bool, llm: bool = False, **
     if llm:
         generator = LLMGenerator()
         if not generator.enabled:
-            raise ValueError(f"{LLM_POLICY} needs an API key for {generator.config.base_url}: set ${generator.config.api_key_env} or LASTREAM_LLM_API_KEY")
+            raise ValueError(
+                f"{LLM_POLICY} needs an API key for {generator.config.base_url}: set ${generator.config.api_key_env} or LASTREAM_LLM_API_KEY"
+            )
         extra.append(generator)
 
     def build(scenario: Scenario, sim: Simulator) -> AppController:
@@ -237,11 +247,21 @@ class AsTheService:
         started = time.perf_counter()
         actions = self.controller.tick(now)
         elapsed_ms = 1000.0 * (time.perf_counter() - started)
-        self.sources.update(a.message.chosen_source for a in actions if isinstance(a.message, DecisionRecord) and a.message.kind == "command")
+        self.sources.update(
+            a.message.chosen_source
+            for a in actions
+            if isinstance(a.message, DecisionRecord) and a.message.kind == "command"
+        )
         for command in (a.message for a in actions if isinstance(a.message, ScalingCommand)):
             sim.apply(command.target)
-            ack = CommandAck(app=command.app, decision_id=command.decision_id, generation=command.generation, status="applied",
-                             applied=sim.parallelism, acked_at=now)  # fmt: skip
+            ack = CommandAck(
+                app=command.app,
+                decision_id=command.decision_id,
+                generation=command.generation,
+                status="applied",
+                applied=sim.parallelism,
+                acked_at=now,
+            )
             self.controller.on_ack(ack, now)
         return elapsed_ms if self.controller.decisions > decisions else None
 
@@ -257,7 +277,9 @@ def run_episode(scenario: Scenario, policy_name: str, factory: PolicyFactory, se
     sim = Simulator(scenario, seed=settings.seed)
     built = factory(scenario, sim)
     window_s = settings.decision_interval_s
-    driver = AsTheService(built) if isinstance(built, AppController) else OnTheGrid(built, window_s, scenario.downtime_s)
+    driver = (
+        AsTheService(built) if isinstance(built, AppController) else OnTheGrid(built, window_s, scenario.downtime_s)
+    )
     horizon_s = settings.horizon_s or scenario.horizon_s
     per_window = round(window_s / scenario.interval_s)
     if per_window < 1 or abs(per_window * scenario.interval_s - window_s) > 1e-9:
@@ -296,7 +318,8 @@ def run_episode(scenario: Scenario, policy_name: str, factory: PolicyFactory, se
         decisions_to_sustain=None if reached is None else reached - first_phase_window,
         parallelism_ratio=statistics.fmean(s.parallelism / s.oracle for s in tail),
         reconfigurations=sim.reconfigurations,
-        seconds_backlog_over_dstar=scenario.interval_s * sum(settings.reward.over_d_star(s.backlog_s, s.lag) for s in samples),
+        seconds_backlog_over_dstar=scenario.interval_s
+        * sum(settings.reward.over_d_star(s.backlog_s, s.lag) for s in samples),
         mean_reward=statistics.fmean(math.exp(s.log_reward) for s in samples),
         mean_log_reward=statistics.fmean(s.log_reward for s in samples),
         oscillations_per_operator=direction_changes(trace, scalable) / max(1, len(scalable)),
@@ -341,7 +364,7 @@ def direction_changes(trace: list[tuple[float, dict[str, int]]], operators: list
     changes = 0
     for name in operators:
         last_direction = 0
-        for (_, before), (_, after) in zip(trace, trace[1:]):
+        for (_, before), (_, after) in itertools.pairwise(trace):
             direction = (after[name] > before[name]) - (after[name] < before[name])
             if direction and last_direction and direction != last_direction:
                 changes += 1

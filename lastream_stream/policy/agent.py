@@ -37,8 +37,8 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
 from lastream_stream.policy.base import CheckpointMismatch, Decision, DecisionContext, PastDecision, ScoredCandidate
-from lastream_stream.policy.capacity import CapacityModels
 from lastream_stream.policy.candidates import AnalyticGenerator, Candidate, CandidateGenerator, clamp_scheme, dedupe
+from lastream_stream.policy.capacity import CapacityModels
 from lastream_stream.policy.ds2 import DS2Plan, ds2_plan, falling_behind
 from lastream_stream.policy.evaluator import Evaluator
 from lastream_stream.policy.features import (
@@ -133,7 +133,9 @@ class Example:
         return {"x": self.x, "edge_index": self.edge_index, "u": self.u, "y": self.y, "state_id": self.state_id}
 
 
-def performance_target(log_reward: float, scheme: dict[str, int], required: dict[str, int], params: RewardParams) -> float:
+def performance_target(
+    log_reward: float, scheme: dict[str, int], required: dict[str, int], params: RewardParams
+) -> float:
     """log1p of the latency + backlog penalty that, with the scheme's known resource penalty, gives ln r."""
     return math.log1p(max(0.0, -3.0 * log_reward - resource_penalty(scheme, required, params)))
 
@@ -158,7 +160,10 @@ class Normaliser:
         # Floors keep constant features (a flag that never flips in the data) at their raw scale.
         self.node_mean, self.node_std = x.mean(0), x.std(0, correction=0).clamp_min(1e-2)
         self.cand_mean, self.cand_std = u.mean(0), u.std(0, correction=0).clamp_min(1e-2)
-        self.correction_mean, self.correction_std = float(correction.mean()), max(float(correction.std(correction=0)), 1e-2)
+        self.correction_mean, self.correction_std = (
+            float(correction.mean()),
+            max(float(correction.std(correction=0)), 1e-2),
+        )
         self.fitted = True
 
     def state(self) -> dict[str, torch.Tensor | float | bool]:
@@ -172,7 +177,9 @@ class Normaliser:
 class LaStreamAgent:
     name = "lastream"
 
-    def __init__(self, config: AgentConfig | None = None, generators: Sequence[CandidateGenerator] | None = None) -> None:
+    def __init__(
+        self, config: AgentConfig | None = None, generators: Sequence[CandidateGenerator] | None = None
+    ) -> None:
         self.config = config or AgentConfig()
         generators = list(generators or [])
         # The analytic generator is always in the pool: decisions must not depend on an LLM.
@@ -183,7 +190,9 @@ class LaStreamAgent:
         torch.manual_seed(self.config.seed)
         self.rng = np.random.default_rng(self.config.seed)
         self.gcn = GCNMemory(len(NODE_FEATURES), self.config.gcn_hidden, self.config.embedding_dim, self.config.dropout)
-        self.evaluator = Evaluator(self.gcn.out_dim, len(CANDIDATE_FEATURES), self.config.evaluator_hidden, self.config.dropout)
+        self.evaluator = Evaluator(
+            self.gcn.out_dim, len(CANDIDATE_FEATURES), self.config.evaluator_hidden, self.config.dropout
+        )
         self.optimizer = torch.optim.Adam(
             [*self.gcn.parameters(), *self.evaluator.parameters()],
             lr=self.config.learning_rate,
@@ -220,7 +229,9 @@ class LaStreamAgent:
         keep = next((i for i, c in enumerate(pool) if c.scheme == current), None)
         margin = self.margin(graph)
         if keep is not None and best != keep and (gain := log_scores[best] - log_scores[keep]) < margin:
-            notes.append(f"held: best change predicted {gain:+.3f} ln reward, within the evaluator's error margin {margin:.3f}")
+            notes.append(
+                f"held: best change predicted {gain:+.3f} ln reward, within the evaluator's error margin {margin:.3f}"
+            )
             best = keep
         if self.config.explore_epsilon and self.rng.random() < self.config.explore_epsilon:
             best = int(self.rng.integers(len(pool)))
@@ -262,7 +273,9 @@ class LaStreamAgent:
             return self.config.switch_margin
         return self.calibrated_margins[state_kind(graph, plan)]
 
-    def candidates(self, graph: AppGraph, context: DecisionContext | None = None) -> tuple[list[Candidate], dict[str, float]]:
+    def candidates(
+        self, graph: AppGraph, context: DecisionContext | None = None
+    ) -> tuple[list[Candidate], dict[str, float]]:
         """Every generator's proposals, complete and within limits, first provenance kept; and
         how long each generator took."""
         context = context or DecisionContext(history=tuple(self.history))
@@ -280,7 +293,9 @@ class LaStreamAgent:
             pool += [Candidate(self.sanitise(graph, c.scheme, context), c.source, c.note) for c in proposed]
         return dedupe(pool), timings
 
-    def log_scores(self, graph: AppGraph, schemes: Sequence[dict[str, int]], context: DecisionContext | None = None) -> np.ndarray:
+    def log_scores(
+        self, graph: AppGraph, schemes: Sequence[dict[str, int]], context: DecisionContext | None = None
+    ) -> np.ndarray:
         """Predicted ln(reward) of each scheme (complete and clamped) in the graph's current state.
         Ranked in logs: in a hopeless state every predicted reward underflows to 0."""
         with torch.no_grad():
@@ -290,7 +305,9 @@ class LaStreamAgent:
         resources = np.array([resource_penalty(s, view.required_instances, view.reward) for s in schemes])
         return -(performance + resources) / 3.0
 
-    def score(self, graph: AppGraph, schemes: Sequence[dict[str, int]], context: DecisionContext | None = None) -> np.ndarray:
+    def score(
+        self, graph: AppGraph, schemes: Sequence[dict[str, int]], context: DecisionContext | None = None
+    ) -> np.ndarray:
         """Predicted reward of each scheme."""
         return np.exp(self.log_scores(graph, schemes, context))
 
@@ -312,7 +329,9 @@ class LaStreamAgent:
         correction = self.evaluator(embedding, (batch.u - n.cand_mean) / n.cand_std)
         return batch.u[:, _ESTIMATE] + correction * n.correction_std + n.correction_mean
 
-    def sanitise(self, graph: AppGraph, scheme: dict[str, int], context: DecisionContext | None = None) -> dict[str, int]:
+    def sanitise(
+        self, graph: AppGraph, scheme: dict[str, int], context: DecisionContext | None = None
+    ) -> dict[str, int]:
         """The scheme as it would be applied: every operator, within [1, cap], sources untouched
         unless the agent scales them."""
         max_parallelism = (context or DecisionContext()).max_parallelism
@@ -412,14 +431,16 @@ class LaStreamAgent:
             raise
 
     @classmethod
-    def load(cls, path: Path | str, generators: Sequence[CandidateGenerator] | None = None, config: AgentConfig | None = None) -> LaStreamAgent:
+    def load(
+        cls, path: Path | str, generators: Sequence[CandidateGenerator] | None = None, config: AgentConfig | None = None
+    ) -> LaStreamAgent:
         """Restore an agent; ``config`` may change anything but the network's shape."""
         checkpoint = torch.load(Path(path), weights_only=True)
         if checkpoint["features_version"] != FEATURES_VERSION:
             raise CheckpointMismatch(
                 f"{path} was written by another LaStream version (features version {checkpoint['features_version']}, this one "
                 f"reads {FEATURES_VERSION}); move it away to start again from the shipped model, or choose another checkpoint path"
-            )  # fmt: skip
+            )
         saved = AgentConfig.model_validate(checkpoint["config"])
         if config is not None and (changed := [k for k in _ARCHITECTURE if getattr(config, k) != getattr(saved, k)]):
             raise CheckpointMismatch(f"{path}: the checkpoint's {', '.join(changed)} differ from the configuration")
@@ -450,7 +471,9 @@ class LaStreamAgent:
         try:
             return cls.load(PRETRAINED_PATH, generators, config)
         except (FileNotFoundError, ValueError) as exc:
-            log.warning("no usable pretrained model (%s): starting untrained, candidates ranked by an untrained evaluator", exc)
+            log.warning(
+                "no usable pretrained model (%s): starting untrained, candidates ranked by an untrained evaluator", exc
+            )
             return cls(config, generators)
 
 

@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from lastream_stream.contracts import MAX_PARALLELISM
 from lastream_stream.policy.candidates import Candidate, CandidateSource
 from lastream_stream.policy.capacity import OperatorCapacity
 from lastream_stream.policy.graph import AppGraph
+from lastream_stream.wire.contracts import MAX_PARALLELISM
 
 
 class CheckpointMismatch(ValueError):

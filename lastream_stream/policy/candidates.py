@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from lastream_stream.contracts import MAX_PARALLELISM
 from lastream_stream.policy.ds2 import DS2Settings, ds2_plan, parallelism_cap
 from lastream_stream.policy.graph import AppGraph
+from lastream_stream.wire.contracts import MAX_PARALLELISM
 
 if TYPE_CHECKING:
     from lastream_stream.policy.base import DecisionContext
@@ -83,7 +83,9 @@ class AnalyticGenerator:
 
     def propose(self, graph: AppGraph, context: DecisionContext | None = None) -> list[Candidate]:
         cap = context.max_parallelism if context is not None else MAX_PARALLELISM
-        capacity = {name: model for name, model in (context.capacity if context is not None else {}).items() if model.fitted}
+        capacity = {
+            name: model for name, model in (context.capacity if context is not None else {}).items() if model.fitted
+        }
         settings = DS2Settings(max_parallelism=cap)
         optimum = ds2_plan(graph, settings).parallelism
         pool = [Candidate(optimum, "analytic", "ds2")]
@@ -115,6 +117,8 @@ class AnalyticGenerator:
             name
             for name, op in graph.operators.items()
             if not op.is_source
-            and (op.busy_ratio >= self.busy_threshold or op.lag > self.lag_threshold_s * max(op.observed_input_rate, 1.0))
+            and (
+                op.busy_ratio >= self.busy_threshold or op.lag > self.lag_threshold_s * max(op.observed_input_rate, 1.0)
+            )
         ]
         return sorted(names, key=lambda name: -graph.operators[name].busy_ratio)

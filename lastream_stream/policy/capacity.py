@@ -71,7 +71,9 @@ class OperatorCapacity:
         xs = {p: math.log(p) for p in self.seen}
         mean_x = sum(xs.values()) / len(xs)
         mean_y = sum(math.log(rate) for rate in self.seen.values()) / len(xs)
-        slope = sum((xs[p] - mean_x) * (math.log(self.seen[p]) - mean_y) for p in xs) / sum((x - mean_x) ** 2 for x in xs.values())
+        slope = sum((xs[p] - mean_x) * (math.log(self.seen[p]) - mean_y) for p in xs) / sum(
+            (x - mean_x) ** 2 for x in xs.values()
+        )
         evidence = sum(self.counts.values()) - max(self.counts.values())
         b = (evidence * slope + PRIOR_WEIGHT) / (evidence + PRIOR_WEIGHT)
         return min(1.0, max(MIN_EXPONENT, b))
@@ -87,7 +89,9 @@ class OperatorCapacity:
             anchor = (p0, self.seen[p0])
         return anchor[1] * (parallelism / anchor[0]) ** self.exponent
 
-    def min_parallelism(self, target_rate: float, cap: int, utilisation: float = 1.0, anchor: tuple[int, float] | None = None) -> int | None:
+    def min_parallelism(
+        self, target_rate: float, cap: int, utilisation: float = 1.0, anchor: tuple[int, float] | None = None
+    ) -> int | None:
         """The fewest instances whose capacity covers ``target_rate`` at ``utilisation``, within
         [1, cap]; beyond the largest parallelism seen, never an instance that would add less
         than ``INEFFECTIVE_SHARE`` of what the first one does. None before any observation."""
@@ -97,7 +101,10 @@ class OperatorCapacity:
         for p in range(1, cap + 1):
             if self.capacity(p, anchor) * utilisation >= target_rate * (1 - 1e-9) or p == ceiling:
                 return p
-            if p >= largest_seen and self.capacity(p + 1, anchor) - self.capacity(p, anchor) < INEFFECTIVE_SHARE * first:
+            if (
+                p >= largest_seen
+                and self.capacity(p + 1, anchor) - self.capacity(p, anchor) < INEFFECTIVE_SHARE * first
+            ):
                 return p
         return cap
 
@@ -128,13 +135,21 @@ class OperatorCapacity:
         return f"{self.previous} -> {self.last} added {gained:.0%} capacity ({self.added_share(self.previous, self.last):.0%} of linear); holding at {ceiling}"
 
     def to_json(self) -> dict[str, object]:
-        return {"seen": {str(p): [rate, self.counts[p]] for p, rate in self.seen.items()}, "last": self.last, "previous": self.previous}
+        return {
+            "seen": {str(p): [rate, self.counts[p]] for p, rate in self.seen.items()},
+            "last": self.last,
+            "previous": self.previous,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> OperatorCapacity:
         seen = data["seen"]
-        return cls({int(p): float(rate) for p, (rate, _) in seen.items()}, {int(p): int(n) for p, (_, n) in seen.items()},
-                   data["last"], data["previous"])  # fmt: skip
+        return cls(
+            {int(p): float(rate) for p, (rate, _) in seen.items()},
+            {int(p): int(n) for p, (_, n) in seen.items()},
+            data["last"],
+            data["previous"],
+        )
 
 
 @dataclass

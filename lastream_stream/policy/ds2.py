@@ -18,9 +18,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from lastream_stream.contracts import MAX_PARALLELISM
 from lastream_stream.policy.capacity import OperatorCapacity
 from lastream_stream.policy.graph import AppGraph, OperatorStats
+from lastream_stream.wire.contracts import MAX_PARALLELISM
 
 # ceil(3.0000000000000004) must stay 3: rates are ratios of floats.
 _CEIL_SLACK = 1e-9
@@ -56,7 +56,9 @@ def parallelism_cap(op: OperatorStats, max_parallelism: int = MAX_PARALLELISM) -
     return op.partitions if op.partitions is not None else max_parallelism
 
 
-def ds2_plan(graph: AppGraph, settings: DS2Settings | None = None, capacity: Mapping[str, OperatorCapacity] | None = None) -> DS2Plan:
+def ds2_plan(
+    graph: AppGraph, settings: DS2Settings | None = None, capacity: Mapping[str, OperatorCapacity] | None = None
+) -> DS2Plan:
     """DS2's plan; with ``capacity`` models, an operator seen at two parallelisms or more is
     sized on its learnt capacity curve through what was measured at its current
     parallelism, instead of on ``p`` times the true rate measured there."""
@@ -86,7 +88,9 @@ def ds2_plan(graph: AppGraph, settings: DS2Settings | None = None, capacity: Map
             parallelism[name] = op.parallelism
         elif (model := capacity.get(name)) is not None and model.fitted:
             measured = (op.parallelism, op.parallelism * op.true_input_rate)
-            sized = model.min_parallelism(target_in[name], parallelism_cap(op, settings.max_parallelism), settings.target_utilisation, measured)
+            sized = model.min_parallelism(
+                target_in[name], parallelism_cap(op, settings.max_parallelism), settings.target_utilisation, measured
+            )
             parallelism[name] = math.ceil(sized * (1 + settings.scaling_factor) - _CEIL_SLACK)
         else:
             instances = required[name] / settings.target_utilisation * (1 + settings.scaling_factor)

@@ -10,7 +10,9 @@ from torch import nn
 
 
 class Evaluator(nn.Module):
-    def __init__(self, embedding_dim: int, candidate_dim: int, hidden_dims: Sequence[int] = (128, 64), dropout: float = 0.0) -> None:
+    def __init__(
+        self, embedding_dim: int, candidate_dim: int, hidden_dims: Sequence[int] = (128, 64), dropout: float = 0.0
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = embedding_dim + candidate_dim

@@ -98,10 +98,15 @@ class StreamProcessingRLAgent:
             n_schemes=int(deepseek_config.get("num_schemes", LLMConfig.model_fields["n_schemes"].default)),
             timeout_s=float(deepseek_config.get("timeout_s", LLMConfig.model_fields["timeout_s"].default)),
         )
-        generators = [AnalyticGenerator(target_utilisations=tuple(config.headroom_utilisations)), LLMGenerator(llm_config, config.reward)]
+        generators = [
+            AnalyticGenerator(target_utilisations=tuple(config.headroom_utilisations)),
+            LLMGenerator(llm_config, config.reward),
+        ]
         self.agent = LaStreamAgent.pretrained(checkpoint, config, generators)
 
-    def act(self, operators_info: Sequence[dict[str, Any]], dependencies: Sequence[tuple[int, int]]) -> tuple[list[int], dict[str, Any]]:
+    def act(
+        self, operators_info: Sequence[dict[str, Any]], dependencies: Sequence[tuple[int, int]]
+    ) -> tuple[list[int], dict[str, Any]]:
         """The recommended parallelism per operator (in input order) and how it was chosen."""
         graph = graph_from_operators_info(operators_info, dependencies)
         context = DecisionContext(history=tuple(self.agent.history), max_parallelism=self.max_parallelism)

@@ -268,7 +268,11 @@ def encode(view: GraphView, schemes: Sequence[dict[str, int]]) -> tuple[np.ndarr
     feed = np.maximum(view.target_in, MIN_FEED_RATE)
     steady_path_ms = _longest_path(view, queueing_ms + wait_ms)
     steady = performance_penalty(
-        steady_path_ms, _longest_path(view, backlog_at_horizon / feed), backlog_at_horizon.sum(axis=1), view.service_ms, view.reward
+        steady_path_ms,
+        _longest_path(view, backlog_at_horizon / feed),
+        backlog_at_horizon.sum(axis=1),
+        view.service_ms,
+        view.reward,
     )
     disrupted = performance_penalty(
         _longest_path(view, queueing_ms + disrupted_wait_ms),
@@ -279,7 +283,9 @@ def encode(view: GraphView, schemes: Sequence[dict[str, int]]) -> tuple[np.ndarr
     )
     disrupted_share = np.minimum(drain_s.max(axis=1), view.horizon_s) / view.horizon_s
     with np.errstate(divide="ignore"):
-        log_mean_reward = np.logaddexp(np.log1p(-disrupted_share) - steady / 3.0, np.log(disrupted_share) - disrupted / 3.0)
+        log_mean_reward = np.logaddexp(
+            np.log1p(-disrupted_share) - steady / 3.0, np.log(disrupted_share) - disrupted / 3.0
+        )
     estimated_penalty = np.maximum(-3.0 * log_mean_reward, 0.0)
 
     scalable = known & ~view.is_source
@@ -316,7 +322,11 @@ def _longest_path(view: GraphView, delay: np.ndarray) -> np.ndarray:
 
 def to_data(view: GraphView, nodes: np.ndarray, candidate: np.ndarray, target: float | None = None) -> Data:
     """One candidate as a PyG graph; ``u`` (1, F) batches into (B, F) alongside the nodes."""
-    data = Data(x=torch.from_numpy(np.ascontiguousarray(nodes)), edge_index=view.edge_index, u=torch.from_numpy(candidate).reshape(1, -1))
+    data = Data(
+        x=torch.from_numpy(np.ascontiguousarray(nodes)),
+        edge_index=view.edge_index,
+        u=torch.from_numpy(candidate).reshape(1, -1),
+    )
     if target is not None:
         data.y = torch.tensor([target], dtype=torch.float32)
     return data

@@ -11,7 +11,9 @@ from torch_geometric.nn import GCNConv, global_max_pool, global_mean_pool
 
 
 class GCNMemory(nn.Module):
-    def __init__(self, in_dim: int, hidden_dims: Sequence[int] = (64, 64), out_dim: int = 32, dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_dim: int, hidden_dims: Sequence[int] = (64, 64), out_dim: int = 32, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         dims = [in_dim, *hidden_dims, out_dim]
         self.convs = nn.ModuleList(GCNConv(a, b) for a, b in pairwise(dims))

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from lastream_stream.contracts import MetricsReport
+from lastream_stream.wire.contracts import MetricsReport
 
 
 @dataclass

@@ -16,7 +16,9 @@ def observed(graph: AppGraph, plan: DS2Plan | None = None) -> Measured:
     upstreams = {name: op.upstreams for name, op in graph.operators.items()}
     return Measured(
         latency_ms=graph.latency_ms,
-        backlog_s=path_backlog_s({name: float(op.lag) for name, op in graph.operators.items()}, plan.target_input_rate, upstreams),
+        backlog_s=path_backlog_s(
+            {name: float(op.lag) for name, op in graph.operators.items()}, plan.target_input_rate, upstreams
+        ),
         service_ms=path_service_ms({name: op.true_input_rate for name, op in graph.operators.items()}, upstreams),
         lag=float(graph.total_lag),
         parallelism=graph.parallelism,

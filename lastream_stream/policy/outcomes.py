@@ -66,4 +66,6 @@ class Outcomes:
         return len(outcome.log_rewards) * self.window_s >= self.observe_s - 1e-9
 
     def _closed(self, outcome: OpenOutcome, horizon_s: float | None = None) -> tuple[Decision, float]:
-        return outcome.decision, horizon_log_reward(outcome.log_rewards, self.window_s, horizon_s or self.horizon_s, outcome.unobserved_s)
+        return outcome.decision, horizon_log_reward(
+            outcome.log_rewards, self.window_s, horizon_s or self.horizon_s, outcome.unobserved_s
+        )

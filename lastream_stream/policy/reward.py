@@ -42,9 +42,15 @@ class RewardParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     form: Literal["scale-free", "absolute"] = "scale-free"
-    latency_target_ms: float | None = Field(default=None, gt=0, description="scale-free: the app's latency target; None: the default rule")
-    default_latency_ms: float = Field(default=1000.0, gt=0, description="scale-free: the latency target of an app without its own")
-    service_multiple: float = Field(default=2.0, gt=0, description="scale-free: nor below this multiple of the app's processing time per record")
+    latency_target_ms: float | None = Field(
+        default=None, gt=0, description="scale-free: the app's latency target; None: the default rule"
+    )
+    default_latency_ms: float = Field(
+        default=1000.0, gt=0, description="scale-free: the latency target of an app without its own"
+    )
+    service_multiple: float = Field(
+        default=2.0, gt=0, description="scale-free: nor below this multiple of the app's processing time per record"
+    )
     d_star_s: float = Field(default=10.0, gt=0, description="scale-free: backlog scale, seconds of input")
     theta_ms: float = Field(default=100.0, gt=0, description="absolute: latency scale, ms")
     d_star: float = Field(default=1000.0, gt=0, description="absolute: backlog scale, records")
@@ -113,7 +119,9 @@ def longest_path(per_operator: Mapping[str, float], upstreams: Mapping[str, Sequ
     return max(path.values(), default=0.0)
 
 
-def path_backlog_s(lag: Mapping[str, float], feed_rate: Mapping[str, float], upstreams: Mapping[str, Sequence[str]]) -> float:
+def path_backlog_s(
+    lag: Mapping[str, float], feed_rate: Mapping[str, float], upstreams: Mapping[str, Sequence[str]]
+) -> float:
     """Seconds a record entering now waits in queues on its slowest way through the graph."""
     return longest_path({name: lag[name] / max(feed_rate[name], MIN_FEED_RATE) for name in upstreams}, upstreams)
 
@@ -121,7 +129,9 @@ def path_backlog_s(lag: Mapping[str, float], feed_rate: Mapping[str, float], ups
 def path_service_ms(true_rate: Mapping[str, float], upstreams: Mapping[str, Sequence[str]]) -> float:
     """Milliseconds one instance of each operator takes per record, along the slowest path;
     operators of unknown true rate (0) count nothing."""
-    return longest_path({name: 1000.0 / true_rate[name] if true_rate[name] > 0 else 0.0 for name in upstreams}, upstreams)
+    return longest_path(
+        {name: 1000.0 / true_rate[name] if true_rate[name] > 0 else 0.0 for name in upstreams}, upstreams
+    )
 
 
 def performance_penalty(latency_ms, backlog_s, lag, service_ms, params: RewardParams):
@@ -146,7 +156,9 @@ def log_reward(measured: Measured, params: RewardParams | None = None) -> float:
     params = params or RewardParams()
     if measured.latency_ms < 0 or measured.backlog_s < 0 or measured.lag < 0:
         raise ValueError("latency and backlog cannot be negative")
-    performance = performance_penalty(measured.latency_ms, measured.backlog_s, measured.lag, measured.service_ms, params)
+    performance = performance_penalty(
+        measured.latency_ms, measured.backlog_s, measured.lag, measured.service_ms, params
+    )
     return -(performance + resource_penalty(measured.parallelism, measured.required, params)) / 3
 
 
@@ -154,7 +166,9 @@ def reward(measured: Measured, params: RewardParams | None = None) -> float:
     return math.exp(log_reward(measured, params))
 
 
-def horizon_log_reward(log_rewards: Sequence[float], interval_s: float, horizon_s: float, unobserved_s: float = 0.0) -> float:
+def horizon_log_reward(
+    log_rewards: Sequence[float], interval_s: float, horizon_s: float, unobserved_s: float = 0.0
+) -> float:
     """ln of the mean reward over ``horizon_s``, from the rewards of the consecutive
     ``interval_s`` intervals it starts with; the rest of the horizon is taken to go on as the
     last interval did. This is how a scheme is judged, in pretraining and online alike.
@@ -168,4 +182,6 @@ def horizon_log_reward(log_rewards: Sequence[float], interval_s: float, horizon_
     weights[0] += unobserved_s / interval_s
     weights[-1] += max(0.0, horizon_s / interval_s - sum(weights))
     peak = max(log_rewards)  # factored out: exp of a hopeless interval's ln r underflows
-    return peak + math.log(sum(w * math.exp(s - peak) for w, s in zip(weights, log_rewards, strict=True)) / sum(weights))
+    return peak + math.log(
+        sum(w * math.exp(s - peak) for w, s in zip(weights, log_rewards, strict=True)) / sum(weights)
+    )

@@ -18,14 +18,15 @@ Naming, used throughout ``lastream_stream.sim``:
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from lastream_stream.contracts import MAX_PARALLELISM
 from lastream_stream.policy.graph import topological_order
+from lastream_stream.wire.contracts import MAX_PARALLELISM
 
 _NAME = re.compile(r"^[A-Za-z0-9._\-]+$")
 
@@ -151,7 +152,9 @@ class SimOperator:
         return low
 
 
-def _capacity_points(name: str, table: Mapping[int, float] | Iterable[tuple[int, float]]) -> tuple[tuple[int, float], ...]:
+def _capacity_points(
+    name: str, table: Mapping[int, float] | Iterable[tuple[int, float]]
+) -> tuple[tuple[int, float], ...]:
     """The table as pairs sorted by parallelism, refused unless capacity never falls with p."""
     pairs = sorted(table.items() if isinstance(table, Mapping) else table)
     if not pairs:
@@ -159,9 +162,11 @@ def _capacity_points(name: str, table: Mapping[int, float] | Iterable[tuple[int,
     points = []
     for p, capacity in pairs:
         if p != int(p) or p < 1 or capacity <= 0:
-            raise ValueError(f"{name}: capacity_table needs whole parallelisms >= 1 and capacities > 0, got {p}: {capacity}")
+            raise ValueError(
+                f"{name}: capacity_table needs whole parallelisms >= 1 and capacities > 0, got {p}: {capacity}"
+            )
         points.append((int(p), float(capacity)))
-    for (p0, c0), (p1, c1) in zip(points, points[1:]):
+    for (p0, c0), (p1, c1) in itertools.pairwise(points):
         if p1 == p0:
             raise ValueError(f"{name}: capacity_table gives parallelism {p0} twice")
         if c1 < c0:

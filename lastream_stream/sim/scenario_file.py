@@ -30,8 +30,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from lastream_stream.contracts import MAX_PARALLELISM
 from lastream_stream.sim.model import Constant, RateSchedule, Scenario, SimOperator, Steps
+from lastream_stream.wire.contracts import MAX_PARALLELISM
 
 SOURCE_HEADROOM = 2.0  # a source without a true_rate can emit this times its peak share
 
@@ -61,7 +61,7 @@ class OperatorSpec(BaseModel):
         if self.source and self.upstreams:
             raise ValueError("upstreams: a source reads from no other operator")
         if not self.source and not self.upstreams:
-            raise ValueError("upstreams: required unless the operator is a source (\"source\": true)")
+            raise ValueError('upstreams: required unless the operator is a source ("source": true)')
         if self.true_rate is not None and self.capacity is not None:
             raise ValueError("give true_rate or capacity, not both")
         if not self.source and self.true_rate is None and self.capacity is None:
@@ -90,9 +90,11 @@ class ScenarioSpec(BaseModel):
             if names.count(op.name) > 1:
                 raise ValueError(f"operators[{j}].name: {op.name!r} is given twice")
             if unknown := [u for u in op.upstreams if u not in names]:
-                raise ValueError(f"operators[{j}] ({op.name}).upstreams: unknown operator {unknown[0]!r}; known: {', '.join(names)}")
+                raise ValueError(
+                    f"operators[{j}] ({op.name}).upstreams: unknown operator {unknown[0]!r}; known: {', '.join(names)}"
+                )
         if not any(op.source for op in self.operators):
-            raise ValueError("operators: at least one needs \"source\": true")
+            raise ValueError('operators: at least one needs "source": true')
         at = [at_s for at_s, _ in self.schedule or []]
         if len(set(at)) < len(at):
             raise ValueError("schedule: two steps at the same at_s")
@@ -130,7 +132,9 @@ def parse(data: object, source: str = "scenario file") -> list[Scenario]:
 
 
 def _scenario(spec: ScenarioSpec, source: str) -> Scenario:
-    schedule: RateSchedule = Steps(spec.source_rate, tuple(sorted(spec.schedule))) if spec.schedule else Constant(spec.source_rate)
+    schedule: RateSchedule = (
+        Steps(spec.source_rate, tuple(sorted(spec.schedule))) if spec.schedule else Constant(spec.source_rate)
+    )
     sources = [op for op in spec.operators if op.source]
     total_share = sum(op.share or 1.0 for op in sources)
     peak = schedule.peak()

@@ -15,7 +15,7 @@ import dataclasses
 import math
 import random
 
-from lastream_stream.sim.model import Constant, Scenario, Sine, SimOperator, Steps
+from lastream_stream.sim.model import Constant, Scenario, SimOperator, Sine, Steps
 
 STEP_AT_S = 150.0  # rate steps happen half-way through the default 300 s horizon
 SOURCE_NOISE = 0.02
@@ -26,12 +26,16 @@ def _jitter(rng: random.Random, value: float) -> float:
     return value * rng.uniform(0.85, 1.15)
 
 
-def _source(name: str, base_rate: float, share: float = 1.0, total_share: float = 1.0, parallelism: int = 2) -> SimOperator:
+def _source(
+    name: str, base_rate: float, share: float = 1.0, total_share: float = 1.0, parallelism: int = 2
+) -> SimOperator:
     rate = SOURCE_HEADROOM * base_rate * share / total_share / parallelism
     return SimOperator(name, true_rate=rate, parallelism=parallelism, share=share, partitions=parallelism)
 
 
-def _scenario(name: str, ops: list[SimOperator], rate: float, description: str, tags: set[str], **changes: object) -> Scenario:
+def _scenario(
+    name: str, ops: list[SimOperator], rate: float, description: str, tags: set[str], **changes: object
+) -> Scenario:
     return Scenario(
         name=name,
         operators=tuple(ops),
@@ -63,7 +67,9 @@ def nexmark_map(seed: int = 0) -> Scenario:
     ops = [
         _source("bids", rate),
         SimOperator("currency_map", ("bids",), true_rate=_jitter(rng, 3000.0), partitions=16, parallelism=8),
-        SimOperator("sink", ("currency_map",), true_rate=_jitter(rng, 15000.0), selectivity=0.0, partitions=16, parallelism=2),
+        SimOperator(
+            "sink", ("currency_map",), true_rate=_jitter(rng, 15000.0), selectivity=0.0, partitions=16, parallelism=2
+        ),
     ]
     return _scenario(f"nexmark-map-s{seed}", ops, rate, "Nexmark Q1: map over-provisioned", {"nexmark", "map"})
 
@@ -75,9 +81,30 @@ def nexmark_join(seed: int = 0) -> Scenario:
     ops = [
         _source("persons", rate, share=1.0, total_share=4.0, parallelism=1),
         _source("auctions", rate, share=3.0, total_share=4.0, parallelism=2),
-        SimOperator("filter_persons", ("persons",), true_rate=_jitter(rng, 5000.0), selectivity=0.25, partitions=8, parallelism=1),
-        SimOperator("filter_auctions", ("auctions",), true_rate=_jitter(rng, 5000.0), selectivity=0.3, partitions=16, parallelism=1),
-        SimOperator("join", ("filter_auctions", "filter_persons"), true_rate=_jitter(rng, 600.0), selectivity=0.5, partitions=24, parallelism=1),
+        SimOperator(
+            "filter_persons",
+            ("persons",),
+            true_rate=_jitter(rng, 5000.0),
+            selectivity=0.25,
+            partitions=8,
+            parallelism=1,
+        ),
+        SimOperator(
+            "filter_auctions",
+            ("auctions",),
+            true_rate=_jitter(rng, 5000.0),
+            selectivity=0.3,
+            partitions=16,
+            parallelism=1,
+        ),
+        SimOperator(
+            "join",
+            ("filter_auctions", "filter_persons"),
+            true_rate=_jitter(rng, 600.0),
+            selectivity=0.5,
+            partitions=24,
+            parallelism=1,
+        ),
         SimOperator("sink", ("join",), true_rate=_jitter(rng, 20000.0), selectivity=0.0, partitions=8, parallelism=1),
     ]
     return _scenario(f"nexmark-join-s{seed}", ops, rate, "Nexmark Q3-like two-input join", {"nexmark", "join"})
@@ -90,11 +117,22 @@ def nexmark_window(seed: int = 0) -> Scenario:
     ops = [
         _source("bids", rate),
         SimOperator("assign_window", ("bids",), true_rate=_jitter(rng, 4000.0), partitions=16, parallelism=1),
-        SimOperator("window_agg", ("assign_window",), true_rate=_jitter(rng, 1500.0), selectivity=0.02, partitions=32, parallelism=2),
-        SimOperator("top_k", ("window_agg",), true_rate=_jitter(rng, 2000.0), selectivity=0.5, partitions=4, parallelism=1),
+        SimOperator(
+            "window_agg",
+            ("assign_window",),
+            true_rate=_jitter(rng, 1500.0),
+            selectivity=0.02,
+            partitions=32,
+            parallelism=2,
+        ),
+        SimOperator(
+            "top_k", ("window_agg",), true_rate=_jitter(rng, 2000.0), selectivity=0.5, partitions=4, parallelism=1
+        ),
         SimOperator("sink", ("top_k",), true_rate=_jitter(rng, 20000.0), selectivity=0.0, partitions=4, parallelism=1),
     ]
-    return _scenario(f"nexmark-window-s{seed}", ops, rate, "Nexmark Q5-like windowed aggregation", {"nexmark", "window"})
+    return _scenario(
+        f"nexmark-window-s{seed}", ops, rate, "Nexmark Q5-like windowed aggregation", {"nexmark", "window"}
+    )
 
 
 def random_dag(n_ops: int, seed: int = 0) -> Scenario:
@@ -166,7 +204,11 @@ def with_sublinear(base: Scenario, exponent: float = 0.8) -> Scenario:
 def with_binding_cap(base: Scenario) -> Scenario:
     """The operator needing the most instances gets one partition fewer than it needs at peak."""
     peak_required = base.required_rates(base.schedule.peak())
-    needs = {op.name: op.min_parallelism_for(peak_required[op.name]) or op.max_parallelism for op in base.operators if not op.is_source}
+    needs = {
+        op.name: op.min_parallelism_for(peak_required[op.name]) or op.max_parallelism
+        for op in base.operators
+        if not op.is_source
+    }
     bottleneck = max(needs, key=lambda name: needs[name])
     cap = max(1, needs[bottleneck] - 1)
     ops = tuple(
@@ -262,7 +304,9 @@ def at_rate(base: Scenario, rate: float) -> Scenario:
     )
     tags = {t for t in base.tags if not t.startswith("rate-")} | {f"rate-{_decade(rate)}"}
     schedule = dataclasses.replace(base.schedule, rate=rate)
-    return dataclasses.replace(base, name=f"{base.name}-{_decade(rate)}", operators=ops, schedule=schedule, tags=frozenset(tags))
+    return dataclasses.replace(
+        base, name=f"{base.name}-{_decade(rate)}", operators=ops, schedule=schedule, tags=frozenset(tags)
+    )
 
 
 def with_measured_capacity(base: Scenario, table: tuple[tuple[int, float], ...] = DIMINISHING) -> Scenario:
@@ -270,9 +314,15 @@ def with_measured_capacity(base: Scenario, table: tuple[tuple[int, float], ...] 
     one-instance true rate times ``table``, so each added instance gains less. It then needs
     more instances; its partitions are raised to a quarter above that if they fall short."""
     peak_required = base.required_rates(base.schedule.peak())
-    needs = {op.name: op.min_parallelism_for(peak_required[op.name]) or op.max_parallelism for op in base.operators if not op.is_source}
+    needs = {
+        op.name: op.min_parallelism_for(peak_required[op.name]) or op.max_parallelism
+        for op in base.operators
+        if not op.is_source
+    }
     bottleneck = base.by_name[max(needs, key=lambda name: needs[name])]
-    measured = dataclasses.replace(bottleneck, capacity_table=tuple((p, bottleneck.true_rate * gain) for p, gain in table), partitions=None)
+    measured = dataclasses.replace(
+        bottleneck, capacity_table=tuple((p, bottleneck.true_rate * gain) for p, gain in table), partitions=None
+    )
     need = measured.min_parallelism_for(peak_required[bottleneck.name])
     partitions = None if bottleneck.partitions is None else max(bottleneck.partitions, math.ceil(1.25 * need))
     measured = dataclasses.replace(measured, partitions=partitions)
@@ -291,7 +341,12 @@ def _tagged(base: Scenario, *tags: str) -> Scenario:
 
 
 def _chain(
-    name: str, rate: float, rng: random.Random, stages: list[tuple[str, float, float, int, int]], tags: set[str], **changes: object
+    name: str,
+    rate: float,
+    rng: random.Random,
+    stages: list[tuple[str, float, float, int, int]],
+    tags: set[str],
+    **changes: object,
 ) -> Scenario:
     """A source, then ``stages`` in a line. Each stage is (name, instances it needs at ``rate``
     (jittered), selectivity, partitions, initial parallelism); its true rate follows from its
@@ -300,7 +355,16 @@ def _chain(
     required = rate
     for op_name, need, selectivity, partitions, start in stages:
         true_rate = required / _jitter(rng, need)
-        ops.append(SimOperator(op_name, (ops[-1].name,), true_rate=true_rate, selectivity=selectivity, partitions=partitions, parallelism=start))
+        ops.append(
+            SimOperator(
+                op_name,
+                (ops[-1].name,),
+                true_rate=true_rate,
+                selectivity=selectivity,
+                partitions=partitions,
+                parallelism=start,
+            )
+        )
         required *= selectivity
     description = f"{name} at {rate:g} records/s"
     return _scenario(f"{name}-{_decade(rate)}", ops, rate, description, tags | {f"rate-{_decade(rate)}"}, **changes)

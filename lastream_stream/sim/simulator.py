@@ -26,9 +26,9 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from lastream_stream.contracts import MAX_LAG, MAX_LATENCY_MS, MetricsReport
 from lastream_stream.policy.reward import Measured, path_backlog_s, path_service_ms
 from lastream_stream.sim.model import Scenario, SimOperator
+from lastream_stream.wire.contracts import MAX_LAG, MAX_LATENCY_MS, MetricsReport
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,9 @@ class Simulator:
         self.scenario = scenario
         self._rng = random.Random(seed)
         self._order = scenario.order
-        self._ops = {name: _OperatorState(scenario.by_name[name], scenario.by_name[name].parallelism) for name in self._order}
+        self._ops = {
+            name: _OperatorState(scenario.by_name[name], scenario.by_name[name].parallelism) for name in self._order
+        }
         self._downstreams: dict[str, list[str]] = {name: [] for name in self._order}
         for name in self._order:
             for up in scenario.by_name[name].upstreams:
@@ -150,7 +152,9 @@ class Simulator:
         required = self.required_rates()
         upstreams = {name: self._ops[name].spec.upstreams for name in self._order}
         slowdown = self._slowdown(self.parallelism)
-        instance_rate = {name: self._capacity(name, st.parallelism, slowdown) / st.parallelism for name, st in self._ops.items()}
+        instance_rate = {
+            name: self._capacity(name, st.parallelism, slowdown) / st.parallelism for name, st in self._ops.items()
+        }
         return Measured(
             latency_ms=self.latency_ms(),
             backlog_s=path_backlog_s(self.queues(), required, upstreams),

@@ -1,7 +1,16 @@
 """``python -m lastream_stream.supervisor --app NAME [--spec FILE]``: same as ``lastream supervisor``."""
 
+import logging
 import sys
 
-from lastream_stream.cli import main
+from lastream_stream.kafka.clients import BrokerUnreachable
+from lastream_stream.logs import setup_logging
+from lastream_stream.settings import LastreamSettings
+from lastream_stream.supervisor.command import supervisor_command
 
-main(["supervisor", *sys.argv[1:]], prog_name="lastream")
+setup_logging(LastreamSettings().log_level)
+try:
+    supervisor_command(prog_name="python -m lastream_stream.supervisor")
+except BrokerUnreachable as exc:
+    logging.getLogger("lastream_stream.supervisor").error("%s", exc)
+    sys.exit(2)

@@ -7,12 +7,14 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lastream_stream.settings import lastream_home
+
 
 class SupervisorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LASTREAM_SUPERVISOR_", extra="ignore")
 
     # Pid files, worker state files and worker logs live in <home>/<app>/.
-    home: Path = Path.home() / ".cache" / "lastream" / "supervisor"
+    home: Path = Field(default_factory=lambda: lastream_home() / "supervisor")
     # Parallelism before any command, per operator (others start at 1).
     initial: dict[str, int] = Field(default_factory=dict)
     # SIGTERM lets a worker leave its consumer group cleanly; SIGKILL only after this.

@@ -1,4 +1,4 @@
-"""The supervisor's decisions, without processes or Kafka: what a command means for the
+"""The supervisor's verdicts, without processes or Kafka: what a command means for the
 desired parallelism, which worker slots to start and stop, how long to wait before
 restarting a crashed worker, and what the ack says.
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from lastream_stream.contracts import AckStatus, CommandAck, ScalingCommand
 from lastream_stream.supervisor.spec import AppSpec
+from lastream_stream.wire.contracts import AckStatus, CommandAck, ScalingCommand
 
 Slot = tuple[str, int]
 
@@ -29,7 +29,7 @@ class DesiredState:
 
 
 @dataclass(frozen=True)
-class Decision:
+class Verdict:
     """What one command does to the desired state.
 
     ``status`` is the status as far as the command itself goes; an accepted command
@@ -75,19 +75,19 @@ def initial_state(spec: AppSpec, initial: Mapping[str, int] | None = None) -> De
     return DesiredState(parallelism)
 
 
-def decide(spec: AppSpec, state: DesiredState, command: ScalingCommand) -> Decision:
+def judge(spec: AppSpec, state: DesiredState, command: ScalingCommand) -> Verdict:
     """Apply one command of this app to the desired state. Commands of other apps are the
     caller's business: they never reach here."""
     if command.app != spec.app:
         raise ValueError(f"command for app {command.app!r} given to the supervisor of {spec.app!r}")
     if command.generation <= state.generation:
         note = f"generation {command.generation} is not above the applied generation {state.generation}"
-        return Decision(command, "stale", state, notes=[note])
+        return Verdict(command, "stale", state, notes=[note])
     unknown = sorted(op for op in command.target if op not in spec.operators)
     known = {op: n for op, n in command.target.items() if op in spec.operators}
     notes = [f"unknown operator(s): {', '.join(unknown)}"] if unknown else []
     if not known:
-        return Decision(command, "rejected", state, notes=notes)
+        return Verdict(command, "rejected", state, notes=notes)
     parallelism = dict(state.parallelism)
     changes: dict[str, tuple[int, int]] = {}
     clamped: dict[str, int] = {}
@@ -101,17 +101,17 @@ def decide(spec: AppSpec, state: DesiredState, command: ScalingCommand) -> Decis
             changes[op] = (current, allowed)
         parallelism[op] = allowed
     new_state = DesiredState(parallelism, command.generation, command.decision_id)
-    return Decision(command, "partial" if unknown else "applied", new_state, changes, clamped, notes)
+    return Verdict(command, "partial" if unknown else "applied", new_state, changes, clamped, notes)
 
 
-def fold(spec: AppSpec, state: DesiredState, commands: Iterable[ScalingCommand]) -> tuple[DesiredState, list[Decision]]:
-    """Replay commands in publication order: the final state and one decision per command."""
-    decisions = []
+def fold(spec: AppSpec, state: DesiredState, commands: Iterable[ScalingCommand]) -> tuple[DesiredState, list[Verdict]]:
+    """Replay commands in publication order: the final state and one verdict per command."""
+    verdicts = []
     for command in commands:
-        decision = decide(spec, state, command)
-        decisions.append(decision)
-        state = decision.state
-    return state, decisions
+        verdict = judge(spec, state, command)
+        verdicts.append(verdict)
+        state = verdict.state
+    return state, verdicts
 
 
 def plan_slots(desired: Mapping[str, int], occupied: Iterable[Slot]) -> tuple[list[Slot], list[Slot]]:
@@ -130,20 +130,22 @@ def backoff_delay(consecutive_failures: int, initial_s: float, max_s: float) -> 
     return min(initial_s * 2 ** max(consecutive_failures - 1, 0), max_s)
 
 
-def ack_for(app: str, decision: Decision, running: Mapping[str, int], failures: Iterable[str] = ()) -> CommandAck:
+def ack_for(app: str, verdict: Verdict, running: Mapping[str, int], failures: Iterable[str] = ()) -> CommandAck:
     """The ack of a command, given the parallelism actually running after reconciling."""
-    notes = list(decision.notes) + list(failures)
-    status = decision.status
-    if decision.accepted and any(running.get(op, 0) != n for op, n in decision.state.parallelism.items()):
+    notes = list(verdict.notes) + list(failures)
+    status = verdict.status
+    if verdict.accepted and any(running.get(op, 0) != n for op, n in verdict.state.parallelism.items()):
         status = "partial"
-        short = {op: f"{running.get(op, 0)}/{n}" for op, n in decision.state.parallelism.items() if running.get(op, 0) != n}
+        short = {
+            op: f"{running.get(op, 0)}/{n}" for op, n in verdict.state.parallelism.items() if running.get(op, 0) != n
+        }
         notes.append("not reached (running/desired): " + ", ".join(f"{op} {v}" for op, v in short.items()))
     return CommandAck(
         app=app,
-        decision_id=decision.command.decision_id,
-        generation=decision.command.generation,
+        decision_id=verdict.command.decision_id,
+        generation=verdict.command.generation,
         status=status,
         applied=dict(running),
-        clamped=decision.clamped,
+        clamped=verdict.clamped,
         error="; ".join(notes) or None,
     )

@@ -22,23 +22,23 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 
-from lastream_stream.contracts import CommandAck, ScalingCommand
-from lastream_stream.deadletter import BadMessage, DeadLetterDecoder, parse
-from lastream_stream.kafka_clients import KafkaClients
+from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.settings import LastreamSettings
 from lastream_stream.supervisor.config import SupervisorSettings
 from lastream_stream.supervisor.reconcile import (
-    Decision,
     Slot,
+    Verdict,
     ack_for,
     backoff_delay,
-    decide,
     fold,
     initial_state,
+    judge,
     plan_slots,
 )
 from lastream_stream.supervisor.spec import AppSpec
 from lastream_stream.supervisor.workers import RunDir, Worker, stop_workers
+from lastream_stream.wire.contracts import CommandAck, ScalingCommand
+from lastream_stream.wire.deadletter import BadMessage, DeadLetterDecoder, parse
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +118,17 @@ class Supervisor:
 
     # Start-up
 
-    def _start_up(self, consumer: Consumer, producer: Producer, decoder: DeadLetterDecoder, stop: threading.Event) -> None:
+    def _start_up(
+        self, consumer: Consumer, producer: Producer, decoder: DeadLetterDecoder, stop: threading.Event
+    ) -> None:
         topic = self.settings.topics.control
         md = self.clients.metadata().topics.get(topic)
         if md is None or md.error is not None:
             raise RuntimeError(f"control topic {topic!r} does not exist: run `lastream topics ensure`")
         partitions = [TopicPartition(topic, p) for p in sorted(md.partitions)]
-        done_before = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=self.settings.kafka.timeout_s)}
+        done_before = {
+            tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=self.settings.kafka.timeout_s)
+        }
         ends = self.clients.end_offsets([topic])
         # Following the topic resumes where the history stopped, which is its end unless cut short.
         resume = {tp: OFFSET_BEGINNING for tp in ends}
@@ -146,13 +150,18 @@ class Supervisor:
 
         recorded = {op: n for op, n in self.run_dir.read_states().items() if op in self.spec.operators}
         base = initial_state(self.spec, self.config.initial | recorded)
-        self.state, decisions = fold(self.spec, base, [command for command, _ in history])
+        self.state, verdicts = fold(self.spec, base, [command for command, _ in history])
         log.info(
             "%s: desired %s (generation %d) from %d command(s) on %s, %d worker(s) adopted",
-            self.spec.app, self.state.parallelism, self.state.generation, len(history), topic, len(self.workers),
-        )  # fmt: skip
+            self.spec.app,
+            self.state.parallelism,
+            self.state.generation,
+            len(history),
+            topic,
+            len(self.workers),
+        )
         failures = self._reconcile()
-        unanswered = [d for d, (_, new) in zip(decisions, history) if new]
+        unanswered = [d for d, (_, new) in zip(verdicts, history, strict=True) if new]
         if unanswered:
             # Commands superseded while the supervisor was down get no ack of their own.
             self._ack(producer, ack_for(self.spec.app, unanswered[-1], self._running(), failures))
@@ -167,9 +176,9 @@ class Supervisor:
             return
         command = self._decode(msg, decoder, already_seen=False)
         if command is not None:
-            decision = decide(self.spec, self.state, command)
-            failures = self._apply(decision)
-            self._ack(producer, ack_for(self.spec.app, decision, self._running(), failures))
+            verdict = judge(self.spec, self.state, command)
+            failures = self._apply(verdict)
+            self._ack(producer, ack_for(self.spec.app, verdict, self._running(), failures))
         self._commit(consumer, [TopicPartition(msg.topic(), msg.partition(), msg.offset() + 1)])
 
     def _decode(self, msg: Message, decoder: DeadLetterDecoder, already_seen: bool) -> ScalingCommand | None:
@@ -190,20 +199,20 @@ class Supervisor:
             return None
         return command
 
-    def _apply(self, decision: Decision) -> list[str]:
-        command = decision.command
-        if decision.status == "stale":
-            log.info("ignored stale command %s: %s", command.decision_id, "; ".join(decision.notes))
+    def _apply(self, verdict: Verdict) -> list[str]:
+        command = verdict.command
+        if verdict.status == "stale":
+            log.info("ignored stale command %s: %s", command.decision_id, "; ".join(verdict.notes))
             return []
-        if decision.status == "rejected":
-            notes = "; ".join(decision.notes)
+        if verdict.status == "rejected":
+            notes = "; ".join(verdict.notes)
             log.warning("rejected command %s (generation %d): %s", command.decision_id, command.generation, notes)
             return []
-        for op, (old, new) in decision.changes.items():
+        for op, (old, new) in verdict.changes.items():
             log.info("%s: %d -> %d (generation %d)", op, old, new, command.generation)
-        for note in decision.notes:
+        for note in verdict.notes:
             log.warning("generation %d: %s", command.generation, note)
-        self.state = decision.state
+        self.state = verdict.state
         return self._reconcile()
 
     def _ack(self, producer: Producer, ack: CommandAck) -> None:
@@ -294,8 +303,12 @@ class Supervisor:
             self.pending[slot] = PendingRestart(time.monotonic() + delay, worker.exit_description())
             log.warning(
                 "%s (pid %d) exited with %s after %.1f s; restarting in %.1f s",
-                worker.name, worker.pid, worker.exit_description(), ran_s, delay,
-            )  # fmt: skip
+                worker.name,
+                worker.pid,
+                worker.exit_description(),
+                ran_s,
+                delay,
+            )
         now = time.monotonic()
         due = sorted(slot for slot, pending in self.pending.items() if pending.due <= now)
         self._write_states(starting=due)

@@ -17,6 +17,7 @@ them and a killed supervisor leaves them running for its successor to adopt.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -87,10 +88,8 @@ class Worker:
         return f"exit code {self.popen.returncode}"
 
     def signal(self, sig: signal.Signals) -> None:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             self.process.send_signal(sig)  # psutil refuses when the pid now belongs to another process
-        except psutil.NoSuchProcess:
-            pass
 
 
 def spawn(operator: str, slot: int, command: list[str], env: Mapping[str, str], log_path: Path) -> Worker:
@@ -98,7 +97,12 @@ def spawn(operator: str, slot: int, command: list[str], env: Mapping[str, str], 
     raises OSError when it cannot be executed."""
     with open(log_path, "ab") as log_file:  # the child keeps its own copy
         popen = subprocess.Popen(
-            command, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     return Worker(operator, slot, psutil.Process(popen.pid), popen)
 

@@ -44,10 +44,26 @@ def graph(*ops: OperatorStats, window_s: float = 10.0) -> AppGraph:
     return AppGraph(app="app", operators={o.name: o for o in ops}, window_s=window_s, downstreams=downstreams)
 
 
-def chain(worker_p: int, worker_true: float, source_rate: float = 1000.0, worker_lag: int = 0, source_lag: int = 0, partitions: int = 16, window_s: float = 10.0) -> AppGraph:
+def chain(
+    worker_p: int,
+    worker_true: float,
+    source_rate: float = 1000.0,
+    worker_lag: int = 0,
+    source_lag: int = 0,
+    partitions: int = 16,
+    window_s: float = 10.0,
+) -> AppGraph:
     return graph(
         op("source", p=1, rate_in=source_rate, true_in=10 * source_rate, lag=source_lag, partitions=None),
-        op("worker", ("source",), p=worker_p, rate_in=min(source_rate, worker_p * worker_true), true_in=worker_true, lag=worker_lag, partitions=partitions),
+        op(
+            "worker",
+            ("source",),
+            p=worker_p,
+            rate_in=min(source_rate, worker_p * worker_true),
+            true_in=worker_true,
+            lag=worker_lag,
+            partitions=partitions,
+        ),
         window_s=window_s,
     )
 

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from lastream_stream.bench import BenchSettings, run_episode
 from lastream_stream.bench.compare import chosen_suite, summarise
 from lastream_stream.bench.runner import policy_factory
-from lastream_stream.cli import main
 from lastream_stream.sim import Constant, Scenario, SimOperator, scenarios
+from lastream_stream.tools.cli import main
 
 SETTINGS = BenchSettings(decision_interval_s=10.0, horizon_s=20.0)
 
@@ -21,7 +21,10 @@ def tagged(name: str, parse_rate: float, tags: set[str]) -> Scenario:
     """source at 1000/s -> parse (one instance of ``parse_rate``/s), tagged."""
     return Scenario(
         name=name,
-        operators=(SimOperator("source", true_rate=5000.0), SimOperator("parse", ("source",), true_rate=parse_rate, partitions=8)),
+        operators=(
+            SimOperator("source", true_rate=5000.0),
+            SimOperator("parse", ("source",), true_rate=parse_rate, partitions=8),
+        ),
         schedule=Constant(1000.0),
         tags=frozenset(tags),
     )
@@ -93,7 +96,10 @@ def test_bench_runs_a_scenario_file_and_writes_per_tag_medians(tmp_path):
 
 
 def test_bench_refuses_a_malformed_scenario_file_naming_the_field(tmp_path):
-    bad = {**FILE_SCENARIO, "operators": [*FILE_SCENARIO["operators"][:2], {"name": "score", "upstreams": ["parsed"], "true_rate": 10}]}
+    bad = {
+        **FILE_SCENARIO,
+        "operators": [*FILE_SCENARIO["operators"][:2], {"name": "score", "upstreams": ["parsed"], "true_rate": 10}],
+    }
     path = tmp_path / "bad.json"
     path.write_text(json.dumps([bad]))
     result = CliRunner().invoke(main, ["bench", "--scenario-file", str(path), "--out", str(tmp_path / "out")])

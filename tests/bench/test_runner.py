@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import json
 import math
 
@@ -12,15 +13,15 @@ from chat_server import Reply
 from click.testing import CliRunner
 from rich.console import Console
 
+from lastream_stream.agent.controller import AppController, ControllerSettings
 from lastream_stream.bench import POLICY_NAMES, BenchSettings, run, run_episode
 from lastream_stream.bench.baselines import OraclePolicy
 from lastream_stream.bench.runner import ABLATION, LLM_POLICY, Frozen, direction_changes, phase_start, policy_factory
-from lastream_stream.cli import main
-from lastream_stream.controller import AppController, ControllerSettings
 from lastream_stream.policy.base import Decision, DecisionContext
 from lastream_stream.policy.graph import AppGraph
 from lastream_stream.sim import Constant, Scenario, SimOperator, Simulator, Steps, scenarios
 from lastream_stream.sim.simulator import EPOCH_START
+from lastream_stream.tools.cli import main
 
 
 def two_stage(schedule=None) -> Scenario:
@@ -93,13 +94,21 @@ def test_decisions_are_counted_from_the_last_rate_step():
 
 
 def test_direction_changes_count_turnarounds_per_operator():
-    trace = [(0.0, {"a": 1, "b": 1}), (10.0, {"a": 3, "b": 2}), (20.0, {"a": 2, "b": 3}), (30.0, {"a": 4, "b": 3}), (40.0, {"a": 4, "b": 1})]
+    trace = [
+        (0.0, {"a": 1, "b": 1}),
+        (10.0, {"a": 3, "b": 2}),
+        (20.0, {"a": 2, "b": 3}),
+        (30.0, {"a": 4, "b": 3}),
+        (40.0, {"a": 4, "b": 1}),
+    ]
     # a: up, down, up -> 2; b: up, up, (same), down -> 1.
     assert direction_changes(trace, ["a", "b"]) == 3
 
 
 def test_a_short_seeded_suite_writes_well_formed_results(tmp_path):
-    settings = BenchSettings(seed=0, n_scenarios=3, horizon_s=60.0, out_dir=tmp_path, plot_scenarios=2, policies=POLICY_NAMES)
+    settings = BenchSettings(
+        seed=0, n_scenarios=3, horizon_s=60.0, out_dir=tmp_path, plot_scenarios=2, policies=POLICY_NAMES
+    )
     terminal = io.StringIO()
     results = run(settings, console=Console(file=terminal, width=160))
 
@@ -157,7 +166,12 @@ def test_llm_bench_reports_how_often_the_llm_won_against_a_real_endpoint(chat_se
 
     assert chat_server.requests and "parse" in chat_server.requests[0]["messages"][-1]["content"]
     with_llm = next(e for e in results.episodes if e.policy == LLM_POLICY)
-    assert with_llm.commands_by_source and set(with_llm.commands_by_source) <= {"analytic", "capacity", "llm", "guarded"}
+    assert with_llm.commands_by_source and set(with_llm.commands_by_source) <= {
+        "analytic",
+        "capacity",
+        "llm",
+        "guarded",
+    }
     llm = json.loads((tmp_path / "results.json").read_text())["llm"]
     assert llm["commands"] == sum(with_llm.commands_by_source.values())
     assert llm["llm_commands"] == with_llm.commands_by_source.get("llm", 0)
@@ -195,26 +209,34 @@ class Flipping:
     name = "flipping"
 
     def decide(self, graph: AppGraph, context: DecisionContext | None = None) -> Decision:
-        return Decision.single(self.name, graph, graph.parallelism | {"parse": 5 if graph.parallelism["parse"] == 6 else 6})
+        return Decision.single(
+            self.name, graph, graph.parallelism | {"parse": 5 if graph.parallelism["parse"] == 6 else 6}
+        )
 
 
 def as_the_service(policy, controller: ControllerSettings):
     settings = dataclasses.replace(SETTINGS, horizon_s=300.0, controller=controller)
     scenario = dataclasses.replace(two_stage(), horizon_s=300.0)
-    return run_episode(scenario, policy.name, lambda s, sim: AppController(s.name, policy, controller, since=EPOCH_START), settings)
+    return run_episode(
+        scenario, policy.name, lambda s, sim: AppController(s.name, policy, controller, since=EPOCH_START), settings
+    )
 
 
 def test_the_bench_runs_the_service_controller_and_its_guard_rails():
     """The same flip-flopping policy: on the baselines' grid it reverses at every decision;
     run by the controller, the stabilisation interval and the bounds hold it."""
-    grid = run_episode(dataclasses.replace(two_stage(), horizon_s=300.0), "flipping", lambda s, sim: Flipping(),
-                       dataclasses.replace(SETTINGS, horizon_s=300.0))  # fmt: skip
+    grid = run_episode(
+        dataclasses.replace(two_stage(), horizon_s=300.0),
+        "flipping",
+        lambda s, sim: Flipping(),
+        dataclasses.replace(SETTINGS, horizon_s=300.0),
+    )
     assert grid.reconfigurations == 29 and grid.oscillations_per_operator == 28 / 2  # up once, then 28 turns
 
     served = as_the_service(Flipping(), ControllerSettings(window_s=10.0, stabilisation_s=120.0))
     turns = [(t, p["parse"]) for t, p in served.parallelism_trace[1:]]
     assert turns[0][1] == 6 and len(turns) >= 2
-    assert all(later - earlier >= 120.0 for (earlier, _), (later, _) in zip(turns, turns[1:]))
+    assert all(later - earlier >= 120.0 for (earlier, _), (later, _) in itertools.pairwise(turns))
 
     capped = as_the_service(Counting(), ControllerSettings(window_s=10.0, max_parallelism={"parse": 3}, max_step=1))
     assert [p["parse"] for _, p in capped.parallelism_trace] == [1, 2, 3]
@@ -226,7 +248,7 @@ def test_the_controller_waits_out_the_restart_and_a_full_window():
     episode = as_the_service(Counting(), ControllerSettings(window_s=10.0, warmup_s=6.0))
     times = [t for t, _ in episode.parallelism_trace[1:]]
     assert len(times) >= 5
-    assert all(b - a >= 16.0 for a, b in zip(times, times[1:]))
+    assert all(b - a >= 16.0 for a, b in itertools.pairwise(times))
 
 
 def test_every_policy_is_told_the_restart_time():
@@ -280,7 +302,9 @@ def test_a_learning_policy_learns_from_outcomes_and_a_frozen_one_does_not():
 
 
 def test_the_ablation_runs_each_learned_part_on_a_small_suite(tmp_path):
-    settings = BenchSettings(seed=1, n_scenarios=2, horizon_s=60.0, out_dir=tmp_path, plot_scenarios=1, policies=ABLATION)
+    settings = BenchSettings(
+        seed=1, n_scenarios=2, horizon_s=60.0, out_dir=tmp_path, plot_scenarios=1, policies=ABLATION
+    )
     results = run(settings, console=Console(file=io.StringIO(), width=160))
     payload = json.loads((tmp_path / "results.json").read_text())
     assert list(payload["summary"]) == list(ABLATION)
@@ -288,7 +312,12 @@ def test_the_ablation_runs_each_learned_part_on_a_small_suite(tmp_path):
     for e in payload["episodes"]:
         assert 0.0 < e["mean_reward"] <= 1.0 and e["mean_log_reward"] <= 0.0
     # The rungs really differ in what they are: no capacity candidates without the capacity model.
-    built = {name: policy_factory(name, settings)(scenarios.wordcount(1), Simulator(scenarios.wordcount(1))) for name in ABLATION[1:]}
-    assert [(c.policy.policy.config.use_evaluator, c.policy.policy.config.capacity_model) for c in (built["fluid-only"], built["fluid+capacity"], built["lastream"])] == [
-        (False, False), (False, True), (True, True)]  # fmt: skip
+    built = {
+        name: policy_factory(name, settings)(scenarios.wordcount(1), Simulator(scenarios.wordcount(1)))
+        for name in ABLATION[1:]
+    }
+    assert [
+        (c.policy.policy.config.use_evaluator, c.policy.policy.config.capacity_model)
+        for c in (built["fluid-only"], built["fluid+capacity"], built["lastream"])
+    ] == [(False, False), (False, True), (True, True)]
     assert built["lastream-online"].policy.config.use_evaluator

@@ -5,8 +5,8 @@ Imported by the test modules by name: pytest puts this folder on sys.path (no __
 
 from __future__ import annotations
 
-from lastream_stream.contracts import MetricsReport
 from lastream_stream.policy.graph import AppGraph, build_graph
+from lastream_stream.wire.contracts import MetricsReport
 
 INTERVAL_S = 10.0
 END = 1_700_000_000.0
@@ -55,7 +55,27 @@ def chain_graph() -> AppGraph:
     """src -> split (x3) -> count (x0.5) -> sink, split falling behind. Numbers in test_ds2.py."""
     return graph_of(
         operator_reports("src", records_in=10_000, records_out=10_000, useful_s=5.0, partitions=4),
-        operator_reports("split", upstreams=("src",), instances=2, records_in=4_000, records_out=12_000, useful_s=10.0, partitions=8, lag=4_000),
-        operator_reports("count", upstreams=("split",), instances=2, records_in=12_000, records_out=6_000, useful_s=9.6, partitions=8, lag=100),
-        operator_reports("sink", upstreams=("count",), records_in=12_000, records_out=0, useful_s=2.0, partitions=8, latency_ms=250.0),
+        operator_reports(
+            "split",
+            upstreams=("src",),
+            instances=2,
+            records_in=4_000,
+            records_out=12_000,
+            useful_s=10.0,
+            partitions=8,
+            lag=4_000,
+        ),
+        operator_reports(
+            "count",
+            upstreams=("split",),
+            instances=2,
+            records_in=12_000,
+            records_out=6_000,
+            useful_s=9.6,
+            partitions=8,
+            lag=100,
+        ),
+        operator_reports(
+            "sink", upstreams=("count",), records_in=12_000, records_out=0, useful_s=2.0, partitions=8, latency_ms=250.0
+        ),
     )

@@ -36,8 +36,19 @@ def test_neighbours_stay_within_the_partitions():
     # The chain again, but count's topic has 3 partitions: DS2's 3 is the cap, so no count + 1.
     graph = graph_of(
         operator_reports("src", records_in=10_000, records_out=10_000, useful_s=5.0, partitions=4),
-        operator_reports("split", upstreams=("src",), instances=2, records_in=4_000, records_out=12_000, useful_s=10.0, partitions=8, lag=4_000),
-        operator_reports("count", upstreams=("split",), instances=2, records_in=12_000, records_out=6_000, useful_s=9.6, partitions=3),
+        operator_reports(
+            "split",
+            upstreams=("src",),
+            instances=2,
+            records_in=4_000,
+            records_out=12_000,
+            useful_s=10.0,
+            partitions=8,
+            lag=4_000,
+        ),
+        operator_reports(
+            "count", upstreams=("split",), instances=2, records_in=12_000, records_out=6_000, useful_s=9.6, partitions=3
+        ),
         operator_reports("sink", upstreams=("count",), records_in=12_000, records_out=0, useful_s=2.0, partitions=8),
     )
     notes = [c.note for c in AnalyticGenerator().propose(graph)]
@@ -51,7 +62,9 @@ def test_over_provisioned_operator_gets_intermediate_steps():
     # is ceil((4 + 1) / 2) = 3, and split + 1 is the headroom scheme again.
     graph = graph_of(
         operator_reports("src", records_in=10_000, records_out=10_000, useful_s=1.0),
-        operator_reports("split", upstreams=("src",), instances=4, records_in=2_500, records_out=2_500, useful_s=2.5, partitions=8),
+        operator_reports(
+            "split", upstreams=("src",), instances=4, records_in=2_500, records_out=2_500, useful_s=2.5, partitions=8
+        ),
         operator_reports("sink", upstreams=("split",), records_in=10_000, records_out=0, useful_s=1.0, partitions=8),
     )
     pool = AnalyticGenerator().propose(graph)
@@ -97,7 +110,9 @@ def test_decision_holds_every_candidate_scored_and_the_argmax():
     assert all(0 <= s <= 1 for s in scores)
     assert decision.chosen == schemes[scores.index(max(scores))]
     assert decision.chosen_candidate.score == max(scores)
-    assert {"generate_analytic_ms", "generate_broken_ms", "generate_fixed_ms", "score_ms", "total_ms"} <= set(decision.timings_ms)
+    assert {"generate_analytic_ms", "generate_broken_ms", "generate_fixed_ms", "score_ms", "total_ms"} <= set(
+        decision.timings_ms
+    )
     assert decision.graph is not None and decision.policy == "lastream"
 
 

@@ -3,6 +3,7 @@ checkpoint, and that DS2's candidate uses it once two configurations were seen."
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -43,7 +44,7 @@ def test_never_less_capacity_for_more_instances():
         for _ in range(rng.randint(1, 8)):
             model.observe(rng.randint(1, 20), rng.uniform(10.0, 1000.0))  # anything, decreasing included
         predicted = [model.capacity(p) for p in range(1, 40)]
-        assert all(b >= a for a, b in zip(predicted, predicted[1:]))
+        assert all(b >= a for a, b in itertools.pairwise(predicted))
 
 
 def test_an_ineffective_scale_out_is_noted_and_not_repeated():
@@ -113,7 +114,9 @@ def test_after_two_configurations_the_ds2_candidate_accounts_for_sublinear_scali
     curve = agent.capacity.of("sublinear", "work")
     assert curve.exponent == pytest.approx(0.82, abs=0.01)
     assert ds2_plan(graph).parallelism["work"] == 11
-    assert ds2_plan(graph, capacity={"work": curve}).parallelism["work"] == 13 == math.ceil(4 * (2000 / 792) ** (1 / 0.82))
+    assert (
+        ds2_plan(graph, capacity={"work": curve}).parallelism["work"] == 13 == math.ceil(4 * (2000 / 792) ** (1 / 0.82))
+    )
     assert Simulator(sublinear(4)).oracle()["work"] == 16
     # The agent's pool holds the curve's plans next to DS2's (at 100% it equals DS2 at 80%).
     from_curve = {c.candidate.scheme["work"] for c in decision.candidates if c.candidate.source == "capacity"}

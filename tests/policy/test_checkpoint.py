@@ -9,16 +9,27 @@ import torch
 from click.testing import CliRunner
 from policy_graphs import chain_graph, graph_of, operator_reports
 
-from lastream_stream.cli import main
 from lastream_stream.policy.agent import AgentConfig, LaStreamAgent
 from lastream_stream.policy.base import CheckpointMismatch
+from lastream_stream.tools.cli import main
 
 
 def busy_graph():
     return graph_of(
         operator_reports("src", records_in=20_000, records_out=20_000, useful_s=2.0, partitions=2),
-        operator_reports("map", upstreams=("src",), instances=3, records_in=6_000, records_out=6_000, useful_s=9.0, partitions=16, lag=5_000),
-        operator_reports("sink", upstreams=("map",), records_in=18_000, records_out=0, useful_s=1.0, partitions=4, latency_ms=80.0),
+        operator_reports(
+            "map",
+            upstreams=("src",),
+            instances=3,
+            records_in=6_000,
+            records_out=6_000,
+            useful_s=9.0,
+            partitions=16,
+            lag=5_000,
+        ),
+        operator_reports(
+            "sink", upstreams=("map",), records_in=18_000, records_out=0, useful_s=1.0, partitions=4, latency_ms=80.0
+        ),
     )
 
 

@@ -31,7 +31,12 @@ def test_chain_with_selectivity():
 def test_chain_target_utilisation_and_scaling_factor():
     graph = chain_graph()
     # at 80 %: split 2.5 / 0.8 = 3.125 -> 4; count 2.4 / 0.8 = 3.0 -> 3; sink 0.3125 -> 1
-    assert optimal_parallelism(graph, DS2Settings(target_utilisation=0.8)) == {"src": 1, "split": 4, "count": 3, "sink": 1}
+    assert optimal_parallelism(graph, DS2Settings(target_utilisation=0.8)) == {
+        "src": 1,
+        "split": 4,
+        "count": 3,
+        "sink": 1,
+    }
     # factor 0.5: split 2.5 * 1.5 = 3.75 -> 4; count 2.4 * 1.5 = 3.6 -> 4; sink 0.375 -> 1
     assert optimal_parallelism(graph, DS2Settings(scaling_factor=0.5)) == {"src": 1, "split": 4, "count": 4, "sink": 1}
 

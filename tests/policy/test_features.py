@@ -32,7 +32,9 @@ def test_widths_do_not_depend_on_graph_size():
     small = chain_graph()
     reports = operator_reports("op0", records_in=10_000, records_out=10_000, useful_s=1.0)
     for i in range(1, 50):
-        reports += operator_reports(f"op{i}", upstreams=(f"op{i - 1}",), instances=2, records_in=5_000, records_out=5_000, useful_s=5.0)
+        reports += operator_reports(
+            f"op{i}", upstreams=(f"op{i - 1}",), instances=2, records_in=5_000, records_out=5_000, useful_s=5.0
+        )
     large = graph_of(reports)
     for graph in (small, large):
         batch = batch_candidates(view(graph), [graph.parallelism] * 3)
@@ -70,7 +72,9 @@ def test_disruption_counts_the_restart_and_the_drain():
     # 3 000 rec/s and queues 200 + 5 x 3 000: 20.3 s to drain, the longest, so the first
     # scheme disrupts the app for 20.3 of its 120 s.
     v = view(chain_graph())
-    nodes, candidates = encode(v, [{"src": 1, "split": 5, "count": 3, "sink": 1}, {"src": 1, "split": 2, "count": 2, "sink": 1}])
+    nodes, candidates = encode(
+        v, [{"src": 1, "split": 5, "count": 3, "sink": 1}, {"src": 1, "split": 2, "count": 2, "sink": 1}]
+    )
     split = v.names.index("split")
     disrupted_backlog = np.expm1(nodes[:, split, NODE_FEATURES.index("log_disrupted_backlog")].astype(np.float64))
     assert disrupted_backlog == pytest.approx([6_500, 8_000 + 200 * 60], rel=1e-5)

@@ -52,7 +52,18 @@ def test_good_answer_and_what_the_prompt_holds(chat_server):
     request = chat_server.requests[0]
     assert request["model"] == "deepseek-chat"
     prompt = request["messages"][-1]["content"]
-    for expected in ("split", "count", "true_rate_per_instance=400.0/s", "selectivity=3.000", "lag=8000", "max=8", "0.4242", "Propose 4", "latency target: 200 ms", "seconds of input"):
+    for expected in (
+        "split",
+        "count",
+        "true_rate_per_instance=400.0/s",
+        "selectivity=3.000",
+        "lag=8000",
+        "max=8",
+        "0.4242",
+        "Propose 4",
+        "latency target: 200 ms",
+        "seconds of input",
+    ):
         assert expected in prompt
     assert chat_server.headers[0]["authorization"] == f"Bearer {KEY}"
 
@@ -94,10 +105,21 @@ def test_out_of_range_non_integer_garbage_and_duplicates(chat_server):
         "]}"
     )
     llm = generator(chat_server)
-    assert [c.scheme for c in llm.propose(chain_graph())] == [scheme(1, 8, 1, 1), scheme(1, 4, 3, 1), scheme(1, 1, 8, 1)]
+    assert [c.scheme for c in llm.propose(chain_graph())] == [
+        scheme(1, 8, 1, 1),
+        scheme(1, 4, 3, 1),
+        scheme(1, 1, 8, 1),
+    ]
     assert llm.parse_stats == ParseStats(
         # rounded: "1", "3.6", 2.5 and 1e9 (a float in JSON); garbage: "lots", null, true, NaN
-        schemes_seen=6, accepted=3, rejected=2, duplicates=1, filled_missing=2, rounded=4, garbage_dropped=4, clamped=4
+        schemes_seen=6,
+        accepted=3,
+        rejected=2,
+        duplicates=1,
+        filled_missing=2,
+        rounded=4,
+        garbage_dropped=4,
+        clamped=4,
     )
 
 
@@ -161,7 +183,10 @@ def test_any_openai_compatible_endpoint_from_the_environment(chat_server, monkey
 @pytest.mark.parametrize(
     ("reply", "llm_schemes"),
     [
-        ({"content": '{"schemes": [[1, 6, 5, 2], [1, 3, 3, 1]]}'}, [scheme(1, 6, 5, 2)]),  # the 2nd is DS2's: analytic keeps it
+        (
+            {"content": '{"schemes": [[1, 6, 5, 2], [1, 3, 3, 1]]}'},
+            [scheme(1, 6, 5, 2)],
+        ),  # the 2nd is DS2's: analytic keeps it
         ({"status": 500}, []),
         ({"content": "{}", "delay_s": 1.0}, []),
         ({"content": "no JSON here"}, []),

@@ -17,11 +17,15 @@ def decision(map_instances: int) -> Decision:
 
 def test_the_last_interval_is_held_for_the_rest_of_the_horizon():
     # 10 s intervals, 60 s horizon: 0.1 and 0.4 observed, 0.4 held for the 4 intervals left.
-    assert math.exp(horizon_log_reward([math.log(0.1), math.log(0.4)], 10.0, 60.0)) == pytest.approx((0.1 + 0.4 * 5) / 6)
+    assert math.exp(horizon_log_reward([math.log(0.1), math.log(0.4)], 10.0, 60.0)) == pytest.approx(
+        (0.1 + 0.4 * 5) / 6
+    )
     # Observed beyond the horizon: the plain mean of what was observed.
     assert math.exp(horizon_log_reward([math.log(0.2), math.log(0.6)], 10.0, 10.0)) == pytest.approx(0.4)
     # An unmeasured restart of 10 s counts as the first interval: weights 2 and 1 + 3 held.
-    assert math.exp(horizon_log_reward([math.log(0.1), math.log(0.4)], 10.0, 60.0, 10.0)) == pytest.approx((0.1 * 2 + 0.4 * 4) / 6)
+    assert math.exp(horizon_log_reward([math.log(0.1), math.log(0.4)], 10.0, 60.0, 10.0)) == pytest.approx(
+        (0.1 * 2 + 0.4 * 4) / 6
+    )
     # Rewards that underflow on their own still average in logs.
     assert horizon_log_reward([-2000.0, -2000.0], 10.0, 60.0) == pytest.approx(-2000.0)
     with pytest.raises(ValueError):

@@ -15,7 +15,7 @@ import pytest
 
 from lastream_stream.policy.agent import PRETRAINED_PATH, LaStreamAgent
 from lastream_stream.sim import Constant, Scenario, SimOperator, Simulator, scenarios
-from lastream_stream.training import HELD_OUT_SEED, PretrainSettings, episode, rescaled, spearman, window_graph
+from lastream_stream.tools.training import HELD_OUT_SEED, PretrainSettings, episode, rescaled, spearman, window_graph
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,9 @@ def test_absolute_form_is_the_papers():
 def test_custom_params():
     params = RewardParams(latency_target_ms=50, d_star_s=2, eta_l=2, eta_d=0.5, eta_a=1)
     # 2 * 25/50 = 1; 0.5 * 4/2 = 1; 1 * 12/6 = 2 -> exp(-4/3)
-    m = measured(latency_ms=25.0, backlog_s=4.0, parallelism={"a": 2, "b": 4, "c": 6}, required={"a": 2, "b": 2, "c": 2})
+    m = measured(
+        latency_ms=25.0, backlog_s=4.0, parallelism={"a": 2, "b": 4, "c": 6}, required={"a": 2, "b": 2, "c": 2}
+    )
     assert reward(m, params) == pytest.approx(math.exp(-4 / 3), rel=1e-12)
 
 
@@ -70,10 +72,25 @@ def app(scale: float, lag: int):
     """src -> split (x4) -> count, processing ``scale`` times the records at ``scale`` times the speed."""
     return graph_of(
         operator_reports("src", records_in=round(100 * scale), records_out=round(100 * scale), useful_s=0.5),
-        operator_reports("split", upstreams=("src",), instances=2, records_in=round(50 * scale), records_out=round(200 * scale), useful_s=0.8, lag=lag),
-        operator_reports("count", upstreams=("split",), instances=3, records_in=round(133 * scale), records_out=round(133 * scale), useful_s=0.6,
-                         lag=lag * 4),
-    )  # fmt: skip
+        operator_reports(
+            "split",
+            upstreams=("src",),
+            instances=2,
+            records_in=round(50 * scale),
+            records_out=round(200 * scale),
+            useful_s=0.8,
+            lag=lag,
+        ),
+        operator_reports(
+            "count",
+            upstreams=("split",),
+            instances=3,
+            records_in=round(133 * scale),
+            records_out=round(133 * scale),
+            useful_s=0.6,
+            lag=lag * 4,
+        ),
+    )
 
 
 def test_the_same_app_ten_times_faster_scores_the_same():
@@ -99,7 +116,14 @@ def test_each_term_lowers_the_reward():
     base = log_reward(measured(latency_ms=10.0, backlog_s=1.0))
     assert log_reward(measured(latency_ms=20.0, backlog_s=1.0)) < base
     assert log_reward(measured(latency_ms=10.0, backlog_s=2.0)) < base
-    assert log_reward(measured(latency_ms=10.0, backlog_s=1.0, parallelism={"a": 1, "b": 1, "c": 2}, required={"a": 1, "b": 1, "c": 1})) < base
+    assert (
+        log_reward(
+            measured(
+                latency_ms=10.0, backlog_s=1.0, parallelism={"a": 1, "b": 1, "c": 2}, required={"a": 1, "b": 1, "c": 1}
+            )
+        )
+        < base
+    )
 
 
 def test_invalid_inputs():

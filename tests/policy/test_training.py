@@ -9,7 +9,7 @@ import numpy as np
 
 from lastream_stream.policy.candidates import clamp_scheme
 from lastream_stream.sim import Steps, scenarios
-from lastream_stream.training import PretrainSettings, closed_loop_episodes, pretrain
+from lastream_stream.tools.training import PretrainSettings, closed_loop_episodes, pretrain
 
 
 def test_closed_loop_states_are_those_the_controller_decided_in():
@@ -34,8 +34,15 @@ def test_closed_loop_states_are_those_the_controller_decided_in():
 
 
 def test_pretraining_mixes_both_kinds_and_reports_each():
-    settings = PretrainSettings(episodes=24, states_per_trajectory=4, closed_loop_share=0.5, train_steps=100,
-                                validation_share=0.5, trajectory_s=120.0, rehearsal=10)  # fmt: skip
+    settings = PretrainSettings(
+        episodes=24,
+        states_per_trajectory=4,
+        closed_loop_share=0.5,
+        train_steps=100,
+        validation_share=0.5,
+        trajectory_s=120.0,
+        rehearsal=10,
+    )
     kinds = settings.jobs()
     assert kinds.count("closed-loop") == 3 and kinds.count("one-shot") == 12
     agent, summary = pretrain(settings, workers=1)

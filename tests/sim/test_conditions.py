@@ -55,7 +55,10 @@ def test_a_capacity_table_excludes_a_scaling_exponent():
 def test_reports_follow_the_capacity_table():
     scenario = Scenario(
         name="table",
-        operators=(SimOperator("source", true_rate=5000.0), SimOperator("score", ("source",), capacity_table=TABLE, parallelism=2)),
+        operators=(
+            SimOperator("source", true_rate=5000.0),
+            SimOperator("score", ("source",), capacity_table=TABLE, parallelism=2),
+        ),
         schedule=Constant(1200.0),
     )
     sim = Simulator(scenario)
@@ -94,7 +97,9 @@ def test_on_a_contended_host_every_added_instance_slows_every_operator():
     # 6 instances: as on a real 2-core host, where 102/s per instance at 4 instances fell to 68/s.
     sim.apply({"split": 5})
     sim.run(10.0)
-    assert true_rates(sim) == pytest.approx({"source": 5000.0, "split": 200.0 / 3, "count": 100.0}, rel=1e-3)  # whole records
+    assert true_rates(sim) == pytest.approx(
+        {"source": 5000.0, "split": 200.0 / 3, "count": 100.0}, rel=1e-3
+    )  # whole records
 
 
 def test_scaling_one_operator_out_starves_another():
@@ -136,14 +141,19 @@ def test_without_host_cores_nothing_is_contended():
     assert free.oracle() == {"source": 1, "split": 2, "count": 1}
     free.apply({"split": 4, "count": 2})
     free.run(10.0)
-    assert true_rates(free) == pytest.approx({"source": 5000.0, "split": 200.0, "count": 300.0}, rel=1e-2)  # whole records
+    assert true_rates(free) == pytest.approx(
+        {"source": 5000.0, "split": 200.0, "count": 300.0}, rel=1e-2
+    )  # whole records
 
 
 def test_counts_at_a_few_records_per_second_add_up_over_intervals():
     """0.4 records per instance per interval: reported as 0s and 1s that sum to what was done."""
     scenario = Scenario(
         name="slow",
-        operators=(SimOperator("source", true_rate=10.0), SimOperator("infer", ("source",), true_rate=0.25, parallelism=5)),
+        operators=(
+            SimOperator("source", true_rate=10.0),
+            SimOperator("infer", ("source",), true_rate=0.25, parallelism=5),
+        ),
         schedule=Constant(1.0),
     )
     reports = Simulator(scenario).run(20.0)

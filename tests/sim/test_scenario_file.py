@@ -18,8 +18,21 @@ EXAMPLE = [
         "restart_s": 5,
         "operators": [
             {"name": "source", "source": True, "parallelism": 2},
-            {"name": "parse", "upstreams": ["source"], "true_rate": 900, "selectivity": 0.9, "partitions": 16, "parallelism": 4},
-            {"name": "score", "upstreams": ["parse"], "capacity": {"1": 500, "2": 950, "4": 1700}, "partitions": 16, "parallelism": 1},
+            {
+                "name": "parse",
+                "upstreams": ["source"],
+                "true_rate": 900,
+                "selectivity": 0.9,
+                "partitions": 16,
+                "parallelism": 4,
+            },
+            {
+                "name": "score",
+                "upstreams": ["parse"],
+                "capacity": {"1": 500, "2": 950, "4": 1700},
+                "partitions": 16,
+                "parallelism": 1,
+            },
         ],
     }
 ]
@@ -64,13 +77,31 @@ def broken(change) -> list[dict]:
     "change, where",
     [
         (lambda s: s.pop("source_rate"), "scenario 0 (orders): source_rate: Field required"),
-        (lambda s: s["operators"][1].update(true_rate="fast"), "scenario 0 (orders): operators[1] (parse).true_rate: Input should be a valid number"),
-        (lambda s: s["operators"][2].update(upstreams=["parsed"]), "operators[2] (score).upstreams: unknown operator 'parsed'"),
-        (lambda s: s["operators"][1].pop("true_rate"), "scenario 0 (orders): operators[1] (parse): true_rate or capacity: one is required"),
+        (
+            lambda s: s["operators"][1].update(true_rate="fast"),
+            "scenario 0 (orders): operators[1] (parse).true_rate: Input should be a valid number",
+        ),
+        (
+            lambda s: s["operators"][2].update(upstreams=["parsed"]),
+            "operators[2] (score).upstreams: unknown operator 'parsed'",
+        ),
+        (
+            lambda s: s["operators"][1].pop("true_rate"),
+            "scenario 0 (orders): operators[1] (parse): true_rate or capacity: one is required",
+        ),
         (lambda s: s["operators"][1].update(speed=3), "operators[1] (parse).speed: Extra inputs are not permitted"),
-        (lambda s: s.update(schedule=[[0, -1.0]]), "scenario 0 (orders): schedule[0][1]: Input should be greater than or equal to 0"),
-        (lambda s: s["operators"][2].update(capacity={"1": 500, "2": 400}), "scenario 0 (orders): score: capacity_table decreases"),
-        (lambda s: s["operators"][1].update(parallelism=20), "scenario 0 (orders): parse: initial parallelism 20 outside [1, 16]"),
+        (
+            lambda s: s.update(schedule=[[0, -1.0]]),
+            "scenario 0 (orders): schedule[0][1]: Input should be greater than or equal to 0",
+        ),
+        (
+            lambda s: s["operators"][2].update(capacity={"1": 500, "2": 400}),
+            "scenario 0 (orders): score: capacity_table decreases",
+        ),
+        (
+            lambda s: s["operators"][1].update(parallelism=20),
+            "scenario 0 (orders): parse: initial parallelism 20 outside [1, 16]",
+        ),
         (lambda s: s["operators"][1].update(upstreams=["score"]), "scenario 0 (orders): operator graph has a cycle"),
     ],
 )

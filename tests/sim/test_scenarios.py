@@ -67,7 +67,18 @@ def test_suite_covers_every_condition_with_distinct_names():
     assert len(suite) >= 30
     assert len({s.name for s in suite}) == len(suite)
     tags = set().union(*(s.tags for s in suite))
-    assert {"wordcount", "map", "join", "window", "random", "step", "sine", "sublinear", "partition-cap", "downtime"} <= tags
+    assert {
+        "wordcount",
+        "map",
+        "join",
+        "window",
+        "random",
+        "step",
+        "sine",
+        "sublinear",
+        "partition-cap",
+        "downtime",
+    } <= tags
     factors = {s.schedule.steps[0][1] for s in suite if "step" in s.tags}
     assert {0.5, 2.0, 4.0} <= factors
     sizes = {len(s.operators) for s in suite if "random" in s.tags}

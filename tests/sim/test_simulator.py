@@ -10,7 +10,14 @@ from lastream_stream.policy.graph import build_graph
 from lastream_stream.sim import Constant, Scenario, SimOperator, Simulator, Steps
 
 
-def chain(worker_parallelism: int, *, exponent: float = 1.0, partitions: int | None = 16, downtime_s: float = 5.0, schedule=None) -> Scenario:
+def chain(
+    worker_parallelism: int,
+    *,
+    exponent: float = 1.0,
+    partitions: int | None = 16,
+    downtime_s: float = 5.0,
+    schedule=None,
+) -> Scenario:
     """source (1 instance, 5000/s true) at 1000 records/s -> worker (300/s true per instance, 2 out per 1 in)."""
     return Scenario(
         name="chain",
@@ -193,7 +200,9 @@ def test_join_inputs_add_up_along_the_dag():
         schedule=Constant(1000.0),
     )
     # a: 250, b: 750; fa in 250 out 125; fb in 750 out 150; join in 275.
-    assert scenario.required_rates(1000.0) == pytest.approx({"a": 250.0, "b": 750.0, "fa": 250.0, "fb": 750.0, "join": 275.0})
+    assert scenario.required_rates(1000.0) == pytest.approx(
+        {"a": 250.0, "b": 750.0, "fa": 250.0, "fb": 750.0, "join": 275.0}
+    )
     sim = Simulator(scenario)
     assert sim.oracle() == {"a": 1, "b": 1, "fa": 3, "fb": 8, "join": 7}
     sim.apply(sim.oracle())
@@ -253,9 +262,16 @@ def test_source_equivalent_lag_counts_a_backlog_in_source_records():
 def test_a_fully_processed_queue_is_empty_not_a_rounding_error_below(rate, leftover):
     """queue + (arrivals - processed) rounds to about +-1e-16 for these values; a negative
     lag then reaches the reward, which refuses it (a bench run died of this)."""
-    sim = Simulator(Scenario(name="drained", operators=(SimOperator("source", true_rate=1000.0),
-                                                        SimOperator("map", ("source",), true_rate=500.0, partitions=4)),
-                             schedule=Constant(rate)))  # fmt: skip
+    sim = Simulator(
+        Scenario(
+            name="drained",
+            operators=(
+                SimOperator("source", true_rate=1000.0),
+                SimOperator("map", ("source",), true_rate=500.0, partitions=4),
+            ),
+            schedule=Constant(rate),
+        )
+    )
     sim._ops["map"].queue = leftover  # a fraction of a record left from earlier ticks
     sim.run(1.0)
     assert sim.total_lag() == 0.0

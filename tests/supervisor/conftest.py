@@ -3,6 +3,7 @@ helpers to publish commands and read acks, and an in-process supervisor thread."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,11 +18,11 @@ import psutil
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from lastream_stream.contracts import CommandAck, ScalingCommand
-from lastream_stream.deadletter import parse
-from lastream_stream.kafka_clients import KafkaClients
+from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.settings import LastreamSettings
 from lastream_stream.supervisor import AppSpec, Supervisor, SupervisorSettings, WorkerSpec
+from lastream_stream.wire.contracts import CommandAck, ScalingCommand
+from lastream_stream.wire.deadletter import parse
 
 APP = "demo"
 
@@ -80,7 +81,9 @@ class Workers:
         return AppSpec(
             app=APP,
             operators={
-                "source": WorkerSpec(command=self.command(), partitions=partitions, scalable=False, env=env.get("source", {})),
+                "source": WorkerSpec(
+                    command=self.command(), partitions=partitions, scalable=False, env=env.get("source", {})
+                ),
                 "splitter": WorkerSpec(command=self.command(), partitions=partitions, env=env.get("splitter", {})),
                 "counter": WorkerSpec(command=self.command(), partitions=partitions, env=env.get("counter", {})),
             },
@@ -116,10 +119,8 @@ class Workers:
 
     def kill_all(self) -> None:
         for pid in [pid for pids in self._processes().values() for pid in pids]:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 @pytest.fixture
@@ -131,10 +132,14 @@ def workers(tmp_path: Path) -> Iterator[Workers]:
 
 @pytest.fixture
 def sup_config(tmp_path: Path) -> SupervisorSettings:
-    return SupervisorSettings(home=tmp_path / "run", settle_s=0.3, backoff_initial_s=0.2, stop_timeout_s=5.0, tick_s=0.05)
+    return SupervisorSettings(
+        home=tmp_path / "run", settle_s=0.3, backoff_initial_s=0.2, stop_timeout_s=5.0, tick_s=0.05
+    )
 
 
-def publish(clients: KafkaClients, settings: LastreamSettings, *messages: ScalingCommand | bytes, key: str = APP) -> None:
+def publish(
+    clients: KafkaClients, settings: LastreamSettings, *messages: ScalingCommand | bytes, key: str = APP
+) -> None:
     with clients.producer() as producer:
         for message in messages:
             value = message if isinstance(message, bytes) else message.to_bytes()
@@ -162,7 +167,9 @@ class AckStream:
                 ack = parse(CommandAck, msg.value())
                 self.seen.append(ack)
                 return ack
-        raise AssertionError(f"no ack within {timeout_s} s (seen so far: {[(a.generation, a.status) for a in self.seen]})")
+        raise AssertionError(
+            f"no ack within {timeout_s} s (seen so far: {[(a.generation, a.status) for a in self.seen]})"
+        )
 
     def until(self, generation: int, timeout_s: float = 20.0) -> CommandAck:
         """Skip to the ack of ``generation`` (the acks read on the way stay in ``seen``)."""
@@ -179,7 +186,9 @@ def acks(clients: KafkaClients, settings: LastreamSettings, group_id: str) -> It
 
 
 @pytest.fixture
-def supervise(settings: LastreamSettings, clients: KafkaClients, sup_config: SupervisorSettings) -> Iterator[Callable[..., Supervisor]]:
+def supervise(
+    settings: LastreamSettings, clients: KafkaClients, sup_config: SupervisorSettings
+) -> Iterator[Callable[..., Supervisor]]:
     """Run a supervisor in a thread until the test ends; returns it once it is ready."""
     running: list[tuple[Supervisor, threading.Event, threading.Thread]] = []
     errors: list[BaseException] = []

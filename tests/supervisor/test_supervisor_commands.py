@@ -7,11 +7,11 @@ import os
 import signal
 
 from confluent_kafka import TopicPartition
-
-from lastream_stream.contracts import DeadLetter
-from lastream_stream.deadletter import parse
-from lastream_stream.supervisor.workers import RunDir
 from conftest import APP, command, publish, wait_for
+
+from lastream_stream.supervisor.workers import RunDir
+from lastream_stream.wire.contracts import DeadLetter
+from lastream_stream.wire.deadletter import parse
 
 RUN_STATE = {"source": 1, "splitter": 1, "counter": 1}
 
@@ -34,7 +34,7 @@ def test_scale_up_down_clamp_and_unknown_operators(settings, clients, workers, s
     assert slots(live, "splitter") == [0, 1, 2] and len(live) == 5
     assert supervisor.status().workers["splitter"] == {s: live[("splitter", s)] for s in (0, 1, 2)}
     for slot in (1, 2):  # the new workers were handed the new parallelism
-        started = wait_for(lambda: workers.started("splitter", slot, live[("splitter", slot)]), what="marker")
+        started = wait_for(lambda slot=slot: workers.started("splitter", slot, live[("splitter", slot)]), what="marker")
         assert started["state"] == {"operator": "splitter", "parallelism": 3, "desired": 3, "generation": 1}
 
     publish(clients, settings, command(2, splitter=1, counter=9))
@@ -78,14 +78,15 @@ def test_stale_foreign_and_malformed_commands_change_nothing(settings, clients, 
     garbage = b"\x00\xffnot a command"
     wrong_schema = b'{"schema_version": 1, "app": "demo", "generation": "six", "target": {}}'
     publish(
-        clients, settings,
+        clients,
+        settings,
         command(9, app="other", splitter=4),  # another app's command, keyed by that app
         command(5, splitter=4),  # same generation: stale
         command(3, splitter=4),  # lower generation: stale
         garbage,
         wrong_schema,
         command(6, counter=2),
-    )  # fmt: skip
+    )
     # A command naming another app under this app's key is not this app's either.
     publish(clients, settings, command(10, app="other", counter=4), key=APP)
     last = acks.until(6)
@@ -93,12 +94,16 @@ def test_stale_foreign_and_malformed_commands_change_nothing(settings, clients, 
     assert acks.seen[1].applied == {"source": 1, "splitter": 2, "counter": 1}
     assert last.applied == {"source": 1, "splitter": 2, "counter": 2}
     after = workers.live()
-    assert {k: v for k, v in after.items() if k[0] != "counter"} == {k: v for k, v in before.items() if k[0] != "counter"}
+    assert {k: v for k, v in after.items() if k[0] != "counter"} == {
+        k: v for k, v in before.items() if k[0] != "counter"
+    }
     assert supervisor.status().generation == 6
 
     letters = [parse(DeadLetter, m.value()) for m in consume_all(clients, settings.topics.deadletter, 2)]
     assert [base64.b64decode(letter.payload_b64) for letter in letters] == [garbage, wrong_schema]
-    assert all(letter.source_topic == settings.topics.control and letter.consumer == f"supervisor-{APP}" for letter in letters)
+    assert all(
+        letter.source_topic == settings.topics.control and letter.consumer == f"supervisor-{APP}" for letter in letters
+    )
     assert "not JSON" in letters[0].error and "generation" in letters[1].error
 
     # The supervisor keeps working after the dead letters, and the foreign command (generation 10) never applied.
@@ -131,7 +136,11 @@ def test_a_killed_worker_is_restarted_with_backoff(settings, clients, workers, s
 
     os.kill(victim, signal.SIGKILL)
     status = wait_for(
-        lambda: (s := supervisor.status()).restarts["counter"] == 1 and s.workers["counter"].get(1) not in (None, victim) and s,
+        lambda: (
+            (s := supervisor.status()).restarts["counter"] == 1
+            and s.workers["counter"].get(1) not in (None, victim)
+            and s
+        ),
         what="counter-1 to be restarted",
     )
     replacement = status.workers["counter"][1]
@@ -139,13 +148,19 @@ def test_a_killed_worker_is_restarted_with_backoff(settings, clients, workers, s
     assert workers.live()[("counter", 1)] == replacement
     assert slots(workers.live(), "counter") == [0, 1]
     assert "restarted counter-1 after exit code -9 (restart #1)" in caplog.messages
-    assert any(m.startswith(f"counter-1 (pid {victim}) exited with exit code -9") and m.endswith("restarting in 0.2 s") for m in caplog.messages)
+    assert any(
+        m.startswith(f"counter-1 (pid {victim}) exited with exit code -9") and m.endswith("restarting in 0.2 s")
+        for m in caplog.messages
+    )
 
     # A second crash soon after doubles the wait.
     wait_for(lambda: workers.started("counter", 1, replacement), what="the replacement to start")
     os.kill(replacement, signal.SIGKILL)
     wait_for(lambda: supervisor.status().restarts["counter"] == 2, what="the second restart")
-    assert any(m.startswith(f"counter-1 (pid {replacement}) exited") and m.endswith("restarting in 0.4 s") for m in caplog.messages)
+    assert any(
+        m.startswith(f"counter-1 (pid {replacement}) exited") and m.endswith("restarting in 0.4 s")
+        for m in caplog.messages
+    )
     assert "restarted counter-1 after exit code -9 (restart #2)" in caplog.messages
     assert len(workers.live()) == 4
 
@@ -165,7 +180,9 @@ def test_workers_dying_at_start_make_the_ack_partial(settings, clients, workers,
     assert workers.live()[("splitter", 0)] == first
 
 
-def test_state_files_count_the_workers_running_not_the_desired_ones(settings, clients, workers, supervise, acks, sup_config):
+def test_state_files_count_the_workers_running_not_the_desired_ones(
+    settings, clients, workers, supervise, acks, sup_config
+):
     """Workers report the parallelism in their state file: one that exits at once or cannot
     be executed at all must not be counted, while the desired state is still recorded."""
     spec = workers.spec(env={"splitter": {"TEST_WORKER_FAIL_FROM_SLOT": "1"}})

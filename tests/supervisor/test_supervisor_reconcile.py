@@ -1,18 +1,18 @@
-"""The supervisor's pure decisions: no processes, no Kafka."""
+"""The supervisor's pure verdicts: no processes, no Kafka."""
 
 import pytest
 
-from lastream_stream.contracts import ScalingCommand
 from lastream_stream.supervisor import AppSpec, WorkerSpec
 from lastream_stream.supervisor.reconcile import (
     DesiredState,
     ack_for,
     backoff_delay,
-    decide,
     fold,
     initial_state,
+    judge,
     plan_slots,
 )
+from lastream_stream.wire.contracts import ScalingCommand
 
 SPEC = AppSpec(
     app="demo",
@@ -36,7 +36,7 @@ def test_initial_state_defaults_to_one_and_respects_partitions():
 
 
 def test_a_command_sets_only_the_operators_it_names_and_clamps_to_partitions():
-    d = decide(SPEC, initial_state(SPEC), cmd(1, splitter=9, counter=3))
+    d = judge(SPEC, initial_state(SPEC), cmd(1, splitter=9, counter=3))
     assert d.status == "applied"
     assert d.state == DesiredState({"source": 1, "splitter": 4, "counter": 3}, 1, "d1")
     assert d.changes == {"splitter": (1, 4), "counter": (1, 3)}
@@ -45,7 +45,7 @@ def test_a_command_sets_only_the_operators_it_names_and_clamps_to_partitions():
 
 
 def test_non_scalable_operator_stays_where_it_is():
-    d = decide(SPEC, initial_state(SPEC, {"source": 2}), cmd(1, source=3))
+    d = judge(SPEC, initial_state(SPEC, {"source": 2}), cmd(1, source=3))
     assert d.state.parallelism["source"] == 2
     assert d.clamped == {"source": 3}
     assert d.changes == {}
@@ -53,24 +53,24 @@ def test_non_scalable_operator_stays_where_it_is():
 
 
 def test_stale_unknown_and_mixed_commands():
-    state = decide(SPEC, initial_state(SPEC), cmd(5, splitter=2)).state
-    stale = decide(SPEC, state, cmd(5, splitter=3))
+    state = judge(SPEC, initial_state(SPEC), cmd(5, splitter=2)).state
+    stale = judge(SPEC, state, cmd(5, splitter=3))
     assert stale.status == "stale" and stale.state is state
-    rejected = decide(SPEC, state, cmd(6, nope=2))
+    rejected = judge(SPEC, state, cmd(6, nope=2))
     assert rejected.status == "rejected" and rejected.state is state
     assert rejected.notes == ["unknown operator(s): nope"]
-    mixed = decide(SPEC, state, cmd(7, nope=2, counter=2))
+    mixed = judge(SPEC, state, cmd(7, nope=2, counter=2))
     assert mixed.status == "partial"
     assert mixed.state.parallelism == {"source": 1, "splitter": 2, "counter": 2}
     assert mixed.state.generation == 7
     with pytest.raises(ValueError):
-        decide(SPEC, state, ScalingCommand(app="other", generation=9, target={"splitter": 1}))
+        judge(SPEC, state, ScalingCommand(app="other", generation=9, target={"splitter": 1}))
 
 
 def test_fold_replays_in_order_and_skips_stale_commands():
     base = initial_state(SPEC, {"counter": 3})
-    state, decisions = fold(SPEC, base, [cmd(2, splitter=3), cmd(1, splitter=1), cmd(4, counter=2), cmd(3, splitter=2)])
-    assert [d.status for d in decisions] == ["applied", "stale", "applied", "stale"]
+    state, verdicts = fold(SPEC, base, [cmd(2, splitter=3), cmd(1, splitter=1), cmd(4, counter=2), cmd(3, splitter=2)])
+    assert [d.status for d in verdicts] == ["applied", "stale", "applied", "stale"]
     assert state.parallelism == {"source": 1, "splitter": 3, "counter": 2}
     assert state.generation == 4
 
@@ -87,14 +87,20 @@ def test_backoff_doubles_up_to_the_cap():
 
 
 def test_ack_is_partial_when_the_workers_fall_short():
-    d = decide(SPEC, initial_state(SPEC), cmd(1, splitter=9))
+    d = judge(SPEC, initial_state(SPEC), cmd(1, splitter=9))
     ok = ack_for("demo", d, {"source": 1, "splitter": 4, "counter": 1})
     assert (ok.status, ok.applied, ok.clamped, ok.generation, ok.decision_id) == (
-        "applied", {"source": 1, "splitter": 4, "counter": 1}, {"splitter": 9}, 1, "d1"
+        "applied",
+        {"source": 1, "splitter": 4, "counter": 1},
+        {"splitter": 9},
+        1,
+        "d1",
     )
     assert ok.error == "splitter: 9 clamped to 4 (4 input partitions)"
-    short = ack_for("demo", d, {"source": 1, "splitter": 3, "counter": 1}, ["splitter-3 exited at start-up with exit code 3"])
+    short = ack_for(
+        "demo", d, {"source": 1, "splitter": 3, "counter": 1}, ["splitter-3 exited at start-up with exit code 3"]
+    )
     assert short.status == "partial"
     assert "splitter-3 exited at start-up" in short.error and "splitter 3/4" in short.error
-    stale = ack_for("demo", decide(SPEC, d.state, cmd(1, splitter=1)), {"splitter": 3})
+    stale = ack_for("demo", judge(SPEC, d.state, cmd(1, splitter=1)), {"splitter": 3})
     assert stale.status == "stale"

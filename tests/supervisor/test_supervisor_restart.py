@@ -7,18 +7,21 @@ import subprocess
 import sys
 
 import yaml
-
 from conftest import APP, command, publish, wait_for
 
 
 def start_supervisor(spec_file, env, log_file):
     return subprocess.Popen(
         [sys.executable, "-m", "lastream_stream.supervisor", "--app", APP, "--spec", str(spec_file)],
-        env=env, stdout=log_file, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
 
 
-def test_restarted_supervisor_adopts_workers_and_restores_parallelism(settings, clients, workers, acks, tmp_path, sup_config):
+def test_restarted_supervisor_adopts_workers_and_restores_parallelism(
+    settings, clients, workers, acks, tmp_path, sup_config
+):
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(workers.spec().model_dump()))
     env = os.environ | {
@@ -44,7 +47,7 @@ def test_restarted_supervisor_adopts_workers_and_restores_parallelism(settings, 
             before = workers.live()
             assert len(before) == 6
             for (op, slot), pid in before.items():
-                wait_for(lambda: workers.started(op, slot, pid), what=f"{op}-{slot} to start")
+                wait_for(lambda op=op, slot=slot, pid=pid: workers.started(op, slot, pid), what=f"{op}-{slot} to start")
 
             first.kill()
             assert first.wait(timeout=10) == -signal.SIGKILL
@@ -67,8 +70,12 @@ def test_restarted_supervisor_adopts_workers_and_restores_parallelism(settings, 
             assert after[("splitter", 2)] != before[("splitter", 2)]
             assert workers.stopped_gracefully("counter", 1, before[("counter", 1)])  # SIGTERM to an adopted worker
             assert sorted(p.name for p in run_dir.glob("*.pid")) == [
-                "counter-0.pid", "source-0.pid", "splitter-0.pid", "splitter-1.pid", "splitter-2.pid"
-            ]  # fmt: skip
+                "counter-0.pid",
+                "source-0.pid",
+                "splitter-0.pid",
+                "splitter-1.pid",
+                "splitter-2.pid",
+            ]
 
             second.send_signal(signal.SIGTERM)
             assert second.wait(timeout=30) == 0, log_path.read_text()

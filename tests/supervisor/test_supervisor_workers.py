@@ -5,10 +5,10 @@ import os
 import time
 
 import psutil
+from conftest import wait_for
 
 from lastream_stream.supervisor import WorkerSpec
 from lastream_stream.supervisor.workers import RunDir, stop_workers
-from conftest import wait_for
 
 
 def test_start_sets_the_environment_and_a_pid_file_that_a_new_supervisor_adopts(tmp_path, workers):
@@ -38,11 +38,15 @@ def test_stale_pid_files_are_removed_and_a_reused_pid_is_not_adopted(tmp_path):
     run_dir = RunDir(tmp_path / "run")
     me = psutil.Process()
     # A live pid that belongs to a different process than the one recorded (pid reuse).
-    run_dir.pid_file("counter", 0).write_text(json.dumps({"operator": "counter", "slot": 0, "pid": me.pid, "create_time": me.create_time() - 3600}))
+    run_dir.pid_file("counter", 0).write_text(
+        json.dumps({"operator": "counter", "slot": 0, "pid": me.pid, "create_time": me.create_time() - 3600})
+    )
     # A pid that is not running at all.
     gone = psutil.Popen(["true"])
     gone.wait()
-    run_dir.pid_file("counter", 1).write_text(json.dumps({"operator": "counter", "slot": 1, "pid": gone.pid, "create_time": time.time()}))
+    run_dir.pid_file("counter", 1).write_text(
+        json.dumps({"operator": "counter", "slot": 1, "pid": gone.pid, "create_time": time.time()})
+    )
     run_dir.pid_file("counter", 2).write_text("not json")
     assert run_dir.adopt() == []
     assert list(run_dir.path.glob("*.pid")) == []
@@ -55,7 +59,10 @@ def test_a_worker_ignoring_sigterm_is_killed_after_the_timeout(tmp_path, workers
     spec = WorkerSpec(command=workers.command(), partitions=4)
     stubborn_spec = spec.model_copy(update={"env": {"TEST_WORKER_IGNORE_TERM": "1"}})
     polite, stubborn = run_dir.start("counter", 0, spec), run_dir.start("counter", 1, stubborn_spec)
-    wait_for(lambda: workers.started("counter", 0, polite.pid) and workers.started("counter", 1, stubborn.pid), what="workers")
+    wait_for(
+        lambda: workers.started("counter", 0, polite.pid) and workers.started("counter", 1, stubborn.pid),
+        what="workers",
+    )
     started = time.monotonic()
     assert stop_workers([stubborn, polite], timeout_s=1.0) == {"counter-1": False, "counter-0": True}
     assert 1.0 <= time.monotonic() - started < 5

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from lastream_stream.kafka_clients import KafkaClients
+from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.settings import LastreamSettings
 from wordcount_app.settings import WordCountSettings
 from wordcount_app.source import corpus
@@ -22,22 +22,44 @@ from wordcount_app.topology import worker_env
 
 
 @pytest.fixture
-def wc() -> WordCountSettings:
-    """Fast, finite WordCount: the corpus once, light costs, short metric intervals."""
-    return WordCountSettings(
-        prefix=f"wc-{uuid.uuid4().hex[:8]}", repeat=1, rate=400, cost_splitter_ms=2, cost_counter_ms=0.5,
-        cost_sink_ms=0.1, metrics_interval_s=1.0, partitions=4,
-    )  # fmt: skip
+def supervisor_home(tmp_path, monkeypatch):
+    # The supervisor runs as a subprocess: it reads its settings from the environment.
+    monkeypatch.setenv("LASTREAM_SUPERVISOR_HOME", str(tmp_path / "supervisor"))
+    monkeypatch.setenv("LASTREAM_SUPERVISOR_SETTLE_S", "0.5")
+    return tmp_path / "supervisor"
 
 
 @pytest.fixture
-def spawn_worker(settings: LastreamSettings, wc: WordCountSettings, tmp_path) -> Iterator[Callable[..., subprocess.Popen]]:
+def wc() -> WordCountSettings:
+    """Fast, finite WordCount: the corpus once, light costs, short metric intervals."""
+    return WordCountSettings(
+        prefix=f"wc-{uuid.uuid4().hex[:8]}",
+        repeat=1,
+        rate=400,
+        cost_splitter_ms=2,
+        cost_counter_ms=0.5,
+        cost_sink_ms=0.1,
+        metrics_interval_s=1.0,
+        partitions=4,
+    )
+
+
+@pytest.fixture
+def spawn_worker(
+    settings: LastreamSettings, wc: WordCountSettings, tmp_path
+) -> Iterator[Callable[..., subprocess.Popen]]:
     procs: list[subprocess.Popen] = []
 
     def spawn(operator: str, index: int = 0) -> subprocess.Popen:
-        env = os.environ | worker_env(settings, wc) | {"LASTREAM_WORKER_OPERATOR": operator, "LASTREAM_WORKER_INDEX": str(index)}
-        log = open(tmp_path / f"{operator}-{index}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "wordcount_app.worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        env = (
+            os.environ
+            | worker_env(settings, wc)
+            | {"LASTREAM_WORKER_OPERATOR": operator, "LASTREAM_WORKER_INDEX": str(index)}
+        )
+        with open(tmp_path / f"{operator}-{index}.log", "wb") as log:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "wordcount_app.worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         procs.append(proc)
         return proc
 

@@ -13,33 +13,27 @@ import uuid
 
 import pytest
 
-from lastream_stream.contracts import DecisionRecord, ScalingCommand
-from lastream_stream.deadletter import parse
-from lastream_stream.kafka_clients import KafkaClients
-from lastream_stream.controller import ControllerSettings
-from lastream_stream.launcher import start_wordcount
-from lastream_stream.service import AgentService, AgentServiceSettings
-from lastream_stream.window import MetricsWindow, keeps_up
+from lastream_stream.agent.controller import ControllerSettings
+from lastream_stream.agent.service import AgentService, AgentServiceSettings
+from lastream_stream.kafka.clients import KafkaClients
+from lastream_stream.policy.window import MetricsWindow, keeps_up
+from lastream_stream.wire.contracts import DecisionRecord, ScalingCommand
+from lastream_stream.wire.deadletter import parse
+from wordcount_app.launcher import start_wordcount
 from wordcount_app.settings import WordCountSettings
 from wordcount_app.topology import worker_env
 
 # Light on CPU (2 cores run broker, agent and ~8 workers) but needing scale-out: at 12
 # sentences/s, 150 ms per sentence needs 2 splitters (1.8 busy s/s); ~83 words/s at
 # 20 ms per word needs 2 counters (1.7 busy s/s).
-LOOP_WC = dict(rate=12.0, cost_splitter_ms=150.0, cost_counter_ms=20.0, cost_sink_ms=2.0, metrics_interval_s=1.0, partitions=4)
+LOOP_WC = dict(
+    rate=12.0, cost_splitter_ms=150.0, cost_counter_ms=20.0, cost_sink_ms=2.0, metrics_interval_s=1.0, partitions=4
+)
 
 
 @pytest.fixture
 def loop_wc() -> WordCountSettings:
     return WordCountSettings(prefix=f"loop-{uuid.uuid4().hex[:8]}", **LOOP_WC)
-
-
-@pytest.fixture
-def supervisor_home(tmp_path, monkeypatch):
-    # The supervisor runs as a subprocess: it reads its settings from the environment.
-    monkeypatch.setenv("LASTREAM_SUPERVISOR_HOME", str(tmp_path / "supervisor"))
-    monkeypatch.setenv("LASTREAM_SUPERVISOR_SETTLE_S", "0.5")
-    return tmp_path / "supervisor"
 
 
 class RunningAgent:
@@ -51,7 +45,9 @@ class RunningAgent:
         self.service = AgentService(settings, service)
         self.published = []
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.service.run, args=(self.stop, None, lambda a: self.published.append(a.message)), daemon=True)  # fmt: skip
+        self.thread = threading.Thread(
+            target=self.service.run, args=(self.stop, None, lambda a: self.published.append(a.message)), daemon=True
+        )
         self.thread.start()
 
     def commands(self) -> list[ScalingCommand]:
@@ -101,9 +97,13 @@ class Sustained:
             self.seen = "not every operator reporting"
             return False
         self.lags.append(graph.total_lag)
-        self.seen = ", ".join(
-            f"{op.name} x{op.parallelism} in {op.observed_input_rate:.1f}/s lag {op.lag}" for op in graph.operators.values()
-        ) + f"; total lag over the last checks {self.lags[-6:]}"
+        self.seen = (
+            ", ".join(
+                f"{op.name} x{op.parallelism} in {op.observed_input_rate:.1f}/s lag {op.lag}"
+                for op in graph.operators.values()
+            )
+            + f"; total lag over the last checks {self.lags[-6:]}"
+        )
         return keeps_up(graph, 0.9) and len(self.lags) > 5 and self.lags[-1] <= self.lags[-6]
 
 
@@ -113,7 +113,12 @@ def test_under_provisioned_wordcount_converges_and_learns(settings, loop_wc, sup
     pipeline = start_wordcount(settings, loop_wc, {"splitter": 1, "counter": 1, "sink": 1}, tmp_path / "logs")
     agent = RunningAgent(settings, checkpoint)
     try:
-        wait_for(lambda: agent.commands() and agent.records("outcome"), 240, "an applied command and its measured reward", agent)
+        wait_for(
+            lambda: agent.commands() and agent.records("outcome"),
+            240,
+            "an applied command and its measured reward",
+            agent,
+        )
         first = agent.commands()[0]
         assert first.generation == 2  # the launcher's initial configuration was generation 1
         assert first.target["splitter"] >= 2
@@ -122,7 +127,9 @@ def test_under_provisioned_wordcount_converges_and_learns(settings, loop_wc, sup
         size_before = checkpoint.stat().st_size
         wait_for(lambda: len(agent.service.agent.replay) > replay_before, 120, "another measured outcome", agent)
         # The checkpoint is written after the training that follows the outcome.
-        wait_for(lambda: checkpoint.stat().st_size > size_before, 120, "the checkpoint to grow with the new outcome", agent)
+        wait_for(
+            lambda: checkpoint.stat().st_size > size_before, 120, "the checkpoint to grow with the new outcome", agent
+        )
         assert all(0 < r.measured_reward <= 1 for r in agent.records("outcome"))
         restarts = [r.restart_s for r in agent.records("outcome") if r.restart_s is not None]
         assert restarts and all(0 < s < 60 for s in restarts), f"restart times measured on the real workers: {restarts}"
@@ -140,11 +147,14 @@ def test_step_down_in_source_rate_leads_to_a_scale_in(settings, supervisor_home,
     pipeline = start_wordcount(settings, wc, {"splitter": 4, "counter": 4, "sink": 1}, tmp_path / "logs")
     agent = RunningAgent(settings, tmp_path / "agent.pt")
     try:
+
         def scaled_in():
             return [c for c in agent.commands() if c.target.get("splitter", 4) < 4 or c.target.get("counter", 4) < 4]
 
         wait_for(scaled_in, 240, "a scale-in command", agent)
-        wait_for(lambda: agent.service.controllers[wc.app].pending is None, 60, "the scale-in to be acknowledged", agent)
+        wait_for(
+            lambda: agent.service.controllers[wc.app].pending is None, 60, "the scale-in to be acknowledged", agent
+        )
         wait_for(Sustained(agent, wc.app), 180, "the lower rate sustained after the scale-in", agent)
     finally:
         agent.halt()
@@ -154,10 +164,17 @@ def test_step_down_in_source_rate_leads_to_a_scale_in(settings, supervisor_home,
 @pytest.mark.timeout(900)
 def test_agent_killed_mid_run_resumes_without_duplicating_a_command(settings, loop_wc, supervisor_home, tmp_path):
     checkpoint = tmp_path / "agent.pt"
-    env = os.environ | worker_env(settings, loop_wc) | {
-        "LASTREAM_AGENT_CHECKPOINT": str(checkpoint), "LASTREAM_AGENT_WINDOW_S": "8", "LASTREAM_AGENT_WARMUP_S": "5",
-        "LASTREAM_AGENT_TRAIN_STEPS": "5", "LASTREAM_AGENT_LLM": "false",
-    }  # fmt: skip
+    env = (
+        os.environ
+        | worker_env(settings, loop_wc)
+        | {
+            "LASTREAM_AGENT_CHECKPOINT": str(checkpoint),
+            "LASTREAM_AGENT_WINDOW_S": "8",
+            "LASTREAM_AGENT_WARMUP_S": "5",
+            "LASTREAM_AGENT_TRAIN_STEPS": "5",
+            "LASTREAM_AGENT_LLM": "false",
+        }
+    )
     command = [sys.executable, "-m", "lastream_stream", "agent", "--app", loop_wc.app]
     clients = KafkaClients(settings.kafka)
 
@@ -171,20 +188,30 @@ def test_agent_killed_mid_run_resumes_without_duplicating_a_command(settings, lo
             return found
 
     pipeline = start_wordcount(settings, loop_wc, {"splitter": 1, "counter": 1, "sink": 1}, tmp_path / "logs")
-    first = subprocess.Popen(command, env=env, stdout=open(tmp_path / "agent-1.log", "wb"), stderr=subprocess.STDOUT)
+    with open(tmp_path / "agent-1.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        first = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     second = None
     try:
-        wait_for(lambda: [r for r in read(settings.topics.decisions, DecisionRecord) if r.kind == "outcome"]
-                 and [c for c in read(settings.topics.control, ScalingCommand) if c.generation >= 2],
-                 300, "a command from the agent and a measured outcome")  # fmt: skip
+        wait_for(
+            lambda: (
+                [r for r in read(settings.topics.decisions, DecisionRecord) if r.kind == "outcome"]
+                and [c for c in read(settings.topics.control, ScalingCommand) if c.generation >= 2]
+            ),
+            300,
+            "a command from the agent and a measured outcome",
+        )
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         restarted_at = time.time()
         before = read(settings.topics.control, ScalingCommand)
-        second = subprocess.Popen(command, env=env, stdout=open(tmp_path / "agent-2.log", "wb"), stderr=subprocess.STDOUT)
+        with open(tmp_path / "agent-2.log", "wb") as log:
+            second = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         # Two decisions of the restarted agent: where a careless agent would re-issue.
-        wait_for(lambda: len([r for r in read(settings.topics.decisions, DecisionRecord) if r.at > restarted_at]) >= 2,
-                 180, "decisions of the restarted agent")  # fmt: skip
+        wait_for(
+            lambda: len([r for r in read(settings.topics.decisions, DecisionRecord) if r.at > restarted_at]) >= 2,
+            180,
+            "decisions of the restarted agent",
+        )
         assert second.poll() is None, (tmp_path / "agent-2.log").read_text()[-2000:]
     finally:
         for proc in (first, second):

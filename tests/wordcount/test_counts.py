@@ -17,8 +17,8 @@ def test_counts_are_exact_at_parallelism_one(settings, clients, wc, spawn_worker
 
 
 def test_malformed_records_are_dead_lettered_and_counting_goes_on(settings, clients, wc, spawn_worker, reader):
-    from lastream_stream.contracts import DeadLetter
-    from lastream_stream.deadletter import parse
+    from lastream_stream.wire.contracts import DeadLetter
+    from lastream_stream.wire.deadletter import parse
 
     for operator in ("splitter", "counter"):
         spawn_worker(operator)

@@ -8,9 +8,9 @@ import time
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from lastream_stream.contracts import CommandAck, MetricsReport, ScalingCommand
-from lastream_stream.deadletter import parse
 from lastream_stream.supervisor import Supervisor, SupervisorSettings
+from lastream_stream.wire.contracts import CommandAck, MetricsReport, ScalingCommand
+from lastream_stream.wire.deadletter import parse
 from wordcount_app import source
 from wordcount_app.topology import app_spec
 
@@ -19,7 +19,9 @@ from .conftest import expected_counts, final_counts, wait_group
 
 def test_splitter_scales_out_and_in_mid_stream_without_losing_or_duplicating_words(settings, clients, wc, tmp_path):
     wc = wc.model_copy(update={"repeat": 3, "rate": 40.0, "cost_splitter_ms": 5.0})  # 1200 sentences over ~30 s
-    supervisor = Supervisor(settings, app_spec(settings, wc), SupervisorSettings(home=tmp_path / "run", settle_s=0.5), clients)
+    supervisor = Supervisor(
+        settings, app_spec(settings, wc), SupervisorSettings(home=tmp_path / "run", settle_s=0.5), clients
+    )
     stop_supervisor, stop_source = threading.Event(), threading.Event()
     supervising = threading.Thread(target=supervisor.run, args=(stop_supervisor,), daemon=True)
     supervising.start()
@@ -36,10 +38,17 @@ def test_splitter_scales_out_and_in_mid_stream_without_losing_or_duplicating_wor
         for operator in ("splitter", "counter", "sink"):
             wait_group(clients, wc.faust_id(operator), 1)
         producing.start()
-        with clients.consumer(f"acks-{wc.prefix}", **{"enable.auto.commit": False}) as acks, \
-             clients.consumer(f"metrics-{wc.prefix}", **{"enable.auto.commit": False}) as metrics:  # fmt: skip
+        with (
+            clients.consumer(f"acks-{wc.prefix}", **{"enable.auto.commit": False}) as acks,
+            clients.consumer(f"metrics-{wc.prefix}", **{"enable.auto.commit": False}) as metrics,
+        ):
             acks.assign([TopicPartition(settings.topics.acks, 0, OFFSET_BEGINNING)])
-            metrics.assign([TopicPartition(settings.topics.metrics, p, OFFSET_BEGINNING) for p in range(settings.topics.metrics_partitions)])
+            metrics.assign(
+                [
+                    TopicPartition(settings.topics.metrics, p, OFFSET_BEGINNING)
+                    for p in range(settings.topics.metrics_partitions)
+                ]
+            )
 
             out = publish(1, 3)
             ack = next_ack(acks, out.decision_id)
@@ -68,7 +77,11 @@ def next_ack(consumer, decision_id: str, timeout_s: float = 60.0) -> CommandAck:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         msg = consumer.poll(0.2)
-        if msg is not None and msg.error() is None and (ack := parse(CommandAck, msg.value())).decision_id == decision_id:
+        if (
+            msg is not None
+            and msg.error() is None
+            and (ack := parse(CommandAck, msg.value())).decision_id == decision_id
+        ):
             return ack
     raise AssertionError(f"no ack for {decision_id} within {timeout_s} s")
 

@@ -12,11 +12,11 @@ import uuid
 
 import pytest
 
-from lastream_stream.dashboard import AppMonitor
-from lastream_stream.launcher import KeepsUp, start_wordcount
+from lastream_stream.tools.dashboard import AppMonitor
+from wordcount_app.launcher import KeepsUp, start_wordcount
 from wordcount_app.settings import UPSTREAMS, WordCountSettings
 
-from .test_closed_loop import RunningAgent, supervisor_home, wait_for  # noqa: F401 (a fixture)
+from .test_closed_loop import RunningAgent, wait_for
 
 HOLD_DECISIONS = 5  # stable windows at a constant rate after settling, each one a decision
 WINDOW_S = 8.0
@@ -28,11 +28,17 @@ def describe(agent: RunningAgent) -> str:
     for record in agent.published:
         if getattr(record, "kind", None) is None:
             continue
-        state = " ".join(f"{name}={s.parallelism}(in {s.input_rate:.0f}/s, true {s.true_rate_per_instance:.0f}/s, lag {s.lag})"
-                         for name, s in record.state.items())  # fmt: skip
-        candidates = ", ".join(f"{c.scheme}:{c.score:.3g}" if c.score is not None else str(c.scheme) for c in record.candidates[:6])
+        state = " ".join(
+            f"{name}={s.parallelism}(in {s.input_rate:.0f}/s, true {s.true_rate_per_instance:.0f}/s, lag {s.lag})"
+            for name, s in record.state.items()
+        )
+        candidates = ", ".join(
+            f"{c.scheme}:{c.score:.3g}" if c.score is not None else str(c.scheme) for c in record.candidates[:6]
+        )
         measured = f" measured {record.measured_reward:.3f}" if record.measured_reward is not None else ""
-        lines.append(f"{time.strftime('%H:%M:%S', time.localtime(record.at))} {record.kind} {record.chosen}{measured} | {state} | {candidates}")
+        lines.append(
+            f"{time.strftime('%H:%M:%S', time.localtime(record.at))} {record.kind} {record.chosen}{measured} | {state} | {candidates}"
+        )
     return "\n".join(lines)
 
 
@@ -52,14 +58,18 @@ def test_default_wordcount_settles_and_stays_put(settings, supervisor_home, tmp_
         c = controller()
         kept = tracker.update(monitor.graph(), time.time(), c.commands if c else 0)
         # Its command(s) applied and the new instances processing: what runs now is what settled.
-        return kept and c is not None and c.commands > 0 and c.pending is None and c.restart is None
+        return kept and c is not None and c.commands > 0 and c.pending is None and c.pause is None
 
     try:
         # All at 1 is under-provisioned at the default rate: the agent must act.
         wait_for(agent.commands, 240, "the agent's first command", agent)
         first = agent.commands()[0]
-        assert first.target.get("splitter", 1) >= 2, f"the first command does not scale the splitter out: {first.target}\n{describe(agent)}"
-        wait_for(settled, 300, "the app to keep up (>= 95% processed, lag not growing) with no command in flight", agent)
+        assert first.target.get("splitter", 1) >= 2, (
+            f"the first command does not scale the splitter out: {first.target}\n{describe(agent)}"
+        )
+        wait_for(
+            settled, 300, "the app to keep up (>= 95% processed, lag not growing) with no command in flight", agent
+        )
         commands, decisions = controller().commands, controller().decisions
         settled_at = time.time()
         checks: list[bool] = []
@@ -75,7 +85,9 @@ def test_default_wordcount_settles_and_stays_put(settings, supervisor_home, tmp_
             f"{[c.target for c in agent.commands()[commands:]]} within {time.time() - settled_at:.0f} s at a constant rate:\n{describe(agent)}"
         )
         # Noise may fail a check now and then; an app falling behind fails most of them.
-        assert sum(checks) >= 0.8 * len(checks), f"the app kept up in only {sum(checks)} of {len(checks)} checks while the agent held:\n{describe(agent)}"
+        assert sum(checks) >= 0.8 * len(checks), (
+            f"the app kept up in only {sum(checks)} of {len(checks)} checks while the agent held:\n{describe(agent)}"
+        )
     finally:
         agent.halt()
         monitor.stop()

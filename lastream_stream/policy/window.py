@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 
-from lastream_stream.contracts import MetricsReport
 from lastream_stream.policy.graph import AppGraph, build_graph
+from lastream_stream.wire.contracts import MetricsReport
 
 
 class MetricsWindow:

@@ -39,9 +39,8 @@ from pathlib import Path
 import numpy as np
 from rich.progress import Progress
 
+from lastream_stream.agent.controller import AppController
 from lastream_stream.bench.runner import AsTheService, BenchSettings
-from lastream_stream.contracts import MetricsReport
-from lastream_stream.controller import AppController
 from lastream_stream.policy.agent import DEFAULT_MARGIN, STATE_KINDS, AgentConfig, Example, LaStreamAgent, state_kind
 from lastream_stream.policy.base import Decision, DecisionContext, Policy
 from lastream_stream.policy.candidates import AnalyticGenerator, clamp_scheme
@@ -50,6 +49,7 @@ from lastream_stream.policy.graph import AppGraph, build_graph
 from lastream_stream.policy.reward import RewardParams, horizon_log_reward, log_reward
 from lastream_stream.sim import Constant, Scenario, Simulator, Sine, Steps, scenarios
 from lastream_stream.sim.simulator import EPOCH_START
+from lastream_stream.wire.contracts import MetricsReport
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,9 @@ def rescaled(base: Scenario, speed: float, load: float) -> Scenario:
     return dataclasses.replace(base, operators=operators, schedule=Constant(rate))
 
 
-def decision_state(scenario: Scenario, rng: np.random.Generator, settings: PretrainSettings, seed: int) -> tuple[Simulator, AppGraph]:
+def decision_state(
+    scenario: Scenario, rng: np.random.Generator, settings: PretrainSettings, seed: int
+) -> tuple[Simulator, AppGraph]:
     """Start the app mis-provisioned, run it, and build the graph the decision would see."""
     sim = provisioned(scenario, rng, seed)
     return sim, window_graph(sim.run(settings.state_s), settings.graph_window_s)
@@ -226,8 +228,14 @@ def episode(scenario: Scenario, rng: np.random.Generator, settings: PretrainSett
     return labelled(sim, graph, DecisionContext(restart_s=scenario.downtime_s), rng, settings)
 
 
-def labelled(sim: Simulator, graph: AppGraph, context: DecisionContext, rng: np.random.Generator, settings: PretrainSettings,
-             kind: str = "one-shot") -> Episode:  # fmt: skip
+def labelled(
+    sim: Simulator,
+    graph: AppGraph,
+    context: DecisionContext,
+    rng: np.random.Generator,
+    settings: PretrainSettings,
+    kind: str = "one-shot",
+) -> Episode:
     """The decision state ``sim`` is in, seen as ``graph``, with the measured reward of every candidate."""
     analytic = AnalyticGenerator(target_utilisations=tuple(settings.agent.headroom_utilisations))
     proposed = [clamp_scheme(graph, c.scheme) for c in analytic.propose(graph, context)]
@@ -261,18 +269,32 @@ class Recorder:
         return decision
 
 
-def closed_loop_episodes(scenario: Scenario, rng: np.random.Generator, settings: PretrainSettings, seed: int) -> list[Episode]:
+def closed_loop_episodes(
+    scenario: Scenario, rng: np.random.Generator, settings: PretrainSettings, seed: int
+) -> list[Episode]:
     """Run ``scenario`` from a mis-provisioned start for ``trajectory_s`` under the shipped
     controller and an exploring fluid-model agent; label ``states_per_trajectory`` of the
     states it decided in."""
     sim = provisioned(scenario, rng, seed)
-    explorer = LaStreamAgent(settings.agent.model_copy(update={
-        "seed": seed, "use_evaluator": False, "explore_epsilon": settings.explore_epsilon, "restart_s": scenario.downtime_s}))  # fmt: skip
+    explorer = LaStreamAgent(
+        settings.agent.model_copy(
+            update={
+                "seed": seed,
+                "use_evaluator": False,
+                "explore_epsilon": settings.explore_epsilon,
+                "restart_s": scenario.downtime_s,
+            }
+        )
+    )
     recorder = Recorder(explorer, sim, scenario.downtime_s)
-    driver = AsTheService(AppController(scenario.name, recorder, BenchSettings().controller, settings.agent.reward, since=EPOCH_START))
+    driver = AsTheService(
+        AppController(scenario.name, recorder, BenchSettings().controller, settings.agent.reward, since=EPOCH_START)
+    )
     for _ in range(round(settings.trajectory_s / scenario.interval_s)):
         driver.step(sim, sim.run(scenario.interval_s))
-    kept = sorted(rng.choice(len(recorder.states), size=min(settings.states_per_trajectory, len(recorder.states)), replace=False))
+    kept = sorted(
+        rng.choice(len(recorder.states), size=min(settings.states_per_trajectory, len(recorder.states)), replace=False)
+    )
     return [labelled(*recorder.states[k], rng, settings, kind="closed-loop") for k in kept]
 
 
@@ -286,8 +308,11 @@ def collect(settings: PretrainSettings, progress: bool = False, workers: int | N
         task = bar.add_task("simulating decisions", total=settings.episodes)
         with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
             indices = range(len(kinds))
-            simulated = (pool.map(collect_job, indices, kinds, [settings] * len(kinds)) if pool
-                         else (collect_job(i, k, settings) for i, k in zip(indices, kinds, strict=True)))  # fmt: skip
+            simulated = (
+                pool.map(collect_job, indices, kinds, [settings] * len(kinds))
+                if pool
+                else (collect_job(i, k, settings) for i, k in zip(indices, kinds, strict=True))
+            )
             for done, run_episodes in enumerate(simulated, start=1):
                 episodes += run_episodes
                 bar.update(task, completed=len(episodes))
@@ -339,7 +364,9 @@ def overstated_gains(agent: LaStreamAgent, episodes: list[Episode]) -> dict[str,
         predicted = agent.log_scores(e.graph, e.schemes, e.context)
         best, keep = int(np.argmax(predicted)), e.schemes.index(current)
         if best != keep:
-            errors[state_kind(e.graph)].append((predicted[best] - predicted[keep]) - (e.log_rewards[best] - e.log_rewards[keep]))
+            errors[state_kind(e.graph)].append(
+                (predicted[best] - predicted[keep]) - (e.log_rewards[best] - e.log_rewards[keep])
+            )
     return errors
 
 
@@ -354,7 +381,9 @@ def switch_margins(agent: LaStreamAgent, episodes: list[Episode]) -> dict[str, f
     }
 
 
-def train_on(episodes: list[Episode], settings: PretrainSettings, progress: bool = False) -> tuple[LaStreamAgent, dict[str, float]]:
+def train_on(
+    episodes: list[Episode], settings: PretrainSettings, progress: bool = False
+) -> tuple[LaStreamAgent, dict[str, float]]:
     """A fresh agent trained on the episodes, a share of them held back to report ranking quality."""
     agent = LaStreamAgent(settings.agent.model_copy(update={"seed": settings.seed}))
     n_validation = int(len(episodes) * settings.validation_share)
@@ -371,9 +400,16 @@ def train_on(episodes: list[Episode], settings: PretrainSettings, progress: bool
                 log.info("trained %d of %d steps, loss %.3f", done + steps, settings.train_steps, loss)
     # Online training then mixes real outcomes with these, rather than fitting its first few
     # outcomes alone and forgetting everything else.
-    kept = np.random.default_rng(settings.seed).choice(len(examples), size=min(settings.rehearsal, len(examples)), replace=False)
+    kept = np.random.default_rng(settings.seed).choice(
+        len(examples), size=min(settings.rehearsal, len(examples)), replace=False
+    )
     agent.replay.extend(examples[i] for i in sorted(kept))
-    summary = {"episodes": len(episodes), "examples": len(examples), "final_loss": loss, "train_spearman": ranking_quality(agent, train[:100])}
+    summary = {
+        "episodes": len(episodes),
+        "examples": len(examples),
+        "final_loss": loss,
+        "train_spearman": ranking_quality(agent, train[:100]),
+    }
     if validation:
         summary["validation_spearman"] = ranking_quality(agent, validation)
         for kind in ("one-shot", "closed-loop"):
@@ -385,7 +421,9 @@ def train_on(episodes: list[Episode], settings: PretrainSettings, progress: bool
     return agent, summary
 
 
-def pretrain(settings: PretrainSettings | None = None, progress: bool = False, workers: int | None = None) -> tuple[LaStreamAgent, dict[str, float]]:
+def pretrain(
+    settings: PretrainSettings | None = None, progress: bool = False, workers: int | None = None
+) -> tuple[LaStreamAgent, dict[str, float]]:
     settings = settings or PretrainSettings()
     return train_on(collect(settings, progress, workers), settings, progress)
 

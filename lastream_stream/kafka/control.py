@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from lastream_stream.contracts import ScalingCommand
-from lastream_stream.deadletter import BadMessage, parse
-from lastream_stream.kafka_clients import KafkaClients
+from lastream_stream.kafka.clients import KafkaClients
+from lastream_stream.wire.contracts import ScalingCommand
+from lastream_stream.wire.deadletter import BadMessage, parse
 
 
 def latest_commands(clients: KafkaClients, topic: str) -> dict[str, ScalingCommand]:

@@ -16,7 +16,7 @@ from typing import TypeVar
 from confluent_kafka import Message, Producer
 from pydantic import ValidationError
 
-from lastream_stream.contracts import SCHEMA_VERSION, DeadLetter, WireMessage
+from lastream_stream.wire.contracts import SCHEMA_VERSION, DeadLetter, WireMessage
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,9 @@ def parse(model: type[M], payload: bytes | None) -> M:
         raise BadMessage(f"invalid {model.__name__}: {reasons}") from None
 
 
-def dead_letter(topic: str, partition: int, offset: int, key: bytes | None, payload: bytes | None, error: str, consumer: str) -> DeadLetter:
+def dead_letter(
+    topic: str, partition: int, offset: int, key: bytes | None, payload: bytes | None, error: str, consumer: str
+) -> DeadLetter:
     """The dead letter for one message: its bytes kept whole, where it came from, and why."""
     return DeadLetter(
         source_topic=topic,
@@ -82,7 +84,9 @@ class DeadLetterDecoder:
             self.send(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), str(exc))
             return None
 
-    def send(self, topic: str, partition: int, offset: int, key: bytes | None, payload: bytes | None, error: str) -> None:
+    def send(
+        self, topic: str, partition: int, offset: int, key: bytes | None, payload: bytes | None, error: str
+    ) -> None:
         letter = dead_letter(topic, partition, offset, key, payload, error, self.consumer_name)
         self.producer.produce(self.topic, key=topic.encode(), value=letter.to_bytes())
         if self.producer.flush(self.flush_timeout_s):

@@ -22,15 +22,15 @@ from confluent_kafka import Producer, TopicPartition
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lastream_stream.contracts import CommandAck, DecisionRecord, MetricsReport, ScalingCommand
-from lastream_stream.controller import AppController, ControllerSettings, Publish, StabilityState
-from lastream_stream.deadletter import DeadLetterDecoder
-from lastream_stream.kafka_clients import KafkaClients, project_topics
+from lastream_stream.agent.controller import AppController, ControllerSettings, Publish, StabilityState
+from lastream_stream.kafka.clients import KafkaClients, project_topics
 from lastream_stream.policy.agent import LaStreamAgent
 from lastream_stream.policy.base import Policy
 from lastream_stream.policy.llm import LLMGenerator
 from lastream_stream.policy.reward import RewardParams
-from lastream_stream.settings import LastreamSettings
+from lastream_stream.settings import LastreamSettings, lastream_home
+from lastream_stream.wire.contracts import CommandAck, DecisionRecord, MetricsReport, ScalingCommand
+from lastream_stream.wire.deadletter import DeadLetterDecoder
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,13 @@ log = logging.getLogger(__name__)
 class AgentServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LASTREAM_AGENT_", extra="ignore")
 
-    checkpoint: Path = Path.home() / ".cache" / "lastream" / "agent" / "checkpoint.pt"
+    checkpoint: Path = Field(default_factory=lambda: lastream_home() / "agent" / "checkpoint.pt")
     apps: list[str] = Field(default_factory=list, description="apps to scale; empty means every app that reports")
     tick_s: float = Field(default=0.5, gt=0)
     llm: bool = Field(default=True, description="add DeepSeek candidates when DEEPSEEK_API_KEY is set")
-    restart_s: float = Field(default=5.0, ge=0, description="seconds a rescaled operator pauses (start, rebalance): what a change costs")
+    restart_s: float = Field(
+        default=5.0, ge=0, description="seconds a rescaled operator pauses (start, rebalance): what a change costs"
+    )
     controller: ControllerSettings = Field(default_factory=ControllerSettings)
 
 
@@ -55,9 +57,15 @@ def build_agent(service: AgentServiceSettings) -> LaStreamAgent:
     agent.config = agent.config.model_copy(update={"restart_s": service.restart_s})
     if llm is not None:
         llm.reward_params = agent.config.reward  # the LLM is told the reward its schemes are scored by
-    source = f"model and replay from {service.checkpoint}" if service.checkpoint.exists() else "the shipped pretrained model"
-    log.info("agent uses %s (%d replayed outcome(s)); candidates from %s", source, len(agent.replay),
-             ", ".join(g.name for g in agent.generators))  # fmt: skip
+    source = (
+        f"model and replay from {service.checkpoint}" if service.checkpoint.exists() else "the shipped pretrained model"
+    )
+    log.info(
+        "agent uses %s (%d replayed outcome(s)); candidates from %s",
+        source,
+        len(agent.replay),
+        ", ".join(g.name for g in agent.generators),
+    )
     return agent
 
 
@@ -79,8 +87,14 @@ class AgentService:
             log.info("now scaling app %r", app)
             # The controller scores windows with the same reward the agent learnt.
             reward = self.agent.config.reward if isinstance(self.agent, LaStreamAgent) else RewardParams()
-            self.controllers[app] = AppController(app, self.agent, self.service.controller, reward, since=self.started_at,
-                                                  stability=self._saved_stability(app))  # fmt: skip
+            self.controllers[app] = AppController(
+                app,
+                self.agent,
+                self.service.controller,
+                reward,
+                since=self.started_at,
+                stability=self._saved_stability(app),
+            )
         return self.controllers[app]
 
     @property
@@ -117,10 +131,18 @@ class AgentService:
         except OSError as exc:
             log.warning("cannot save the stabilisation state to %s (%s)", self.stability_path, exc)
 
-    def run(self, stop: threading.Event, max_decisions: int | None = None, on_publish: Callable[[Publish], None] | None = None) -> None:
+    def run(
+        self,
+        stop: threading.Event,
+        max_decisions: int | None = None,
+        on_publish: Callable[[Publish], None] | None = None,
+    ) -> None:
         topics = self.settings.topics
         self.clients.ensure_topics(project_topics(topics))
-        with self.clients.producer() as producer, self.clients.consumer("lastream-agent", **{"enable.auto.commit": False}) as consumer:
+        with (
+            self.clients.producer() as producer,
+            self.clients.consumer("lastream-agent", **{"enable.auto.commit": False}) as consumer,
+        ):
             decoder = DeadLetterDecoder(producer, topics.deadletter, consumer_name="lastream-agent")
             ends = self.clients.end_offsets([topics.control, topics.acks, topics.metrics])
             history = {tp: end for tp, end in ends.items() if tp[0] != topics.metrics}
@@ -166,10 +188,13 @@ class AgentService:
                 return  # a tombstone: the app's desired state was deleted, nothing to restore
             if (command := decoder.decode(ScalingCommand, msg)) and (controller := self.controller(command.app)):
                 controller.on_command(command)
-        elif msg.topic() == topics.acks:
-            if (ack := decoder.decode(CommandAck, msg)) and (controller := self.controller(ack.app)):
-                controller.on_ack(ack, time.time())
-                self._save_stability()  # an applied change starts a stabilisation interval
+        elif (
+            msg.topic() == topics.acks
+            and (ack := decoder.decode(CommandAck, msg))
+            and (controller := self.controller(ack.app))
+        ):
+            controller.on_ack(ack, time.time())
+            self._save_stability()  # an applied change starts a stabilisation interval
 
     def _publish(self, producer: Producer, action: Publish) -> None:
         message = action.message
@@ -181,8 +206,12 @@ class AgentService:
             self.agent.save(self.service.checkpoint)
 
 
-def run(settings: LastreamSettings, service: AgentServiceSettings | None = None, stop: threading.Event | None = None,
-        max_decisions: int | None = None) -> AgentService:  # fmt: skip
+def run(
+    settings: LastreamSettings,
+    service: AgentServiceSettings | None = None,
+    stop: threading.Event | None = None,
+    max_decisions: int | None = None,
+) -> AgentService:
     """Run the agent until ``stop`` is set or ``max_decisions`` decisions were made."""
     agent_service = AgentService(settings, service or AgentServiceSettings())
     agent_service.run(stop or threading.Event(), max_decisions)

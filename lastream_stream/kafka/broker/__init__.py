@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from lastream_stream.kafka_clients import BrokerUnreachable, KafkaClients
+from lastream_stream.kafka.clients import BrokerUnreachable, KafkaClients
 from lastream_stream.settings import BrokerSettings, KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,9 @@ class LocalBroker:
         if self._pid() is not None:
             self._wait_ready()
             return self.status()
-        java = _require("java", "Java 17 is missing: install OpenJDK 17 (e.g. `apt-get install openjdk-17-jre-headless`).")
+        java = _require(
+            "java", "Java 17 is missing: install OpenJDK 17 (e.g. `apt-get install openjdk-17-jre-headless`)."
+        )
         self.resolve_jars()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
@@ -115,8 +117,17 @@ class LocalBroker:
         partial = self.libs.with_name("libs.partial")
         shutil.rmtree(partial, ignore_errors=True)
         result = subprocess.run(
-            [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-             f"-Dkafka.version={self.settings.kafka_version}", "-DincludeScope=runtime", f"-DoutputDirectory={partial}"],
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(POM),
+                "dependency:copy-dependencies",
+                f"-Dkafka.version={self.settings.kafka_version}",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={partial}",
+            ],
             capture_output=True,
             text=True,
         )
@@ -160,10 +171,17 @@ class LocalBroker:
 
     def _java_cmd(self, java: str, main: str, *args: str) -> list[str]:
         return [
-            java, f"-Xmx{self.settings.heap}", f"-Xms{self.settings.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            java,
+            f"-Xmx{self.settings.heap}",
+            f"-Xms{self.settings.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
             f"-Dlog4j.configuration=file:{self.run_dir / 'log4j.properties'}",
-            "-cp", f"{self.libs}/*", main, *args,
-        ]  # fmt: skip
+            "-cp",
+            f"{self.libs}/*",
+            main,
+            *args,
+        ]
 
     def _java(self, java: str, main: str, *args: str, check: bool) -> None:
         result = subprocess.run(self._java_cmd(java, main, *args), capture_output=True, text=True)

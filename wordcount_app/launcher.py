@@ -23,17 +23,17 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from lastream_stream.broker import LocalBroker
-from lastream_stream.contracts import ScalingCommand
-from lastream_stream.control import latest_commands
-from lastream_stream.dashboard import AppMonitor
-from lastream_stream.kafka_clients import KafkaClients, project_topics
+from lastream_stream.agent.service import AgentService, AgentServiceSettings, build_agent
+from lastream_stream.kafka.broker import LocalBroker
+from lastream_stream.kafka.clients import KafkaClients, project_topics
+from lastream_stream.kafka.control import latest_commands
 from lastream_stream.policy.ds2 import optimal_parallelism
 from lastream_stream.policy.graph import AppGraph
-from lastream_stream.service import AgentService, AgentServiceSettings, build_agent
+from lastream_stream.policy.window import keeps_up
 from lastream_stream.settings import LastreamSettings
 from lastream_stream.supervisor.workers import Worker, spawn, stop_workers
-from lastream_stream.window import keeps_up
+from lastream_stream.tools.dashboard import AppMonitor
+from lastream_stream.wire.contracts import ScalingCommand
 from wordcount_app import topics as wordcount_topics
 from wordcount_app.settings import UPSTREAMS, WordCountSettings
 from wordcount_app.topology import app_spec, worker_env
@@ -110,7 +110,9 @@ class KeepsUp:
         return self.now
 
 
-def start_wordcount(settings: LastreamSettings, wc: WordCountSettings, initial: dict[str, int], log_dir: Path) -> Pipeline:
+def start_wordcount(
+    settings: LastreamSettings, wc: WordCountSettings, initial: dict[str, int], log_dir: Path
+) -> Pipeline:
     """Topics, a fresh desired state (a command one generation past any earlier run's), the
     supervisor and the source."""
     clients = KafkaClients(settings.kafka)
@@ -119,12 +121,20 @@ def start_wordcount(settings: LastreamSettings, wc: WordCountSettings, initial: 
     spec = app_spec(settings, wc)
     target = {op: initial.get(op, 1) for op in spec.operators}
     previous = latest_commands(clients, settings.topics.control).get(wc.app)
-    command = ScalingCommand(app=wc.app, generation=(previous.generation if previous else 0) + 1, target=target, reason="initial configuration of `up`")
+    command = ScalingCommand(
+        app=wc.app,
+        generation=(previous.generation if previous else 0) + 1,
+        target=target,
+        reason="initial configuration of `up`",
+    )
     with clients.producer() as producer:
         producer.produce(settings.topics.control, key=wc.app.encode(), value=command.to_bytes())
     pipeline = Pipeline(settings, wc, log_dir)
-    pipeline.spawn("supervisor", [sys.executable, "-m", "lastream_stream.supervisor", "--app", wc.app],
-                   {"LASTREAM_SUPERVISOR_INITIAL": json.dumps(target)})  # fmt: skip
+    pipeline.spawn(
+        "supervisor",
+        [sys.executable, "-m", "lastream_stream.supervisor", "--app", wc.app],
+        {"LASTREAM_SUPERVISOR_INITIAL": json.dumps(target)},
+    )
     pipeline.spawn("source", SOURCE_COMMAND, {})
     return pipeline
 
@@ -137,8 +147,13 @@ def ensure_broker(settings: LastreamSettings) -> LastreamSettings:
     return settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"bootstrap": status.bootstrap})})
 
 
-def wordcount_up(settings: LastreamSettings, wc: WordCountSettings, initial: dict[str, int], log_dir: Path,
-                 duration_s: float | None = None) -> None:  # fmt: skip
+def wordcount_up(
+    settings: LastreamSettings,
+    wc: WordCountSettings,
+    initial: dict[str, int],
+    log_dir: Path,
+    duration_s: float | None = None,
+) -> None:
     """Run WordCount with a live view until Ctrl-C (or ``duration_s``)."""
     settings = ensure_broker(settings)
     pipeline = start_wordcount(settings, wc, initial, log_dir)
@@ -157,8 +172,14 @@ def wordcount_up(settings: LastreamSettings, wc: WordCountSettings, initial: dic
         pipeline.stop()
 
 
-def up(settings: LastreamSettings, wc: WordCountSettings, initial: dict[str, int], log_dir: Path, max_decisions: int,
-       service: AgentServiceSettings | None = None) -> dict:  # fmt: skip
+def up(
+    settings: LastreamSettings,
+    wc: WordCountSettings,
+    initial: dict[str, int],
+    log_dir: Path,
+    max_decisions: int,
+    service: AgentServiceSettings | None = None,
+) -> dict:
     """The main job: broker, WordCount under-provisioned, the agent, a live view, a summary."""
     service = service or AgentServiceSettings()
     policy = build_agent(service)  # a checkpoint it cannot use stops it before anything starts
@@ -200,11 +221,16 @@ def status_line(tracker: KeepsUp, controller, started: float) -> Text:
         return Text(f"not keeping up yet ({time.time() - started:.0f} s, {commands} command(s))", style="bold yellow")
     after = commands - (tracker.commands_then or 0)
     state = "keeps up" if tracker.now else "fell behind"
-    return Text(f"{state}; first kept up after {tracker.first_at - started:.0f} s and {tracker.commands_then} command(s), "
-                f"{after} command(s) since", style="bold green" if tracker.now else "bold red")  # fmt: skip
+    return Text(
+        f"{state}; first kept up after {tracker.first_at - started:.0f} s and {tracker.commands_then} command(s), "
+        f"{after} command(s) since",
+        style="bold green" if tracker.now else "bold red",
+    )
 
 
-def summarise(agent: AgentService, app: str, graph: AppGraph | None, tracker: KeepsUp | None = None, started: float | None = None) -> dict:
+def summarise(
+    agent: AgentService, app: str, graph: AppGraph | None, tracker: KeepsUp | None = None, started: float | None = None
+) -> dict:
     controller = agent.controllers.get(app)
     rewards = controller.window_rewards if controller else []
     commands = controller.commands if controller else 0
@@ -231,8 +257,11 @@ def summary_table(summary: dict) -> Table:
     for key, value in summary.items():
         table.add_row(key.replace("_", " "), _cell(value))
     if summary.get("keeps_up_at_end") is not None:
-        table.caption = ("the app keeps up: >= 95% of the source processed, lag not growing" if summary["keeps_up_at_end"]
-                         else "the app does NOT keep up at the end (< 95% of the source processed, or lag growing)")  # fmt: skip
+        table.caption = (
+            "the app keeps up: >= 95% of the source processed, lag not growing"
+            if summary["keeps_up_at_end"]
+            else "the app does NOT keep up at the end (< 95% of the source processed, or lag growing)"
+        )
     return table
 
 

@@ -52,7 +52,9 @@ class MetricsReport(WireMessage):
     records_in: int = Field(ge=0, le=MAX_RECORDS_PER_INTERVAL)
     records_out: int = Field(ge=0, le=MAX_RECORDS_PER_INTERVAL)
     useful_time_s: float = Field(ge=0, description="busy seconds in the interval")
-    lag: int | None = Field(default=None, ge=0, le=MAX_LAG, description="consumer lag of the partitions assigned to this instance, records")
+    lag: int | None = Field(
+        default=None, ge=0, le=MAX_LAG, description="consumer lag of the partitions assigned to this instance, records"
+    )
     latency_p50_ms: float | None = Field(default=None, ge=0, le=MAX_LATENCY_MS)
     latency_p99_ms: float | None = Field(default=None, ge=0, le=MAX_LATENCY_MS)
     cpu_percent: float = Field(default=0.0, ge=0, le=100_000)
@@ -107,7 +109,9 @@ class CommandAck(WireMessage):
     generation: int = Field(ge=0)
     status: AckStatus
     applied: dict[str, int] = Field(default_factory=dict, description="parallelism now running")
-    clamped: dict[str, int] = Field(default_factory=dict, description="operators whose target was clamped: requested value")
+    clamped: dict[str, int] = Field(
+        default_factory=dict, description="operators whose target was clamped: requested value"
+    )
     error: str | None = None
     acked_at: float = Field(default_factory=time.time)
 
@@ -148,11 +152,21 @@ class DecisionRecord(WireMessage):
     state: dict[str, OperatorSummary] = Field(default_factory=dict)
     candidates: list[ScoredScheme] = Field(default_factory=list)
     chosen: dict[str, int]
-    chosen_source: str | None = Field(default=None, description="which candidate generator proposed the chosen scheme (analytic, capacity, llm); 'guarded' when the controller's guard rails or stabilisation changed it; None on an outcome")
+    chosen_source: str | None = Field(
+        default=None,
+        description="which candidate generator proposed the chosen scheme (analytic, capacity, llm); 'guarded' when the controller's guard rails or stabilisation changed it; None on an outcome",
+    )
     predicted_reward: float | None = None
     measured_reward: float | None = None
-    restart_s: float | None = Field(default=None, ge=0, description="the app's measured restart time when recorded (median of recent commands); None before the first")
-    notes: list[str] = Field(default_factory=list, description="what to read the decision with: why a change was held (stabilisation, a draining backlog, the evaluator's margin) and what the capacity model found (an ineffective scale-out)")
+    restart_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="the app's measured restart time when recorded (median of recent commands); None before the first",
+    )
+    notes: list[str] = Field(
+        default_factory=list,
+        description="what to read the decision with: why a change was held (stabilisation, a draining backlog, the evaluator's margin) and what the capacity model found (an ineffective scale-out)",
+    )
     timings_ms: dict[str, float] = Field(default_factory=dict)
     at: float = Field(default_factory=time.time)
 

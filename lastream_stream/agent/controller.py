@@ -52,13 +52,22 @@ from typing import Protocol, runtime_checkable
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lastream_stream.contracts import MAX_PARALLELISM, CommandAck, DecisionKind, DecisionRecord, MetricsReport, OperatorSummary, ScalingCommand, ScoredScheme
 from lastream_stream.policy.base import Decision, DecisionContext, PastDecision, Policy
 from lastream_stream.policy.ds2 import ds2_plan, falling_behind
 from lastream_stream.policy.graph import AppGraph, build_graph
 from lastream_stream.policy.measure import observed
 from lastream_stream.policy.outcomes import Outcomes
 from lastream_stream.policy.reward import RewardParams, log_reward
+from lastream_stream.wire.contracts import (
+    MAX_PARALLELISM,
+    CommandAck,
+    DecisionKind,
+    DecisionRecord,
+    MetricsReport,
+    OperatorSummary,
+    ScalingCommand,
+    ScoredScheme,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,21 +85,37 @@ class ControllerSettings(BaseSettings):
     warmup_s: float = Field(default=6.0, ge=0, description="ignore reports this long after a rescale")
     cooldown_s: float = Field(default=0.0, ge=0, description="minimum time between two commands")
     ack_timeout_s: float = Field(default=90.0, gt=0)
-    restart_timeout_s: float = Field(default=60.0, gt=0, description="decide again after this long even if a new instance never got input")
+    restart_timeout_s: float = Field(
+        default=60.0, gt=0, description="decide again after this long even if a new instance never got input"
+    )
     # A guard against a wild proposal, not a pace: a step that DS2 needs should go in one restart.
     max_step: int = Field(default=64, ge=1, description="largest change of one operator per command")
-    stabilisation_s: float = Field(default=120.0, ge=0, description="no reversal of an operator's last change within this long, unless it falls behind; no scale-in below its peak need over this long")
-    drain_backlog_s: float = Field(default=5.0, ge=0, description="no scale-in while the app's backlog exceeds this many seconds of input")
-    latency_target_ms: dict[str, float] = Field(default_factory=dict, description="per app, ms; the reward's default for the others")
+    stabilisation_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="no reversal of an operator's last change within this long, unless it falls behind; no scale-in below its peak need over this long",
+    )
+    drain_backlog_s: float = Field(
+        default=5.0, ge=0, description="no scale-in while the app's backlog exceeds this many seconds of input"
+    )
+    latency_target_ms: dict[str, float] = Field(
+        default_factory=dict, description="per app, ms; the reward's default for the others"
+    )
     min_parallelism: dict[str, int] = Field(default_factory=dict)
     max_parallelism: dict[str, int] = Field(default_factory=dict)
     dry_run: bool = False
     train_steps: int = Field(default=20, ge=0)
     # As long as pretraining simulates a scheme before holding its last interval (simulate_s).
-    outcome_s: float = Field(default=120.0, gt=0, description="seconds of windows a decision is judged on; replaced sooner, on those it ran for")
+    outcome_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="seconds of windows a decision is judged on; replaced sooner, on those it ran for",
+    )
 
 
-def guard(current: dict[str, int], proposed: dict[str, int], graph: AppGraph, settings: ControllerSettings) -> dict[str, int]:
+def guard(
+    current: dict[str, int], proposed: dict[str, int], graph: AppGraph, settings: ControllerSettings
+) -> dict[str, int]:
     """The proposed scheme within the guard rails: bounded step, per-operator bounds, partitions."""
     guarded = {}
     for name, target in proposed.items():
@@ -128,8 +153,10 @@ class StabilityState:
         return max(((k, t) for t, k in self.needs.get(name, [])), default=None)
 
     def to_json(self) -> dict[str, dict[str, list[list[float]]]]:
-        return {"last_change": {name: [direction, at] for name, (direction, at) in self.last_change.items()},
-                "needs": {name: [[t, k] for t, k in needs] for name, needs in self.needs.items()}}  # fmt: skip
+        return {
+            "last_change": {name: [direction, at] for name, (direction, at) in self.last_change.items()},
+            "needs": {name: [[t, k] for t, k in needs] for name, needs in self.needs.items()},
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, dict[str, list]]) -> StabilityState:
@@ -157,15 +184,23 @@ def rate_shift(reports: list[MetricsReport], middle: float) -> float | None:
     records = [sum(r.records_out for i in both for r in half[i]) for half in halves]
     if not both or not all(records):
         return None
-    first, second = (sum(sum(r.records_out for r in half[i]) / sum(r.interval_s for r in half[i]) for i in both) for half in halves)
+    first, second = (
+        sum(sum(r.records_out for r in half[i]) / sum(r.interval_s for r in half[i]) for i in both) for half in halves
+    )
     shift = (second - first) / max(first, second)
     # A rate counted from n records is off by about 1 / sqrt(n) of itself.
     noise = 3 * (1 / records[0] + 1 / records[1]) ** 0.5
     return shift if abs(shift) > max(RATE_SHIFT, noise) else None
 
 
-def stabilise(current: dict[str, int], proposed: dict[str, int], graph: AppGraph, state: StabilityState, now: float,
-              settings: ControllerSettings) -> tuple[dict[str, int], list[str]]:  # fmt: skip
+def stabilise(
+    current: dict[str, int],
+    proposed: dict[str, int],
+    graph: AppGraph,
+    state: StabilityState,
+    now: float,
+    settings: ControllerSettings,
+) -> tuple[dict[str, int], list[str]]:
     """``proposed`` without the changes stability rules out, and a note for each one held.
     Records what each operator needs now, which later scale-ins must respect."""
     plan = ds2_plan(graph)
@@ -181,12 +216,22 @@ def stabilise(current: dict[str, int], proposed: dict[str, int], graph: AppGraph
         last_direction, at = state.last_change.get(name, (0, float("-inf")))
         peak, peak_at = state.peak_need(name) or (target, now)
         if direction < 0 and measured.backlogged(settings.drain_backlog_s):
-            notes.append(f"held {name} at {now_at}: no scale-in while a backlog of {measured.backlog_s:.1f} s of input drains")
-        elif direction == -last_direction and now - at < settings.stabilisation_s and not (direction > 0 and name in behind):
-            notes.append(f"held {name} at {now_at}: reversal {now - at:.0f} s after its last change, within stabilisation ({settings.stabilisation_s:.0f} s)")
+            notes.append(
+                f"held {name} at {now_at}: no scale-in while a backlog of {measured.backlog_s:.1f} s of input drains"
+            )
+        elif (
+            direction == -last_direction
+            and now - at < settings.stabilisation_s
+            and not (direction > 0 and name in behind)
+        ):
+            notes.append(
+                f"held {name} at {now_at}: reversal {now - at:.0f} s after its last change, within stabilisation ({settings.stabilisation_s:.0f} s)"
+            )
         elif direction < 0 and target < peak:
             # A rate that dipped may come back; and one scale-in once it has not is one restart, not two.
-            notes.append(f"held {name} at {now_at} (proposed {target}): it needed {peak} instances {now - peak_at:.0f} s ago")
+            notes.append(
+                f"held {name} at {now_at} (proposed {target}): it needed {peak} instances {now - peak_at:.0f} s ago"
+            )
         else:
             continue
         stable[name] = now_at
@@ -194,7 +239,9 @@ def stabilise(current: dict[str, int], proposed: dict[str, int], graph: AppGraph
     # Scale-ins wait for each other, so that they cost one restart between them, not one each.
     if held_in and all(stable[name] <= current.get(name, stable[name]) for name in stable):
         waiting = [name for name in stable if stable[name] < current.get(name, stable[name])]
-        notes += [f"held {name} at {current[name]} (proposed {stable[name]}): scales in with the others" for name in waiting]
+        notes += [
+            f"held {name} at {current[name]} (proposed {stable[name]}): scales in with the others" for name in waiting
+        ]
         stable.update({name: current[name] for name in waiting})
     return stable, notes
 
@@ -221,20 +268,29 @@ class Publish:
 
 
 @dataclass
-class Restart:
-    """A command whose new instances are not all processing yet. Created when the command is
-    published, so that reports of instances that start before the ack arrives count too."""
+class PauseTimer:
+    """Times a reconfiguration pause: from a command until every new instance processes
+    input (a crashed worker's restart is the supervisor's business, not this). Created when
+    the command is published, so that reports of instances that start before the ack
+    arrives count too."""
 
     issued_at: float
     before: dict[str, int]  # parallelism of the changed operators when the command was issued
     expected: dict[str, int]  # changed operator: instances it runs once the command is applied
-    first_input: dict[tuple[str, str], float] = field(default_factory=dict)  # (operator, instance): end of its first interval with input
+    first_input: dict[tuple[str, str], float] = field(
+        default_factory=dict
+    )  # (operator, instance): end of its first interval with input
 
     def seen(self, report: MetricsReport) -> float | None:
         """The restart time, seconds, once this report completes the picture; None before."""
         expected = self.expected.get(report.operator)
         # Only intervals wholly after the command, from instances of the new configuration.
-        if expected is None or report.parallelism != expected or report.records_in == 0 or report.interval_start < self.issued_at:
+        if (
+            expected is None
+            or report.parallelism != expected
+            or report.records_in == 0
+            or report.interval_start < self.issued_at
+        ):
             return None
         self.first_input.setdefault((report.operator, report.instance_id), report.interval_end)
         processing = Counter(operator for operator, _ in self.first_input)
@@ -266,15 +322,19 @@ class AppController:
     decisions: int = 0
     commands: int = 0  # published by this controller (the generation also counts other runs')
     rewards: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_KEPT))  # measured outcomes of decisions
-    window_rewards: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_KEPT))  # every stable window's own reward
+    window_rewards: deque[float] = field(
+        default_factory=lambda: deque(maxlen=RECENT_KEPT)
+    )  # every stable window's own reward
     first_window_reward: float | None = None
     acked: deque[str] = field(default_factory=lambda: deque(maxlen=100))  # recent acknowledged decision ids
     history: deque[PastDecision] = field(default_factory=lambda: deque(maxlen=HISTORY_KEPT))
-    restart: Restart | None = None  # being measured
+    pause: PauseTimer | None = None  # the reconfiguration pause being measured
     skipped_shift: bool = False  # the last stable window was skipped for a rate shift
     restarts_s: deque[float] = field(default_factory=lambda: deque(maxlen=RESTARTS_KEPT))
     stability: StabilityState = field(default_factory=StabilityState)
-    replaced_outcomes: list[tuple[Decision, float]] = field(default_factory=list)  # judged when replaced, recorded at the next tick
+    replaced_outcomes: list[tuple[Decision, float]] = field(
+        default_factory=list
+    )  # judged when replaced, recorded at the next tick
     outcomes: Outcomes = field(init=False)
 
     def __post_init__(self) -> None:
@@ -294,12 +354,12 @@ class AppController:
 
     def on_report(self, report: MetricsReport) -> None:
         # Before the warm-up filter: warm-up reports are what show the restart ending.
-        if self.restart is not None and (seconds := self.restart.seen(report)) is not None:
+        if self.pause is not None and (seconds := self.pause.seen(report)) is not None:
             self.restarts_s.append(seconds)
-            self.restart = None
+            self.pause = None
             log.info("%s: the new instances processed input %.1f s after the command", self.app, seconds)
             if self.phase is Phase.OBSERVING:
-                self._restart_window(max(self.since, report.interval_end))
+                self._open_window(max(self.since, report.interval_end))
         if report.interval_start >= self.since:
             self.reports.append(report)
 
@@ -314,7 +374,7 @@ class AppController:
                 if self.pending is not None and self.pending.decision_id != command.decision_id:
                     # Someone else's command supersedes ours: what runs next is not our decision.
                     self.pending_decision = None
-                    self.restart = None
+                    self.pause = None
                 self.pending = command
                 self.phase = Phase.AWAITING_ACK
 
@@ -325,19 +385,25 @@ class AppController:
             return
         self.pending = None
         self.phase = Phase.OBSERVING
-        self._restart_window(now + self.settings.warmup_s)
+        self._open_window(now + self.settings.warmup_s)
         if ack.status in ("applied", "partial"):
             self.replaced_outcomes += self.outcomes.replaced()
-        if self.restart is not None and (ack.status != "applied" or not self.restart.applied(ack.applied)):
-            self.restart = None
-        if ack.status in ("applied", "partial") and self.pending_decision is not None and self.pending_decision.graph is not None:
+        if self.pause is not None and (ack.status != "applied" or not self.pause.applied(ack.applied)):
+            self.pause = None
+        if (
+            ack.status in ("applied", "partial")
+            and self.pending_decision is not None
+            and self.pending_decision.graph is not None
+        ):
             self.stability.applied(self.pending_decision.graph.parallelism, ack.applied, now)
         if ack.status == "applied":
             log.info("%s: generation %d applied: %s", self.app, ack.generation, ack.applied)
             if self.pending_decision is not None:
                 self.outcomes.start(self.pending_decision, unobserved_s=self.since - pending.issued_at)
         else:
-            log.warning("%s: generation %d %s (%s); not counted as an outcome", self.app, ack.generation, ack.status, ack.error)
+            log.warning(
+                "%s: generation %d %s (%s); not counted as an outcome", self.app, ack.generation, ack.status, ack.error
+            )
         self.pending_decision = None
 
     # -- the cycle ---------------------------------------------------------------------
@@ -345,29 +411,46 @@ class AppController:
     def tick(self, now: float) -> list[Publish]:
         if self.phase is Phase.AWAITING_ACK:
             if self.pending is not None and now - self.pending.issued_at > self.settings.ack_timeout_s:
-                log.warning("%s: no ack for generation %d after %.0f s; observing again", self.app, self.pending.generation, now - self.pending.issued_at)
+                log.warning(
+                    "%s: no ack for generation %d after %.0f s; observing again",
+                    self.app,
+                    self.pending.generation,
+                    now - self.pending.issued_at,
+                )
                 self.pending = self.pending_decision = None
                 self.phase = Phase.OBSERVING
-                self._restart_window(now)
+                self._open_window(now)
             return []
         replaced, self.replaced_outcomes = self.replaced_outcomes, []
-        actions = [Publish(self._outcome(decision, decision.graph, r)) for decision, r in replaced if decision.graph is not None]
-        if self.restart is not None:
-            if now - self.restart.issued_at < self.settings.restart_timeout_s:
+        actions = [
+            Publish(self._outcome(decision, decision.graph, r))
+            for decision, r in replaced
+            if decision.graph is not None
+        ]
+        if self.pause is not None:
+            if now - self.pause.issued_at < self.settings.restart_timeout_s:
                 return actions
-            log.info("%s: a new instance got no input for %.0f s; restart not measured, deciding again", self.app, now - self.restart.issued_at)
-            self.restart = None
+            log.info(
+                "%s: a new instance got no input for %.0f s; restart not measured, deciding again",
+                self.app,
+                now - self.pause.issued_at,
+            )
+            self.pause = None
         graph = self.stable_graph(now)
         if graph is None:
             return actions
         window_reports = list(self.reports)
         # This window is counted now, once: the next must not overlap it, even if deciding fails.
-        self._restart_window(now)
+        self._open_window(now)
         shift = rate_shift(window_reports, now - self.settings.window_s / 2)
         if shift is not None and not self.skipped_shift:
             # Once only: a rate that keeps moving (a steep ramp) must not stall every decision.
             self.skipped_shift = True
-            log.info("%s: the source rate moved %+.0f%% within the window; deciding on the next, all at the new rate", self.app, 100 * shift)
+            log.info(
+                "%s: the source rate moved %+.0f%% within the window; deciding on the next, all at the new rate",
+                self.app,
+                100 * shift,
+            )
             return actions
         self.skipped_shift = False
         window_log_reward = log_reward(observed(graph), self.app_reward_params)
@@ -392,23 +475,30 @@ class AppController:
             covered[(r.operator, r.instance_id)] = covered.get((r.operator, r.instance_id), 0.0) + r.interval_s
             parallelism[r.operator] = r.parallelism
         for operator, expected in parallelism.items():
-            full = [i for (op, i), seconds in covered.items() if op == operator and seconds >= self.settings.window_s * 0.8]
+            full = [
+                i for (op, i), seconds in covered.items() if op == operator and seconds >= self.settings.window_s * 0.8
+            ]
             if len(full) < expected:
                 return None
         try:
             return build_graph(self.reports)
         except ValueError as exc:  # e.g. upstreams that form a cycle: valid messages, unusable graph
             log.error("%s: cannot build the operator graph (%s); waiting for a new window", self.app, exc)
-            self._restart_window(now)
+            self._open_window(now)
             return None
 
     def _decide(self, graph: AppGraph, now: float) -> list[Publish]:
-        context = DecisionContext(history=tuple(self.history), restart_s=self.restart_s,
-                                  latency_target_ms=self.settings.latency_target_ms.get(self.app))  # fmt: skip
+        context = DecisionContext(
+            history=tuple(self.history),
+            restart_s=self.restart_s,
+            latency_target_ms=self.settings.latency_target_ms.get(self.app),
+        )
         decision = self.policy.decide(graph, context)
         current = graph.parallelism
         # What will run is what the outcome is learnt for.
-        stable, held = stabilise(current, guard(current, decision.chosen, graph, self.settings), graph, self.stability, now, self.settings)
+        stable, held = stabilise(
+            current, guard(current, decision.chosen, graph, self.settings), graph, self.stability, now, self.settings
+        )
         target = decision.chosen = stable
         decision.notes += held
         # The prediction and provenance of what runs, when the policy scored that scheme.
@@ -429,12 +519,18 @@ class AppController:
             # Only what changes: operators the app runs outside its supervisor (a source) stay out.
             changes = {name: n for name, n in target.items() if n != current.get(name)}
             self.pending = ScalingCommand(
-                app=self.app, decision_id=decision_id, generation=self.generation, target=changes, issued_at=now,
-                reason=f"{source} scheme, predicted reward {predicted:.3g}" if predicted is not None else f"{source} scheme",
-            )  # fmt: skip
+                app=self.app,
+                decision_id=decision_id,
+                generation=self.generation,
+                target=changes,
+                issued_at=now,
+                reason=f"{source} scheme, predicted reward {predicted:.3g}"
+                if predicted is not None
+                else f"{source} scheme",
+            )
             self.commands += 1
             self.pending_decision = decision
-            self.restart = Restart(now, {name: current[name] for name in changes}, dict(changes))
+            self.pause = PauseTimer(now, {name: current[name] for name in changes}, dict(changes))
             self.phase = Phase.AWAITING_ACK
             self.last_command_at = now
             log.info("%s: generation %d -> %s (%s)", self.app, self.generation, changes, self.pending.reason)
@@ -451,8 +547,17 @@ class AppController:
         log.info("%s: measured reward %.3g for %s", self.app, measured, decision.chosen)
         return self._record(decision, graph, uuid.uuid4().hex, "outcome", decision.chosen, None, measured)
 
-    def _record(self, decision: Decision, graph: AppGraph, decision_id: str, kind: DecisionKind, chosen: dict[str, int],
-                predicted: float | None, measured: float | None = None, source: str | None = None) -> DecisionRecord:  # fmt: skip
+    def _record(
+        self,
+        decision: Decision,
+        graph: AppGraph,
+        decision_id: str,
+        kind: DecisionKind,
+        chosen: dict[str, int],
+        predicted: float | None,
+        measured: float | None = None,
+        source: str | None = None,
+    ) -> DecisionRecord:
         return DecisionRecord(
             app=self.app,
             decision_id=decision_id,
@@ -460,11 +565,19 @@ class AppController:
             generation=self.generation if kind == "command" else None,
             policy=decision.policy,
             state={
-                name: OperatorSummary(parallelism=op.parallelism, input_rate=op.observed_input_rate,
-                                      true_rate_per_instance=op.true_input_rate, busy_ratio=op.busy_ratio, lag=op.lag)
+                name: OperatorSummary(
+                    parallelism=op.parallelism,
+                    input_rate=op.observed_input_rate,
+                    true_rate_per_instance=op.true_input_rate,
+                    busy_ratio=op.busy_ratio,
+                    lag=op.lag,
+                )
                 for name, op in graph.operators.items()
-            },  # fmt: skip
-            candidates=[ScoredScheme(scheme=c.candidate.scheme, source=c.candidate.source, score=c.score) for c in decision.candidates],
+            },
+            candidates=[
+                ScoredScheme(scheme=c.candidate.scheme, source=c.candidate.source, score=c.score)
+                for c in decision.candidates
+            ],
             chosen=chosen,
             chosen_source=source,
             predicted_reward=predicted,
@@ -474,6 +587,6 @@ class AppController:
             timings_ms=decision.timings_ms,
         )
 
-    def _restart_window(self, since: float) -> None:
+    def _open_window(self, since: float) -> None:
         self.since = since
         self.reports = [r for r in self.reports if r.interval_start >= since]

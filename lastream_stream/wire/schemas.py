@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lastream_stream.contracts import WIRE_MODELS
+from lastream_stream.wire.contracts import WIRE_MODELS
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 
 def render() -> dict[str, str]:
     """File name -> JSON text, as exported."""
     return {
-        f"{name}.schema.json": json.dumps(model.model_json_schema(mode="serialization"), indent=2, sort_keys=True) + "\n"
+        f"{name}.schema.json": json.dumps(model.model_json_schema(mode="serialization"), indent=2, sort_keys=True)
+        + "\n"
         for name, model in WIRE_MODELS.items()
     }
 

@@ -15,12 +15,12 @@ from confluent_kafka import OFFSET_END, TopicPartition
 from rich.console import Group
 from rich.table import Table
 
-from lastream_stream.contracts import DecisionRecord, MetricsReport
-from lastream_stream.deadletter import BadMessage, parse
-from lastream_stream.kafka_clients import KafkaClients
+from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.policy.graph import AppGraph
+from lastream_stream.policy.window import MetricsWindow
 from lastream_stream.settings import LastreamSettings
-from lastream_stream.window import MetricsWindow
+from lastream_stream.wire.contracts import DecisionRecord, MetricsReport
+from lastream_stream.wire.deadletter import BadMessage, parse
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,13 @@ class AppMonitor:
         topics = self.settings.topics
         metadata = clients.metadata()
         with clients.consumer("lastream-view", **{"enable.auto.commit": False}) as consumer:
-            consumer.assign([
-                TopicPartition(topic, p, OFFSET_END)
-                for topic in (topics.metrics, topics.decisions)
-                for p in metadata.topics[topic].partitions
-            ])  # fmt: skip
+            consumer.assign(
+                [
+                    TopicPartition(topic, p, OFFSET_END)
+                    for topic in (topics.metrics, topics.decisions)
+                    for p in metadata.topics[topic].partitions
+                ]
+            )
             while not self._stop.is_set():
                 msg = consumer.poll(0.2)
                 if msg is None or msg.error():
@@ -86,24 +88,42 @@ class AppMonitor:
         with self._lock:
             decisions = list(self.decisions)
         operators = Table(title=f"{self.app}: operators (last {self.window.window_s:.0f} s)", expand=True)
-        for column in ("operator", "instances", "parallelism", "in /s", "out /s", "true /s per inst.", "busy", "lag", "p50 ms"):
+        for column in (
+            "operator",
+            "instances",
+            "parallelism",
+            "in /s",
+            "out /s",
+            "true /s per inst.",
+            "busy",
+            "lag",
+            "p50 ms",
+        ):
             operators.add_column(column, justify="left" if column == "operator" else "right")
         if graph is not None:
             for op in graph.operators.values():
                 operators.add_row(
-                    op.name, str(op.instances_reporting), str(op.parallelism), f"{op.observed_input_rate:.0f}",
-                    f"{op.observed_output_rate:.0f}", f"{op.true_input_rate:.0f}", f"{op.busy_ratio:.0%}",
-                    str(op.lag), f"{op.latency_p50_ms:.0f}" if op.latency_p50_ms is not None else "-",
-                )  # fmt: skip
+                    op.name,
+                    str(op.instances_reporting),
+                    str(op.parallelism),
+                    f"{op.observed_input_rate:.0f}",
+                    f"{op.observed_output_rate:.0f}",
+                    f"{op.true_input_rate:.0f}",
+                    f"{op.busy_ratio:.0%}",
+                    str(op.lag),
+                    f"{op.latency_p50_ms:.0f}" if op.latency_p50_ms is not None else "-",
+                )
         history = Table(title="decisions", expand=True)
         for column in ("time", "kind", "scheme", "candidates", "predicted", "measured", "why held"):
             history.add_column(column)
         for d in decisions:
             history.add_row(
-                time.strftime("%H:%M:%S", time.localtime(d.at)), d.kind,
-                " ".join(f"{k}={v}" for k, v in d.chosen.items()), str(len(d.candidates)),
+                time.strftime("%H:%M:%S", time.localtime(d.at)),
+                d.kind,
+                " ".join(f"{k}={v}" for k, v in d.chosen.items()),
+                str(len(d.candidates)),
                 f"{d.predicted_reward:.3f}" if d.predicted_reward is not None else "",
                 f"{d.measured_reward:.3f}" if d.measured_reward is not None else "",
                 "; ".join(d.notes),
-            )  # fmt: skip
+            )
         return Group(operators, history)

@@ -178,7 +178,9 @@ class KafkaClients:
             deadline = time.monotonic() + timeout
             while pending:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"no progress for {timeout:.0f} s reading {sorted(pending)} to their end offsets")
+                    raise TimeoutError(
+                        f"no progress for {timeout:.0f} s reading {sorted(pending)} to their end offsets"
+                    )
                 msg = consumer.poll(0.2)
                 if msg is None or (key := (msg.topic(), msg.partition())) not in pending:
                     continue

@@ -24,9 +24,9 @@ from contextlib import contextmanager
 import psutil
 from confluent_kafka import Consumer, Producer
 
-from lastream_stream.contracts import MetricsReport
-from lastream_stream.kafka_clients import KafkaClients
+from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.settings import LastreamSettings
+from lastream_stream.wire.contracts import MetricsReport
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,9 @@ class MetricsReporter:
     def publish(self, report: MetricsReport) -> None:
         producer = self._ensure_producer()
         try:
-            producer.produce(self.settings.topics.metrics, key=f"{self.app}/{self.operator}".encode(), value=report.to_bytes())
+            producer.produce(
+                self.settings.topics.metrics, key=f"{self.app}/{self.operator}".encode(), value=report.to_bytes()
+            )
             self.reports_sent += 1
         except BufferError:
             self.reports_dropped += 1

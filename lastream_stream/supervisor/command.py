@@ -1,0 +1,54 @@
+"""``lastream supervisor`` and ``python -m lastream_stream.supervisor``: one click command.
+
+An app's spec comes from ``--spec`` or from the app itself: an installed app registers a
+function ``settings -> AppSpec`` under the entry-point group ``lastream.app_specs``
+(WordCount does), so the supervisor never imports an app."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import click
+
+from lastream_stream.settings import LastreamSettings
+from lastream_stream.supervisor.config import SupervisorSettings
+from lastream_stream.supervisor.service import run
+from lastream_stream.supervisor.spec import AppSpec
+
+
+@click.command("supervisor")
+@click.option("--app", "app_name", required=True, help="The app whose workers to supervise.")
+@click.option(
+    "--spec",
+    "spec_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="AppSpec YAML (app, operators: command, partitions, scalable, env). Optional for an app that installs a built-in spec (wordcount does).",
+)
+@click.option(
+    "--stop-workers-on-exit/--keep-workers-on-exit",
+    default=None,
+    help="On Ctrl-C/SIGTERM stop every worker (default: LASTREAM_SUPERVISOR_STOP_WORKERS_ON_EXIT or yes).",
+)
+@click.pass_context
+def supervisor_command(
+    ctx: click.Context, app_name: str, spec_file: str | None, stop_workers_on_exit: bool | None
+) -> None:
+    """Start and stop the app's worker processes as the scaling commands on the control topic say."""
+    settings = ctx.obj if isinstance(ctx.obj, LastreamSettings) else LastreamSettings()
+    if spec_file:
+        spec = AppSpec.from_yaml(Path(spec_file))
+    elif (
+        built_in := next((e for e in entry_points(group="lastream.app_specs") if e.name == app_name), None)
+    ) is not None:
+        spec = built_in.load()(settings)
+    else:
+        known = ", ".join(sorted(e.name for e in entry_points(group="lastream.app_specs"))) or "none installed"
+        raise click.UsageError(f"--spec is required for app {app_name!r} (built-in specs: {known})")
+    if spec.app != app_name:
+        raise click.UsageError(f"the spec describes app {spec.app!r}, not {app_name!r}")
+    config = SupervisorSettings()
+    if stop_workers_on_exit is not None:
+        config = config.model_copy(update={"stop_workers_on_exit": stop_workers_on_exit})
+    run(settings, spec, config=config)
