@@ -1,4 +1,4 @@
-.PHONY: up install test kafka-start kafka-stop schemas
+.PHONY: up install test lint kafka-start kafka-stop schemas
 
 up: install  ## fresh machine -> venv, install, local Kafka, WordCount + agent with a live view
 	.venv/bin/lastream up
@@ -6,8 +6,12 @@ up: install  ## fresh machine -> venv, install, local Kafka, WordCount + agent w
 install:  ## create .venv and install the project
 	scripts/bootstrap.sh
 
-test:  ## fresh machine -> venv, install, local Kafka, full test suite
+test:  ## fresh machine -> venv, install, lint, local Kafka, full test suite
 	scripts/test.sh
+
+lint:  ## ruff: lint and formatting (line length 120, rules in pyproject.toml)
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 
 kafka-start:
 	.venv/bin/lastream kafka start

@@ -22,8 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 from lastream_stream.policy.agent import LaStreamAgent
-from lastream_stream.policy.base import DecisionContext
-from lastream_stream.policy.candidates import AnalyticGenerator, Candidate
+from lastream_stream.policy.base import Candidate, DecisionContext
+from lastream_stream.policy.candidates import AnalyticGenerator
 from lastream_stream.policy.graph import AppGraph, build_graph
 from lastream_stream.wire.contracts import MetricsReport
 

@@ -68,6 +68,3 @@ class WordCountSettings(BaseSettings):
 
     def cost_s(self, operator: str) -> float:
         return getattr(self, f"cost_{operator}_ms") / 1000.0
-
-    def input_topic(self, operator: str) -> str | None:
-        return {"splitter": self.sentences_topic, "counter": self.words_topic, "sink": self.counts_topic}.get(operator)

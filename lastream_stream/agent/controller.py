@@ -40,24 +40,26 @@ before the first, the policy assumes its configured one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import os
 import statistics
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol, runtime_checkable
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lastream_stream.policy.base import Decision, DecisionContext, PastDecision, Policy
+from lastream_stream.policy.base import Decision, DecisionContext, LearningPolicy, PastDecision, Policy
 from lastream_stream.policy.ds2 import ds2_plan, falling_behind
 from lastream_stream.policy.graph import AppGraph, build_graph
 from lastream_stream.policy.measure import observed
 from lastream_stream.policy.outcomes import Outcomes
 from lastream_stream.policy.reward import RewardParams, log_reward
+from lastream_stream.policy.window import recent
 from lastream_stream.wire.contracts import (
     MAX_PARALLELISM,
     CommandAck,
@@ -77,9 +79,9 @@ RECENT_KEPT = 1000  # recent rewards kept for views and summaries: a service run
 
 
 class ControllerSettings(BaseSettings):
-    """Guard rails and timing of the decision cycle (``LASTREAM_AGENT_*``)."""
+    """Guard rails and timing of the decision cycle (``LASTREAM_CONTROLLER_*``)."""
 
-    model_config = SettingsConfigDict(env_prefix="LASTREAM_AGENT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LASTREAM_CONTROLLER_", extra="ignore")
 
     window_s: float = Field(default=10.0, gt=0, description="a full window of reports, seconds")
     warmup_s: float = Field(default=6.0, ge=0, description="ignore reports this long after a rescale")
@@ -111,6 +113,15 @@ class ControllerSettings(BaseSettings):
         gt=0,
         description="seconds of windows a decision is judged on; replaced sooner, on those it ran for",
     )
+
+    def model_post_init(self, context: object) -> None:
+        # These were LASTREAM_AGENT_* before the agent's and the controller's settings got a prefix each.
+        if renamed := [
+            f"LASTREAM_AGENT_{name.upper()}"
+            for name in type(self).model_fields
+            if f"LASTREAM_AGENT_{name.upper()}" in os.environ
+        ]:
+            log.warning("%s ignored: the decision cycle's settings are LASTREAM_CONTROLLER_* now", ", ".join(renamed))
 
 
 def guard(
@@ -244,15 +255,6 @@ def stabilise(
         ]
         stable.update({name: current[name] for name in waiting})
     return stable, notes
-
-
-@runtime_checkable
-class LearningPolicy(Protocol):
-    horizon_s: float  # what an outcome's reward is averaged over
-
-    def observe(self, decision: Decision, measured_reward: float) -> None: ...
-
-    def train(self, steps: int) -> float: ...
 
 
 class Phase(Enum):
@@ -466,7 +468,7 @@ class AppController:
     def stable_graph(self, now: float) -> AppGraph | None:
         """The graph of the last ``window_s`` once every expected instance covered all of it."""
         # Only the last window counts: older reports (and instances that have since gone) drop out.
-        self.reports = [r for r in self.reports if r.interval_start >= now - self.settings.window_s - 1.0]
+        self.reports = recent(self.reports, self.settings.window_s, end=now, slack_s=1.0)
         if not self.reports or now - self.since < self.settings.window_s:
             return None
         covered: dict[tuple[str, str], float] = {}
@@ -493,16 +495,15 @@ class AppController:
             restart_s=self.restart_s,
             latency_target_ms=self.settings.latency_target_ms.get(self.app),
         )
-        decision = self.policy.decide(graph, context)
+        proposed = self.policy.decide(graph, context)
         current = graph.parallelism
-        # What will run is what the outcome is learnt for.
-        stable, held = stabilise(
-            current, guard(current, decision.chosen, graph, self.settings), graph, self.stability, now, self.settings
+        target, held = stabilise(
+            current, guard(current, proposed.chosen, graph, self.settings), graph, self.stability, now, self.settings
         )
-        target = decision.chosen = stable
-        decision.notes += held
+        # What will run is what the outcome is learnt for.
+        decision = dataclasses.replace(proposed, chosen=target, notes=[*proposed.notes, *held])
         # The prediction and provenance of what runs, when the policy scored that scheme.
-        chosen = next((c for c in decision.candidates if c.candidate.scheme == target), None)
+        chosen = decision.chosen_candidate
         predicted, source = (chosen.score, chosen.candidate.source) if chosen is not None else (None, "guarded")
         self.decisions += 1
         decision_id = uuid.uuid4().hex

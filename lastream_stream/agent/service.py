@@ -51,12 +51,10 @@ class AgentServiceSettings(BaseSettings):
 def build_agent(service: AgentServiceSettings) -> LaStreamAgent:
     """Own checkpoint if any, else the shipped pretrained model; analytic candidates always,
     the LLM's when enabled and a key is set."""
-    llm = LLMGenerator() if service.llm else None
-    # The agent adds its own analytic generator, configured as its checkpoint says.
-    agent = LaStreamAgent.pretrained(service.checkpoint, generators=[llm] if llm is not None and llm.enabled else [])
+    agent = LaStreamAgent.pretrained(service.checkpoint)
+    if service.llm:
+        agent.add_llm(LLMGenerator())
     agent.config = agent.config.model_copy(update={"restart_s": service.restart_s})
-    if llm is not None:
-        llm.reward_params = agent.config.reward  # the LLM is told the reward its schemes are scored by
     source = (
         f"model and replay from {service.checkpoint}" if service.checkpoint.exists() else "the shipped pretrained model"
     )

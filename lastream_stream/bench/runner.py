@@ -81,7 +81,7 @@ class BenchSettings:
     plot_scenarios: int = 3  # parallelism-over-time plots for the first scenarios
     reward: RewardParams = field(default_factory=RewardParams)
     # LaStream's decision cycle; its window is the baselines' decision interval.
-    # Defaults only: a user's LASTREAM_AGENT_* (a dry run, bounds) must not leak into the bench.
+    # Defaults only: a user's LASTREAM_CONTROLLER_* (a dry run, bounds) must not leak into the bench.
     controller: ControllerSettings = field(default_factory=lambda: ControllerSettings.model_construct(window_s=10.0))
 
     def __post_init__(self) -> None:
@@ -171,18 +171,16 @@ def lastream_factory(settings: BenchSettings, learn: bool, llm: bool = False, **
 
     template = LaStreamAgent.pretrained()
     # One LLM client shared by all episodes: it holds connections, not decision state.
-    extra = []
-    if llm:
-        generator = LLMGenerator()
-        if not generator.enabled:
-            raise ValueError(
-                f"{LLM_POLICY} needs an API key for {generator.config.base_url}: set ${generator.config.api_key_env} or LASTREAM_LLM_API_KEY"
-            )
-        extra.append(generator)
+    generator = LLMGenerator() if llm else None
+    if generator is not None and not generator.enabled:
+        raise ValueError(
+            f"{LLM_POLICY} needs an API key for {generator.config.base_url}: set ${generator.config.api_key_env} or LASTREAM_LLM_API_KEY"
+        )
 
     def build(scenario: Scenario, sim: Simulator) -> AppController:
         agent = copy.deepcopy(template)
-        agent.generators = [*agent.generators, *extra]
+        if generator is not None:
+            agent.add_llm(generator)
         agent.config = agent.config.model_copy(update={"restart_s": scenario.downtime_s, **config})
         policy = agent if learn else Frozen(agent)
         return AppController(scenario.name, policy, settings.controller, settings.reward, since=EPOCH_START)

@@ -36,8 +36,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
-from lastream_stream.policy.base import CheckpointMismatch, Decision, DecisionContext, PastDecision, ScoredCandidate
-from lastream_stream.policy.candidates import AnalyticGenerator, Candidate, CandidateGenerator, clamp_scheme, dedupe
+from lastream_stream.policy.base import (
+    Candidate,
+    CandidateGenerator,
+    CheckpointMismatch,
+    Decision,
+    DecisionContext,
+    PastDecision,
+    ScoredCandidate,
+)
+from lastream_stream.policy.candidates import AnalyticGenerator, clamp_scheme, dedupe
 from lastream_stream.policy.capacity import CapacityModels
 from lastream_stream.policy.ds2 import DS2Plan, ds2_plan, falling_behind
 from lastream_stream.policy.evaluator import Evaluator
@@ -52,6 +60,7 @@ from lastream_stream.policy.features import (
 )
 from lastream_stream.policy.gcn import GCNMemory
 from lastream_stream.policy.graph import AppGraph
+from lastream_stream.policy.llm import LLMGenerator
 from lastream_stream.policy.measure import observed
 from lastream_stream.policy.reward import RewardParams, resource_penalty
 
@@ -204,6 +213,14 @@ class LaStreamAgent:
         self.trained_steps = 0
         self.calibrated_margins = {kind: DEFAULT_MARGIN for kind in STATE_KINDS}
         self.capacity = CapacityModels()
+
+    def add_llm(self, llm: LLMGenerator) -> None:
+        """Add the LLM's candidates to the pool, telling it the reward its schemes are scored
+        by; one without a key would propose nothing and is left out. The one way an LLM
+        joins an agent: in the service, the bench and the facade alike."""
+        if llm.enabled:
+            llm.reward_params = self.config.reward
+            self.generators.append(llm)
 
     @property
     def horizon_s(self) -> float:

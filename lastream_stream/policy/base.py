@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol, runtime_checkable
 
-from lastream_stream.policy.candidates import Candidate, CandidateSource
 from lastream_stream.policy.capacity import OperatorCapacity
 from lastream_stream.policy.graph import AppGraph
 from lastream_stream.wire.contracts import MAX_PARALLELISM
@@ -18,6 +17,26 @@ from lastream_stream.wire.contracts import MAX_PARALLELISM
 
 class CheckpointMismatch(ValueError):
     """A saved policy this code cannot use: written by another version, or for another shape."""
+
+
+CandidateSource = Literal["analytic", "capacity", "llm"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    scheme: dict[str, int]
+    source: CandidateSource
+    note: str = ""
+
+    @property
+    def key(self) -> tuple[tuple[str, int], ...]:
+        return tuple(sorted(self.scheme.items()))
+
+
+class CandidateGenerator(Protocol):
+    name: str
+
+    def propose(self, graph: AppGraph, context: DecisionContext | None = None) -> list[Candidate]: ...
 
 
 @dataclass(frozen=True)
@@ -61,8 +80,10 @@ class Decision:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def chosen_candidate(self) -> ScoredCandidate:
-        return next(c for c in self.candidates if c.candidate.scheme == self.chosen)
+    def chosen_candidate(self) -> ScoredCandidate | None:
+        """The candidate the chosen scheme came from; None when the caller changed the
+        choice to a scheme nobody proposed (the controller's guard rails)."""
+        return next((c for c in self.candidates if c.candidate.scheme == self.chosen), None)
 
     @classmethod
     def single(
@@ -90,3 +111,12 @@ class Policy(Protocol):
     name: str
 
     def decide(self, graph: AppGraph, context: DecisionContext | None = None) -> Decision: ...
+
+
+@runtime_checkable
+class LearningPolicy(Protocol):
+    horizon_s: float  # what an outcome's reward is averaged over
+
+    def observe(self, decision: Decision, measured_reward: float) -> None: ...
+
+    def train(self, steps: int) -> float: ...

@@ -10,35 +10,13 @@ import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal, Protocol
 
+from lastream_stream.policy.base import Candidate, DecisionContext
 from lastream_stream.policy.ds2 import DS2Settings, ds2_plan, parallelism_cap
 from lastream_stream.policy.graph import AppGraph
 from lastream_stream.wire.contracts import MAX_PARALLELISM
 
-if TYPE_CHECKING:
-    from lastream_stream.policy.base import DecisionContext
-
 log = logging.getLogger(__name__)
-
-CandidateSource = Literal["analytic", "capacity", "llm"]
-
-
-@dataclass(frozen=True)
-class Candidate:
-    scheme: dict[str, int]
-    source: CandidateSource
-    note: str = ""
-
-    @property
-    def key(self) -> tuple[tuple[str, int], ...]:
-        return tuple(sorted(self.scheme.items()))
-
-
-class CandidateGenerator(Protocol):
-    name: str
-
-    def propose(self, graph: AppGraph, context: DecisionContext | None = None) -> list[Candidate]: ...
 
 
 def dedupe(candidates: Iterable[Candidate]) -> list[Candidate]:

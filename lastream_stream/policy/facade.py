@@ -20,7 +20,6 @@ from pydantic import SecretStr
 
 from lastream_stream.policy.agent import AgentConfig, LaStreamAgent
 from lastream_stream.policy.base import Decision, DecisionContext
-from lastream_stream.policy.candidates import AnalyticGenerator
 from lastream_stream.policy.graph import AppGraph, OperatorStats, topological_order
 from lastream_stream.policy.llm import LLMConfig, LLMGenerator
 
@@ -98,11 +97,8 @@ class StreamProcessingRLAgent:
             n_schemes=int(deepseek_config.get("num_schemes", LLMConfig.model_fields["n_schemes"].default)),
             timeout_s=float(deepseek_config.get("timeout_s", LLMConfig.model_fields["timeout_s"].default)),
         )
-        generators = [
-            AnalyticGenerator(target_utilisations=tuple(config.headroom_utilisations)),
-            LLMGenerator(llm_config, config.reward),
-        ]
-        self.agent = LaStreamAgent.pretrained(checkpoint, config, generators)
+        self.agent = LaStreamAgent.pretrained(checkpoint, config)
+        self.agent.add_llm(LLMGenerator(llm_config))
 
     def act(
         self, operators_info: Sequence[dict[str, Any]], dependencies: Sequence[tuple[int, int]]

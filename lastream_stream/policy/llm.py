@@ -15,20 +15,17 @@ import math
 import os
 import re
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import openai
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lastream_stream.policy.candidates import Candidate
+from lastream_stream.policy.base import Candidate, DecisionContext
 from lastream_stream.policy.ds2 import ds2_plan, parallelism_cap
 from lastream_stream.policy.graph import AppGraph
 from lastream_stream.policy.reward import RewardParams
 from lastream_stream.wire.contracts import MAX_PARALLELISM
-
-if TYPE_CHECKING:
-    from lastream_stream.policy.base import DecisionContext
 
 log = logging.getLogger(__name__)
 

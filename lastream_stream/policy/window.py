@@ -1,16 +1,29 @@
-"""A sliding window of ``MetricsReport``s per app.
+"""Windows of ``MetricsReport``s: what a decision, a view or a training state looks at.
 
-Pure bookkeeping shared by the agent service and the terminal views: reports go in as they
-arrive, reports older than ``window_s`` (by their own timestamps) fall out, and ``graph``
-aggregates what is left with the policy's own ``build_graph``.
+``recent`` is the one rule for which reports make up a window; the controller, pretraining
+and ``MetricsWindow`` (a sliding window per app for the terminal views and the tests) use
+it, and ``build_graph`` aggregates what it keeps.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict, deque
+from collections.abc import Iterable
 
 from lastream_stream.policy.graph import AppGraph, build_graph
 from lastream_stream.wire.contracts import MetricsReport
+
+
+def recent(
+    reports: Iterable[MetricsReport], window_s: float, end: float | None = None, slack_s: float = 1e-6
+) -> list[MetricsReport]:
+    """The reports of the ``window_s`` seconds before ``end`` (by default the end of the
+    latest one): those whose interval started no earlier than that, give or take
+    ``slack_s``; a worker's interval is timed by its own clock."""
+    reports = list(reports)
+    if end is None:
+        end = max((r.interval_end for r in reports), default=0.0)
+    return [r for r in reports if r.interval_start >= end - window_s - slack_s]
 
 
 class MetricsWindow:
@@ -26,7 +39,8 @@ class MetricsWindow:
 
     def reports(self, app: str, since: float | None = None) -> list[MetricsReport]:
         """Reports of ``app`` whose interval started at or after ``since`` (all when None)."""
-        return [r for r in self._reports.get(app, ()) if since is None or r.interval_start >= since]
+        reports = list(self._reports.get(app, ()))
+        return reports if since is None else recent(reports, 0.0, end=since, slack_s=0.0)
 
     def graph(self, app: str, since: float | None = None) -> AppGraph | None:
         reports = self.reports(app, since)

@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from lastream_stream.policy.graph import topological_order
-from lastream_stream.wire.contracts import MAX_PARALLELISM
-
-_NAME = re.compile(r"^[A-Za-z0-9._\-]+$")
+from lastream_stream.wire.contracts import MAX_PARALLELISM, NAME_PATTERN
 
 
 class RateSchedule(Protocol):
@@ -215,12 +212,12 @@ class Scenario:
 
     def __post_init__(self) -> None:
         names = [op.name for op in self.operators]
-        if not _NAME.match(self.name):
+        if not NAME_PATTERN.match(self.name):
             raise ValueError(f"scenario name {self.name!r} is not a valid app name")
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate operator names in {self.name}")
         for op in self.operators:
-            if not _NAME.match(op.name):
+            if not NAME_PATTERN.match(op.name):
                 raise ValueError(f"operator name {op.name!r} is not valid on the wire")
             if unknown := set(op.upstreams) - set(names):
                 raise ValueError(f"{op.name} reads from unknown operators {sorted(unknown)}")

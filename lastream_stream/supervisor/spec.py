@@ -8,14 +8,14 @@ parallelism, so running workers report the right figure after a rescale).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, Field, field_validator
 
+from lastream_stream.wire.contracts import NAME_PATTERN
+
 # The names scaling commands can carry; operator names also become file names in the run dir.
-NAME = re.compile(r"^[A-Za-z0-9._\-]{1,200}$")
 
 
 class WorkerSpec(BaseModel):
@@ -32,16 +32,16 @@ class AppSpec(BaseModel):
     @field_validator("app")
     @classmethod
     def _app_name(cls, app: str) -> str:
-        if not NAME.match(app):
-            raise ValueError(f"app name {app!r} must match {NAME.pattern}")
+        if not NAME_PATTERN.match(app):
+            raise ValueError(f"app name {app!r} must match {NAME_PATTERN.pattern}")
         return app
 
     @field_validator("operators")
     @classmethod
     def _operator_names(cls, operators: dict[str, WorkerSpec]) -> dict[str, WorkerSpec]:
-        bad = [op for op in operators if not NAME.match(op) or op.startswith(".")]
+        bad = [op for op in operators if not NAME_PATTERN.match(op) or op.startswith(".")]
         if bad:
-            raise ValueError(f"operator name(s) {bad} must match {NAME.pattern} and not start with a dot")
+            raise ValueError(f"operator name(s) {bad} must match {NAME_PATTERN.pattern} and not start with a dot")
         return operators
 
     @classmethod

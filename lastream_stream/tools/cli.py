@@ -130,7 +130,7 @@ def agent(
 ) -> None:
     """Run the autoscaling agent: metrics in, scaling commands out, learning from each outcome.
 
-    Timing and guard rails come from LASTREAM_AGENT_WINDOW_S, _WARMUP_S, _COOLDOWN_S,
+    Timing and guard rails come from LASTREAM_CONTROLLER_WINDOW_S, _WARMUP_S, _COOLDOWN_S,
     _MAX_STEP, _MIN_PARALLELISM / _MAX_PARALLELISM (JSON maps); stability from
     _STABILISATION_S (no reversal, no scale-in below the recent peak need) and
     _DRAIN_BACKLOG_S (no scale-in while a backlog drains); each app's latency target from

@@ -47,6 +47,7 @@ from lastream_stream.policy.candidates import AnalyticGenerator, clamp_scheme
 from lastream_stream.policy.ds2 import optimal_parallelism
 from lastream_stream.policy.graph import AppGraph, build_graph
 from lastream_stream.policy.reward import RewardParams, horizon_log_reward, log_reward
+from lastream_stream.policy.window import recent
 from lastream_stream.sim import Constant, Scenario, Simulator, Sine, Steps, scenarios
 from lastream_stream.sim.simulator import EPOCH_START
 from lastream_stream.wire.contracts import MetricsReport
@@ -172,8 +173,7 @@ def provisioned(scenario: Scenario, rng: np.random.Generator, seed: int) -> Simu
 
 def window_graph(reports: list[MetricsReport], window_s: float) -> AppGraph:
     """The graph of the last ``window_s`` seconds of reports, as the service would build it."""
-    since = max(r.interval_end for r in reports) - window_s
-    return build_graph([r for r in reports if r.interval_start >= since - 1e-6])
+    return build_graph(recent(reports, window_s))
 
 
 def perturbed_schemes(graph: AppGraph, sim: Simulator, rng: np.random.Generator, n: int) -> list[dict[str, int]]:

@@ -8,6 +8,7 @@ one interval is a broken producer, not a busy one, and must not steer scaling de
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Literal
@@ -23,7 +24,10 @@ MAX_LATENCY_MS = 86_400_000.0
 MAX_PARALLELISM = 10_000
 MAX_CLOCK_SKEW_S = 300.0
 
-Name = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._\-]+$")
+# App, operator and instance names: safe as Kafka keys, file names and metric labels.
+NAME_CHARS, MAX_NAME = r"[A-Za-z0-9._\-]", 200
+NAME_PATTERN = re.compile(rf"^{NAME_CHARS}{{1,{MAX_NAME}}}$")
+Name = Field(min_length=1, max_length=MAX_NAME, pattern=rf"^{NAME_CHARS}+$")
 
 
 class WireMessage(BaseModel):

@@ -8,8 +8,8 @@ import pytest
 from policy_graphs import chain_graph, graph_of, operator_reports
 
 from lastream_stream.policy.agent import LaStreamAgent
-from lastream_stream.policy.base import Decision
-from lastream_stream.policy.candidates import AnalyticGenerator, Candidate, clamp_scheme
+from lastream_stream.policy.base import Candidate, Decision
+from lastream_stream.policy.candidates import AnalyticGenerator, clamp_scheme
 
 
 def scheme(src: int, split: int, count: int, sink: int) -> dict[str, int]:

@@ -169,9 +169,9 @@ def test_agent_killed_mid_run_resumes_without_duplicating_a_command(settings, lo
         | worker_env(settings, loop_wc)
         | {
             "LASTREAM_AGENT_CHECKPOINT": str(checkpoint),
-            "LASTREAM_AGENT_WINDOW_S": "8",
-            "LASTREAM_AGENT_WARMUP_S": "5",
-            "LASTREAM_AGENT_TRAIN_STEPS": "5",
+            "LASTREAM_CONTROLLER_WINDOW_S": "8",
+            "LASTREAM_CONTROLLER_WARMUP_S": "5",
+            "LASTREAM_CONTROLLER_TRAIN_STEPS": "5",
             "LASTREAM_AGENT_LLM": "false",
         }
     )

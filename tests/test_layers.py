@@ -1,0 +1,78 @@
+"""The package's layers, read from the import statements (docs/architecture.md draws them).
+
+Each subpackage may import only the layers below it, never one above or beside it: the
+policy knows nothing of Kafka, the wire knows nothing of the policy, and the library never
+imports an app (WordCount plugs itself in through entry points).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import lastream_stream
+
+PACKAGE = Path(lastream_stream.__file__).parent
+# Layer -> the layers of the package it may import; top-level modules are layers of their own.
+ALLOWED = {
+    "settings": set(),
+    "logs": set(),
+    "wire": set(),
+    "policy": {"wire"},
+    "kafka": {"wire", "settings"},
+    "sim": {"policy", "wire"},
+    "agent": {"policy", "kafka", "wire", "settings"},
+    "supervisor": {"kafka", "wire", "settings", "logs"},
+    "bench": {"agent", "policy", "sim", "wire"},
+    "tools": {"agent", "bench", "kafka", "logs", "policy", "settings", "sim", "supervisor", "wire"},
+    "__main__": {"tools"},
+    "__init__": set(),
+}
+# Third-party libraries a layer must not need: the pure core stays pure.
+FORBIDDEN_LIBRARIES = {
+    "policy": {"confluent_kafka", "faust"},
+    "sim": {"confluent_kafka", "faust", "torch"},
+    "wire": {"torch", "torch_geometric", "openai", "faust"},
+}
+
+
+def imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def layer_of(path: Path) -> str:
+    return path.relative_to(PACKAGE).with_suffix("").parts[0]
+
+
+def test_every_module_belongs_to_a_known_layer():
+    assert {layer_of(p) for p in PACKAGE.rglob("*.py")} <= set(ALLOWED)
+
+
+def test_imports_run_downward_only():
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        layer = layer_of(path)
+        for name in imports(path):
+            top = name.split(".")[0]
+            if top == "wordcount_app":
+                wrong.append(f"{path.relative_to(PACKAGE)} imports the example app ({name})")
+            elif top == "lastream_stream" and name != "lastream_stream":
+                other = name.split(".")[1]
+                if other != layer and other not in ALLOWED[layer]:
+                    wrong.append(f"{path.relative_to(PACKAGE)} ({layer}) imports {name} ({other})")
+            elif top in FORBIDDEN_LIBRARIES.get(layer, ()):
+                wrong.append(f"{path.relative_to(PACKAGE)} ({layer}) needs {top}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_check_sees_a_wrong_import(tmp_path):
+    """The AST reading is what the test relies on: a planted upward import is found."""
+    planted = tmp_path / "planted.py"
+    planted.write_text("from lastream_stream.agent.service import AgentService\nimport wordcount_app.worker\n")
+    assert imports(planted) == {"lastream_stream.agent.service", "wordcount_app.worker"}
