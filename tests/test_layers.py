@@ -36,14 +36,24 @@ FORBIDDEN_LIBRARIES = {
 }
 
 
-def imports(path: Path) -> set[str]:
+def imports(path: Path, package: str = "lastream_stream") -> set[str]:
+    """Every module ``path`` imports, absolute: ``from lastream_stream import x`` counts as
+    ``lastream_stream.x``, and a relative import is resolved against ``package``, the
+    dotted package ``path`` lives in."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]) if node.level else ""
+            module = ".".join(part for part in (base, node.module or "") if part)
+            # ``from pkg import name``: name may be a submodule; a plain attribute stays within pkg anyway.
+            found.update(f"{module}.{alias.name}" for alias in node.names)
     return found
+
+
+def package_of(path: Path) -> str:
+    return ".".join(("lastream_stream", *path.relative_to(PACKAGE).parent.parts))
 
 
 def layer_of(path: Path) -> str:
@@ -58,7 +68,7 @@ def test_imports_run_downward_only():
     wrong = []
     for path in sorted(PACKAGE.rglob("*.py")):
         layer = layer_of(path)
-        for name in imports(path):
+        for name in imports(path, package_of(path)):
             top = name.split(".")[0]
             if top == "wordcount_app":
                 wrong.append(f"{path.relative_to(PACKAGE)} imports the example app ({name})")
@@ -74,5 +84,13 @@ def test_imports_run_downward_only():
 def test_the_check_sees_a_wrong_import(tmp_path):
     """The AST reading is what the test relies on: a planted upward import is found."""
     planted = tmp_path / "planted.py"
-    planted.write_text("from lastream_stream.agent.service import AgentService\nimport wordcount_app.worker\n")
-    assert imports(planted) == {"lastream_stream.agent.service", "wordcount_app.worker"}
+    planted.write_text(
+        "from lastream_stream.agent.service import AgentService\nimport wordcount_app.worker\n"
+        "from lastream_stream import tools\nfrom ..agent import controller\n"
+    )
+    assert imports(planted, "lastream_stream.policy") == {
+        "lastream_stream.agent.service.AgentService",
+        "wordcount_app.worker",
+        "lastream_stream.tools",
+        "lastream_stream.agent.controller",
+    }

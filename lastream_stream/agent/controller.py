@@ -1,8 +1,9 @@
 """The agent's decision cycle for one app, as a pure state machine.
 
 The service feeds it reports, acks and the clock, and carries out the actions it returns
-(publish a command, publish a decision record). Keeping the cycle free of I/O lets tests
-and the simulator drive it directly.
+(publish a command, publish a decision record). Keeping the cycle free of I/O lets the
+tests, the bench and pretraining (``bench.runner.AsTheService``, with the simulator as
+the app) drive the very cycle the service runs.
 
     observing --(stable window, cooldown over, best != current)--> awaiting_ack
     awaiting_ack --(ack applied)--> observing (warm-up, then the scheme's outcome is measured)

@@ -373,7 +373,7 @@ def plot_headline(path: Path, summary: dict[str, dict[str, object]]) -> None:
     ]
     fig, axes = plt.subplots(2, 4, figsize=(12, 6.5))
     policies = list(summary)
-    for ax, (key, title) in zip(axes.flat, panels, strict=True):
+    for ax, (key, title) in zip(axes.flat, panels, strict=False):
         # A policy that never sustained has no median: drawn as an empty bar.
         values = [summary[p][key] if summary[p][key] is not None else 0.0 for p in policies]
         ax.bar(policies, values, color=[f"C{i}" for i in range(len(policies))])

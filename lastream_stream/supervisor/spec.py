@@ -13,9 +13,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field, field_validator
 
-from lastream_stream.wire.contracts import NAME_PATTERN
-
 # The names scaling commands can carry; operator names also become file names in the run dir.
+from lastream_stream.wire.contracts import NAME_PATTERN
 
 
 class WorkerSpec(BaseModel):

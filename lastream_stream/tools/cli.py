@@ -135,7 +135,7 @@ def agent(
     _STABILISATION_S (no reversal, no scale-in below the recent peak need) and
     _DRAIN_BACKLOG_S (no scale-in while a backlog drains); each app's latency target from
     _LATENCY_TARGET_MS (a JSON map, ms); learning from _OUTCOME_S and _TRAIN_STEPS; the
-    restart assumed until one is measured from _RESTART_S. See the README."""
+    restart assumed until one is measured from LASTREAM_AGENT_RESTART_S. See the README."""
     from pathlib import Path
 
     from lastream_stream.agent import service

@@ -1,7 +1,7 @@
 """A real single-node Apache Kafka broker (KRaft, combined broker + controller) for dev and tests.
 
 The jars come from Maven Central through the checked-in ``pom.xml`` and are cached outside
-the repo (``LASTREAM_BROKER_HOME``, default ``~/.cache/lastream``); the broker runs on the
+the repo (``LASTREAM_BROKER_HOME``, default ``$LASTREAM_HOME``, ``~/.cache/lastream``); the broker runs on the
 machine's Java 17, listens on 127.0.0.1 only, and logs to ``<home>/broker/broker.log``.
 """
 
