@@ -5,8 +5,8 @@ from factories import sample_report
 from pydantic import ValidationError
 
 from lastream_stream.wire import schemas
-from lastream_stream.wire.contracts import CommandAck, ScalingCommand
-from lastream_stream.wire.deadletter import parse
+from lastream_stream.wire.contracts import CommandAck, DecisionRecord, ScalingCommand
+from lastream_stream.wire.deadletter import BadMessage, parse
 
 MESSAGES = [
     sample_report(),
@@ -29,6 +29,33 @@ def test_schema_files_match_the_models():
         path = schemas.SCHEMA_DIR / filename
         assert path.exists(), f"{filename} missing: run `lastream schemas`"
         assert json.loads(path.read_text()) == json.loads(text), f"{filename} drifted: run `lastream schemas`"
+
+
+SCHEMA_FILES = {
+    "MetricsReport": "metrics_report.schema.json",
+    "ScalingCommand": "scaling_command.schema.json",
+    "CommandAck": "command_ack.schema.json",
+}
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
+def test_a_message_valid_against_its_published_schema_is_decoded(message):
+    """The schema makes ``schema_version`` optional (default 1): a producer written from the
+    schema alone may leave it out, and the decoder must take it as version 1."""
+    import jsonschema
+
+    schema = json.loads((schemas.SCHEMA_DIR / SCHEMA_FILES[type(message).__name__]).read_text())
+    data = json.loads(message.to_bytes())
+    del data["schema_version"]
+    jsonschema.validate(data, schema)
+    assert parse(type(message), json.dumps(data).encode()) == message
+
+
+def test_a_missing_field_is_named_and_an_unknown_version_refused():
+    with pytest.raises(BadMessage, match=r"invalid ScalingCommand: app: Field required; generation: Field required"):
+        parse(ScalingCommand, b'{"hello": "world"}')
+    with pytest.raises(BadMessage, match="unknown schema_version 2"):
+        parse(DecisionRecord, b'{"schema_version": 2}')
 
 
 def test_exported_schema_validates_a_real_report():

@@ -1,7 +1,8 @@
 """Wire messages between the parts of LaStream: JSON on Kafka, one pydantic model each.
 
-Every message carries ``schema_version``; a consumer that meets a version it does not know
-sends the message to the dead-letter topic instead of guessing (see ``deadletter.py``).
+Every message carries ``schema_version`` (absent, it is 1, as the published schemas say); a
+consumer that meets a version it does not know sends the message to the dead-letter topic
+instead of guessing (see ``deadletter.py``).
 Validation bounds are deliberately generous but finite: a report claiming 10^12 records in
 one interval is a broken producer, not a busy one, and must not steer scaling decisions.
 """

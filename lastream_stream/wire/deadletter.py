@@ -37,7 +37,8 @@ def parse(model: type[M], payload: bytes | None) -> M:
         raise BadMessage(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadMessage(f"expected a JSON object, got {type(data).__name__}")
-    version = data.get("schema_version")
+    # Absent means version 1, as the published schemas say: a producer written from them may omit it.
+    version = data.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
         raise BadMessage(f"unknown schema_version {version!r} (this consumer reads {SCHEMA_VERSION})")
     try:
