@@ -94,3 +94,19 @@ def test_the_check_sees_a_wrong_import(tmp_path):
         "lastream_stream.tools",
         "lastream_stream.agent.controller",
     }
+
+
+def test_wordcount_plugs_in_through_its_entry_points():
+    """The library names no app; WordCount's commands and supervisor spec arrive as plugins."""
+    from importlib.metadata import entry_points
+
+    from click.testing import CliRunner
+
+    from lastream_stream.settings import LastreamSettings
+    from lastream_stream.tools.cli import main
+
+    assert {"up", "wordcount"} <= set(main.commands)
+    (spec,) = [e for e in entry_points(group="lastream.app_specs") if e.name == "wordcount"]
+    assert spec.load()(LastreamSettings()).app == "wordcount"
+    result = CliRunner().invoke(main, ["supervisor", "--app", "no-such-app"])
+    assert result.exit_code == 2 and "built-in specs: wordcount" in result.output
