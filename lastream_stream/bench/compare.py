@@ -177,10 +177,9 @@ def llm_report(episodes: list[EpisodeResult]) -> dict[str, object] | None:
     without = {e.scenario: e for e in episodes if e.policy == "lastream"}
     commands = sum(sum(e.commands_by_source.values()) for e in with_llm.values())
     won = sum(e.commands_by_source.get("llm", 0) for e in with_llm.values())
-    rewards = [with_llm[name].mean_reward - without[name].mean_reward for name in with_llm if name in without]
-    reconfigurations = [
-        with_llm[name].reconfigurations - without[name].reconfigurations for name in with_llm if name in without
-    ]
+    pairs = [(with_llm[name], without[name]) for name in with_llm if name in without]
+    rewards = [a.mean_reward - b.mean_reward for a, b in pairs]
+    reconfigurations = [a.reconfigurations - b.reconfigurations for a, b in pairs]
     return {
         "commands": commands,
         "llm_commands": won,

@@ -70,6 +70,10 @@ LLM_POLICY = "lastream+llm"
 SUSTAIN_FRACTION = 0.95  # processed / arrived for a window to count as keeping up
 
 
+class LLMUnavailable(ValueError):
+    """``lastream+llm`` was asked for, but the LLM endpoint has no key."""
+
+
 @dataclass(frozen=True)
 class BenchSettings:
     seed: int = 0
@@ -173,7 +177,7 @@ def lastream_factory(settings: BenchSettings, learn: bool, llm: bool = False, **
     # One LLM client shared by all episodes: it holds connections, not decision state.
     generator = LLMGenerator() if llm else None
     if generator is not None and not generator.enabled:
-        raise ValueError(
+        raise LLMUnavailable(
             f"{LLM_POLICY} needs an API key for {generator.config.base_url}: set ${generator.config.api_key_env} or LASTREAM_LLM_API_KEY"
         )
 

@@ -1,8 +1,8 @@
 """Windows of ``MetricsReport``s: what a decision, a view or a training state looks at.
 
-``recent`` is the one rule for which reports make up a window; the controller, pretraining
-and ``MetricsWindow`` (a sliding window per app for the terminal views and the tests) use
-it, and ``build_graph`` aggregates what it keeps.
+``recent`` is the one rule for which reports make up a decision's window; the controller
+and pretraining use it, and ``build_graph`` aggregates what it keeps. ``MetricsWindow`` is
+the terminal views' (and the tests') bounded store of each app's latest reports.
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ class MetricsWindow:
 
     def reports(self, app: str, since: float | None = None) -> list[MetricsReport]:
         """Reports of ``app`` whose interval started at or after ``since`` (all when None)."""
-        reports = list(self._reports.get(app, ()))
-        return reports if since is None else recent(reports, 0.0, end=since, slack_s=0.0)
+        return [r for r in self._reports.get(app, ()) if since is None or r.interval_start >= since]
 
     def graph(self, app: str, since: float | None = None) -> AppGraph | None:
         reports = self.reports(app, since)

@@ -212,8 +212,7 @@ def bench(
 
     from lastream_stream.bench import BenchSettings, run
     from lastream_stream.bench.compare import chosen_suite
-    from lastream_stream.bench.runner import ABLATION, LLM_POLICY, POLICY_NAMES
-    from lastream_stream.policy.llm import LLMGenerator
+    from lastream_stream.bench.runner import ABLATION, LLM_POLICY, POLICY_NAMES, LLMUnavailable
     from lastream_stream.sim.scenario_file import ScenarioFileError
 
     if scenario_file and suite != "default":
@@ -228,15 +227,14 @@ def bench(
         raise click.BadParameter(str(exc), param_hint="--scenario-file") from None
     policies = policies or (ABLATION if ablation else POLICY_NAMES)
     if llm:
-        if not (generator := LLMGenerator()).enabled:
-            raise click.UsageError(
-                f"--llm needs an API key for {generator.config.base_url}: set ${generator.config.api_key_env} or LASTREAM_LLM_API_KEY"
-            )
         policies = tuple(dict.fromkeys((*policies, "lastream", LLM_POLICY)))
     settings = BenchSettings(
         seed=seed, n_scenarios=len(chosen), horizon_s=horizon, policies=policies, out_dir=Path(out)
     )
-    run(settings, suite=chosen)
+    try:
+        run(settings, suite=chosen)
+    except LLMUnavailable as exc:  # raised while the policies are built, before any episode runs
+        raise click.UsageError(str(exc)) from None
 
 
 @main.command("train")
