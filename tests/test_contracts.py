@@ -5,13 +5,17 @@ from factories import sample_report
 from pydantic import ValidationError
 
 from lastream_stream.wire import schemas
-from lastream_stream.wire.contracts import CommandAck, DecisionRecord, ScalingCommand
-from lastream_stream.wire.deadletter import BadMessage, parse
+from lastream_stream.wire.contracts import WIRE_MODELS, CommandAck, DecisionRecord, ScalingCommand
+from lastream_stream.wire.deadletter import BadMessage, dead_letter, parse
 
 MESSAGES = [
     sample_report(),
-    ScalingCommand(app="wordcount", generation=3, target={"splitter": 3, "counter": 2}, reason="ds2"),
+    ScalingCommand(
+        app="wordcount", generation=3, target={"splitter": 3, "counter": 2}, changed=["splitter"], reason="ds2"
+    ),
     CommandAck(app="wordcount", decision_id="d1", generation=3, status="partial", applied={"splitter": 3}, error="x"),
+    DecisionRecord(app="wordcount", decision_id="d1", kind="hold", policy="lastream", chosen={"splitter": 3}),
+    dead_letter("t", 0, 7, b"k", b"{", "not JSON", "agent"),
 ]
 
 
@@ -31,17 +35,17 @@ def test_schema_files_match_the_models():
         assert json.loads(path.read_text()) == json.loads(text), f"{filename} drifted: run `lastream schemas`"
 
 
-SCHEMA_FILES = {
-    "MetricsReport": "metrics_report.schema.json",
-    "ScalingCommand": "scaling_command.schema.json",
-    "CommandAck": "command_ack.schema.json",
-}
+SCHEMA_FILES = {model.__name__: f"{name}.schema.json" for name, model in WIRE_MODELS.items()}
+
+
+def test_every_published_schema_has_a_sample():
+    assert {type(m).__name__ for m in MESSAGES} == set(SCHEMA_FILES)
 
 
 @pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
 def test_a_message_valid_against_its_published_schema_is_decoded(message):
-    """The schema makes ``schema_version`` optional (default 1): a producer written from the
-    schema alone may leave it out, and the decoder must take it as version 1."""
+    """The schema makes ``schema_version`` optional (default: the current version): a
+    producer written from the schema alone may leave it out, and the decoder must agree."""
     import jsonschema
 
     schema = json.loads((schemas.SCHEMA_DIR / SCHEMA_FILES[type(message).__name__]).read_text())
@@ -54,8 +58,23 @@ def test_a_message_valid_against_its_published_schema_is_decoded(message):
 def test_a_missing_field_is_named_and_an_unknown_version_refused():
     with pytest.raises(BadMessage, match=r"invalid ScalingCommand: app: Field required; generation: Field required"):
         parse(ScalingCommand, b'{"hello": "world"}')
-    with pytest.raises(BadMessage, match="unknown schema_version 2"):
+    with pytest.raises(BadMessage, match="unknown schema_version 2 of DecisionRecord"):
         parse(DecisionRecord, b'{"schema_version": 2}')
+    with pytest.raises(BadMessage, match=r"unknown schema_version 3 of ScalingCommand \(this consumer reads 1, 2\)"):
+        parse(ScalingCommand, b'{"schema_version": 3}')
+
+
+def test_a_version_1_command_is_read_as_changing_every_operator_it_names():
+    """Version 1 named only the operators that change; such commands stay on compacted topics."""
+    old = b'{"schema_version": 1, "app": "wc", "generation": 4, "target": {"splitter": 3, "counter": 1}}'
+    command = parse(ScalingCommand, old)
+    assert command.schema_version == 1 and command.changed == ["counter", "splitter"]
+    assert ScalingCommand(app="wc", generation=1, target={"a": 1}).schema_version == 2
+
+
+def test_a_command_cannot_change_an_operator_it_gives_no_target():
+    with pytest.raises(BadMessage, match="changed names operator.s. without a target: sink"):
+        parse(ScalingCommand, b'{"app": "wc", "generation": 4, "target": {"splitter": 3}, "changed": ["sink"]}')
 
 
 def test_exported_schema_validates_a_real_report():

@@ -26,12 +26,16 @@ class FixedPolicy:
         return Decision.single(self.name, graph, {**graph.parallelism, **self.scheme})
 
 
-def feed(controller, start, seconds, parallelism, lag=0, latency=20.0, source_rate=100):
+def feed(controller, start, seconds, parallelism, lag=0, latency=20.0, source_rate=100, sinks=0):
     """One report per instance per second over [start, start + seconds). A splitter instance
-    takes 200 records/s when busy; the source emits ``source_rate``."""
+    takes 200 records/s when busy; the source emits ``source_rate``; ``sinks`` instances of
+    a sink follow the splitter when given."""
+    operators = [("source", 1, [], source_rate), ("splitter", parallelism, ["source"], 100)]
+    if sinks:
+        operators.append(("sink", sinks, ["splitter"], 100))
     for t in range(int(seconds)):
         end = start + t + 1
-        for op, p, ups, out in (("source", 1, [], source_rate), ("splitter", parallelism, ["source"], 100)):
+        for op, p, ups, out in operators:
             for i in range(p):
                 controller.on_report(
                     sample_report(
@@ -63,6 +67,16 @@ def test_a_scheme_the_guard_rails_changed_is_recorded_as_guarded():
     assert command.target == {"splitter": 3}
     assert record.chosen_source == "guarded" and record.predicted_reward is None
     assert command.reason == "guarded scheme"
+
+
+def test_a_command_carries_the_whole_desired_state_and_names_what_changes():
+    """The compacted control topic keeps one command per app: it must hold every operator's
+    target. Sources stay out unless changed (the app may run them outside its supervisor)."""
+    c = make({"splitter": 3})
+    feed(c, T0, 5, parallelism=1, sinks=2)
+    command, record = (a.message for a in c.tick(T0 + 5))
+    assert command.target == {"splitter": 3, "sink": 2} and command.changed == ["splitter"]
+    assert record.chosen == {"source": 1, "splitter": 3, "sink": 2}
 
 
 def test_no_decision_until_every_instance_covered_a_full_window():

@@ -518,13 +518,16 @@ class AppController:
         else:
             kind = "command"
             self.generation += 1
-            # Only what changes: operators the app runs outside its supervisor (a source) stay out.
             changes = {name: n for name, n in target.items() if n != current.get(name)}
+            # The whole desired state, but for sources left as they run: the app may run
+            # them outside its supervisor, which would refuse a target for them.
+            scaled = {name: n for name, n in target.items() if name in changes or not graph.operators[name].is_source}
             self.pending = ScalingCommand(
                 app=self.app,
                 decision_id=decision_id,
                 generation=self.generation,
-                target=changes,
+                target=scaled,
+                changed=sorted(changes),
                 issued_at=now,
                 reason=f"{source} scheme, predicted reward {predicted:.3g}"
                 if predicted is not None

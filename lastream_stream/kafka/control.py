@@ -1,10 +1,40 @@
-"""Reading the desired state back from the compacted control topic."""
+"""One app's side of the control topic: its scaling commands in, its acknowledgements out.
+
+What the worker supervisor uses, and what an app that scales itself (its own deployment
+tooling, an operator, a thread pool) uses instead of the supervisor::
+
+    with ControlClient("myapp") as control:
+        for command in control.follow():
+            running = scale_to(command.target)   # your deployment: {"parser": 3, ...}
+            control.ack(command, applied=running)
+
+The control topic is compacted and keyed by app, so its history holds the app's latest
+command: its whole desired state (``ScalingCommand.target`` names every operator the agent
+scales). ``follow`` yields that first, then every new command. Malformed messages keyed by
+the app go to the dead-letter topic with their reason; other apps' messages are skipped.
+
+Progress is kept in a consumer group (``lastream-<name>``), committed when a command is
+acknowledged: a restarted client does not acknowledge a command twice nor dead-letter the
+same message again, and a command it never acknowledged is handled again. Partitions are
+assigned, never subscribed, so a restart always sees the whole history.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
+
 from lastream_stream.kafka.clients import KafkaClients
-from lastream_stream.wire.contracts import ScalingCommand
-from lastream_stream.wire.deadletter import BadMessage, parse
+from lastream_stream.settings import LastreamSettings
+from lastream_stream.wire.contracts import AckStatus, CommandAck, ScalingCommand
+from lastream_stream.wire.deadletter import BadMessage, DeadLetterDecoder, parse
+
+log = logging.getLogger(__name__)
 
 
 def latest_commands(clients: KafkaClients, topic: str) -> dict[str, ScalingCommand]:
@@ -19,3 +49,176 @@ def latest_commands(clients: KafkaClients, topic: str) -> dict[str, ScalingComma
         if command.app not in latest or command.generation > latest[command.app].generation:
             latest[command.app] = command
     return latest
+
+
+@dataclass(frozen=True)
+class Replayed:
+    command: ScalingCommand
+    new: bool  # no earlier run of this client's group acknowledged it
+
+
+class ControlClient:
+    def __init__(
+        self,
+        app: str,
+        settings: LastreamSettings | None = None,
+        *,
+        name: str | None = None,
+        clients: KafkaClients | None = None,
+    ) -> None:
+        """``name`` identifies this client in dead letters and names its consumer group
+        (``lastream-<name>``); one name per app and deployment."""
+        self.app = app
+        self.settings = settings or LastreamSettings()
+        self.name = name or f"control-{app}"
+        self.clients = clients or KafkaClients(self.settings.kafka)
+        self._stack = ExitStack()
+        self._producer: Producer | None = None
+        self._consumer: Consumer | None = None
+        self._decoder: DeadLetterDecoder | None = None
+        self._position: dict[tuple[str, int], int] = {}  # next offset to read, per partition
+        self._answered: set[str] = set()  # decision ids a previous run acknowledged
+
+    def __enter__(self) -> ControlClient:
+        with ExitStack() as stack:
+            self._producer = stack.enter_context(self.clients.producer())
+            group = f"lastream-{self.name}"
+            self._consumer = stack.enter_context(self.clients.consumer(group, **{"enable.auto.commit": False}))
+            self._stack = stack.pop_all()
+        self._decoder = DeadLetterDecoder(
+            self._producer, self.settings.topics.deadletter, self.name, self.settings.kafka.timeout_s
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    @property
+    def dead_letters(self) -> int:
+        return self._decoder.dead_letters
+
+    def replay(self, stop: threading.Event | None = None) -> list[Replayed]:
+        """The app's commands from the start of the topic to its current end, in order;
+        afterwards ``poll`` goes on from there. A read cut short (``stop``, or a broker too
+        slow) returns what was read, and the rest arrives through ``poll``."""
+        topic = self.settings.topics.control
+        md = self.clients.metadata().topics.get(topic)
+        if md is None or md.error is not None:
+            raise RuntimeError(f"control topic {topic!r} does not exist: run `lastream topics ensure`")
+        partitions = [TopicPartition(topic, p) for p in sorted(md.partitions)]
+        done_before = {
+            tp.partition: tp.offset
+            for tp in self._consumer.committed(partitions, timeout=self.settings.kafka.timeout_s)
+        }
+        ends = self.clients.end_offsets([topic])
+        self._position = {tp: OFFSET_BEGINNING for tp in ends}
+        history: list[Replayed] = []
+        try:
+            for msg in self.clients.read_history(ends):
+                if stop is not None and stop.is_set():
+                    break
+                self._position[(topic, msg.partition())] = msg.offset() + 1
+                seen = msg.offset() < done_before.get(msg.partition(), -1)
+                command = self._decode(msg, already_seen=seen)
+                if command is not None:
+                    history.append(Replayed(command, new=not seen))
+                    if seen:
+                        self._answered.add(command.decision_id)
+            else:
+                self._position = dict(ends)
+        except TimeoutError as exc:
+            log.warning("%s: going on with what was read; the rest is followed as new commands", exc)
+        self._consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in self._position.items()])
+        return history
+
+    def poll(self, timeout_s: float) -> ScalingCommand | None:
+        """The next new command of this app, or None after ``timeout_s``. A message that
+        needs no answer (another app's, a tombstone, a dead letter) is committed at once."""
+        msg = self._consumer.poll(timeout_s)
+        if msg is None:
+            return None
+        if msg.error() is not None:
+            log.warning("control topic: %s", msg.error())
+            return None
+        self._position[(msg.topic(), msg.partition())] = msg.offset() + 1
+        command = self._decode(msg, already_seen=False)
+        if command is None:
+            self.commit()
+        return command
+
+    def follow(self, stop: threading.Event | None = None, poll_s: float = 0.5) -> Iterator[ScalingCommand]:
+        """The app's desired state (its latest command on the topic, if any), then each new
+        command as it arrives, until ``stop`` is set. The desired state is yielded even when
+        an earlier run acknowledged it: a restarted app must reach it again."""
+        history = self.replay(stop)
+        if history:
+            yield max((r.command for r in history), key=lambda c: c.generation)
+        while stop is None or not stop.is_set():
+            command = self.poll(poll_s)
+            if command is not None:
+                yield command
+
+    def ack(
+        self,
+        command: ScalingCommand,
+        applied: dict[str, int],
+        status: AckStatus = "applied",
+        *,
+        clamped: dict[str, int] | None = None,
+        error: str | None = None,
+    ) -> CommandAck | None:
+        """Tell the agent what now runs for ``command`` (``applied``: the parallelism of
+        every operator, not only the changed ones) and commit the progress. A command an
+        earlier run already acknowledged is not acknowledged again: returns None."""
+        if command.decision_id in self._answered:
+            log.debug("generation %d was acknowledged before: not again", command.generation)
+            return None
+        ack = CommandAck(
+            app=self.app,
+            decision_id=command.decision_id,
+            generation=command.generation,
+            status=status,
+            applied=applied,
+            clamped=clamped or {},
+            error=error,
+        )
+        self.send_ack(ack)
+        return ack
+
+    def send_ack(self, ack: CommandAck) -> None:
+        """Publish an acknowledgement built by the caller (the supervisor builds its own)
+        and commit the progress once it is on the broker."""
+        self._producer.produce(self.settings.topics.acks, key=self.app.encode(), value=ack.to_bytes())
+        if self._producer.flush(self.settings.kafka.timeout_s):
+            log.error("ack of generation %d not delivered within %.0f s", ack.generation, self.settings.kafka.timeout_s)
+        self._answered.add(ack.decision_id)
+        self.commit()
+
+    def commit(self) -> None:
+        """Record that everything read so far is handled."""
+        offsets = [TopicPartition(t, p, offset) for (t, p), offset in self._position.items() if offset >= 0]
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # Only costs a repeated dead letter or ack after a restart, never a wrong state.
+            log.warning("could not commit control topic offsets: %s", exc)
+
+    def _decode(self, msg: Message, already_seen: bool) -> ScalingCommand | None:
+        """This app's command in ``msg``, or None. Messages keyed by another app are that
+        app's client's business (including dead-lettering them); a message a previous run
+        already handled is not dead-lettered again."""
+        key = msg.key()
+        if (key is not None and key != self.app.encode()) or msg.value() is None:
+            return None  # another app's business, or a tombstone: nothing to apply
+        if already_seen:
+            try:
+                command = parse(ScalingCommand, msg.value())
+            except BadMessage:
+                return None
+        else:
+            command = self._decoder.decode(ScalingCommand, msg)
+        if command is None or command.app != self.app:
+            return None
+        return command

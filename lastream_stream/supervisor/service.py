@@ -4,10 +4,8 @@ command with the parallelism it actually reached.
 
 Start-up: adopt the workers a previous supervisor left (pid files), take the parallelism
 it last recorded (state files), replay the app's commands on the compacted control topic
-from the beginning, reconcile once, then follow the topic. The supervisor reads every
-partition by assignment, never by group subscription, so it always sees the whole history;
-its consumer group only stores how far it got, so that a restart neither dead-letters the
-same bad message twice nor acknowledges a command twice.
+from the beginning, reconcile once, then follow the topic, all through the same
+``ControlClient`` an app that scales itself uses.
 """
 
 from __future__ import annotations
@@ -20,9 +18,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
-
 from lastream_stream.kafka.clients import KafkaClients
+from lastream_stream.kafka.control import ControlClient
 from lastream_stream.settings import LastreamSettings
 from lastream_stream.supervisor.config import SupervisorSettings
 from lastream_stream.supervisor.reconcile import (
@@ -37,8 +34,7 @@ from lastream_stream.supervisor.reconcile import (
 )
 from lastream_stream.supervisor.spec import AppSpec
 from lastream_stream.supervisor.workers import RunDir, Worker, stop_workers
-from lastream_stream.wire.contracts import CommandAck, ScalingCommand
-from lastream_stream.wire.deadletter import BadMessage, DeadLetterDecoder, parse
+from lastream_stream.wire.contracts import CommandAck
 
 log = logging.getLogger(__name__)
 
@@ -92,20 +88,16 @@ class Supervisor:
 
     def run(self, stop: threading.Event) -> None:
         app = self.spec.app
-        with (
-            self.clients.producer() as producer,
-            self.clients.consumer(f"lastream-supervisor-{app}", **{"enable.auto.commit": False}) as consumer,
-        ):
-            decoder = DeadLetterDecoder(
-                producer, self.settings.topics.deadletter, f"supervisor-{app}", self.settings.kafka.timeout_s
-            )
+        with ControlClient(app, self.settings, name=f"supervisor-{app}", clients=self.clients) as control:
             try:
                 self.workers = {(w.operator, w.slot): w for w in self.run_dir.adopt()}
-                self._start_up(consumer, producer, decoder, stop)
+                self._start_up(control, stop)
                 while not stop.is_set():
-                    msg = consumer.poll(self.config.tick_s)
-                    if msg is not None:
-                        self._on_message(msg, consumer, producer, decoder)
+                    command = control.poll(self.config.tick_s)
+                    if command is not None:
+                        verdict = judge(self.spec, self.state, command)
+                        failures = self._apply(verdict)
+                        self._ack(control, ack_for(app, verdict, self._running(), failures))
                     self._supervise()
                     self._status = self._snapshot()
             finally:
@@ -116,88 +108,32 @@ class Supervisor:
                     log.info("%s supervisor stopped; %d worker(s) left running", app, len(self.workers))
                 self._status = self._snapshot()
 
-    # Start-up
-
-    def _start_up(
-        self, consumer: Consumer, producer: Producer, decoder: DeadLetterDecoder, stop: threading.Event
-    ) -> None:
-        topic = self.settings.topics.control
-        md = self.clients.metadata().topics.get(topic)
-        if md is None or md.error is not None:
-            raise RuntimeError(f"control topic {topic!r} does not exist: run `lastream topics ensure`")
-        partitions = [TopicPartition(topic, p) for p in sorted(md.partitions)]
-        done_before = {
-            tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=self.settings.kafka.timeout_s)
-        }
-        ends = self.clients.end_offsets([topic])
-        # Following the topic resumes where the history stopped, which is its end unless cut short.
-        resume = {tp: OFFSET_BEGINNING for tp in ends}
-        history: list[tuple[ScalingCommand, bool]] = []  # (command, not handled by a previous run)
-        try:
-            for msg in self.clients.read_history(ends):
-                if stop.is_set():
-                    break
-                resume[(topic, msg.partition())] = msg.offset() + 1
-                seen = msg.offset() < done_before.get(msg.partition(), -1)
-                command = self._decode(msg, decoder, already_seen=seen)
-                if command is not None:
-                    history.append((command, not seen))
-            else:
-                resume = dict(ends)
-        except TimeoutError as exc:
-            log.warning("%s: going on with what was read; the rest is followed as new commands", exc)
-        consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in resume.items()])
-
+    def _start_up(self, control: ControlClient, stop: threading.Event) -> None:
+        """The desired state from the recorded parallelism and the control topic's history,
+        reached once; only the latest of the commands nobody acknowledged yet is answered
+        (the others were superseded while the supervisor was down)."""
+        history = control.replay(stop)
         recorded = {op: n for op, n in self.run_dir.read_states().items() if op in self.spec.operators}
         base = initial_state(self.spec, self.config.initial | recorded)
-        self.state, verdicts = fold(self.spec, base, [command for command, _ in history])
+        self.state, verdicts = fold(self.spec, base, [r.command for r in history])
         log.info(
             "%s: desired %s (generation %d) from %d command(s) on %s, %d worker(s) adopted",
             self.spec.app,
             self.state.parallelism,
             self.state.generation,
             len(history),
-            topic,
+            self.settings.topics.control,
             len(self.workers),
         )
         failures = self._reconcile()
-        unanswered = [d for d, (_, new) in zip(verdicts, history, strict=True) if new]
+        unanswered = [verdict for verdict, replayed in zip(verdicts, history, strict=True) if replayed.new]
         if unanswered:
-            # Commands superseded while the supervisor was down get no ack of their own.
-            self._ack(producer, ack_for(self.spec.app, unanswered[-1], self._running(), failures))
-        self._commit(consumer, [TopicPartition(t, p, offset) for (t, p), offset in resume.items() if offset > 0])
+            self._ack(control, ack_for(self.spec.app, unanswered[-1], self._running(), failures))
+        control.commit()
         self._ready = True
         self._status = self._snapshot()
 
     # Control messages
-
-    def _on_message(self, msg: Message, consumer: Consumer, producer: Producer, decoder: DeadLetterDecoder) -> None:
-        if self._consumer_error(msg):
-            return
-        command = self._decode(msg, decoder, already_seen=False)
-        if command is not None:
-            verdict = judge(self.spec, self.state, command)
-            failures = self._apply(verdict)
-            self._ack(producer, ack_for(self.spec.app, verdict, self._running(), failures))
-        self._commit(consumer, [TopicPartition(msg.topic(), msg.partition(), msg.offset() + 1)])
-
-    def _decode(self, msg: Message, decoder: DeadLetterDecoder, already_seen: bool) -> ScalingCommand | None:
-        """This app's command in ``msg``, or None. Messages keyed by another app are that
-        app's supervisor's business (including dead-lettering them); a message a previous
-        run already handled is not dead-lettered again."""
-        key = msg.key()
-        if (key is not None and key != self.spec.app.encode()) or msg.value() is None:
-            return None  # another app's business, or a tombstone: nothing to apply
-        if already_seen:
-            try:
-                command = parse(ScalingCommand, msg.value())
-            except BadMessage:
-                return None
-        else:
-            command = decoder.decode(ScalingCommand, msg)
-        if command is None or command.app != self.spec.app:
-            return None
-        return command
 
     def _apply(self, verdict: Verdict) -> list[str]:
         command = verdict.command
@@ -215,29 +151,11 @@ class Supervisor:
         self.state = verdict.state
         return self._reconcile()
 
-    def _ack(self, producer: Producer, ack: CommandAck) -> None:
-        producer.produce(self.settings.topics.acks, key=self.spec.app.encode(), value=ack.to_bytes())
-        if producer.flush(self.settings.kafka.timeout_s):
-            log.error("ack of generation %d not delivered within %.0f s", ack.generation, self.settings.kafka.timeout_s)
+    @staticmethod
+    def _ack(control: ControlClient, ack: CommandAck) -> None:
+        control.send_ack(ack)
         error = f" ({ack.error})" if ack.error else ""
         log.info("ack generation %d: %s, running %s%s", ack.generation, ack.status, ack.applied, error)
-
-    @staticmethod
-    def _commit(consumer: Consumer, offsets: list[TopicPartition]) -> None:
-        if not offsets:
-            return
-        try:
-            consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            # Only costs a repeated dead letter or ack after a restart, never a wrong state.
-            log.warning("could not commit control topic offsets: %s", exc)
-
-    @staticmethod
-    def _consumer_error(msg: Message) -> bool:
-        if msg.error() is None:
-            return False
-        log.warning("control topic: %s", msg.error())
-        return True
 
     # Workers
 

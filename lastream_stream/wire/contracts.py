@@ -1,8 +1,12 @@
 """Wire messages between the parts of LaStream: JSON on Kafka, one pydantic model each.
 
-Every message carries ``schema_version`` (absent, it is 1, as the published schemas say); a
-consumer that meets a version it does not know sends the message to the dead-letter topic
-instead of guessing (see ``deadletter.py``).
+Every message carries ``schema_version`` (absent, it is the model's current version, as the
+published schemas say); a consumer that meets a version it does not know sends the message
+to the dead-letter topic instead of guessing (see ``deadletter.py``).
+
+Versions: ``ScalingCommand`` is at 2 (``target`` names every operator the issuer scales,
+``changed`` the ones it changes); version 1 named only the changes and is still read, as a
+command whose every named operator changed. Every other message is at 1.
 Validation bounds are deliberately generous but finite: a report claiming 10^12 records in
 one interval is a broken producer, not a busy one, and must not steer scaling decisions.
 """
@@ -11,12 +15,13 @@ from __future__ import annotations
 
 import re
 import time
+import typing
 import uuid
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # of every message but ScalingCommand
 
 # Upper bounds that no real operator instance reaches in one reporting interval.
 MAX_RECORDS_PER_INTERVAL = 1_000_000_000
@@ -39,6 +44,14 @@ class WireMessage(BaseModel):
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
+
+    @classmethod
+    def readable_versions(cls) -> tuple[int, ...]:
+        return typing.get_args(cls.model_fields["schema_version"].annotation)
+
+    @classmethod
+    def current_version(cls) -> int:
+        return cls.model_fields["schema_version"].default
 
 
 class MetricsReport(WireMessage):
@@ -86,20 +99,40 @@ class MetricsReport(WireMessage):
 
 
 class ScalingCommand(WireMessage):
-    """Target parallelism per operator for one app. Keyed by app on the compacted control topic."""
+    """The desired parallelism of one app. Keyed by app on the compacted control topic, so
+    the latest command per app is its whole desired state."""
 
+    schema_version: Literal[1, 2] = 2
     app: str = Name
     decision_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1)
     generation: int = Field(ge=1, description="strictly increasing per app")
-    target: dict[str, int] = Field(min_length=1)
+    target: dict[str, int] = Field(
+        min_length=1,
+        description="parallelism of every operator the issuer scales (version 1: only of those that change); "
+        "operators it does not name keep theirs",
+    )
+    changed: list[str] = Field(
+        default_factory=list,
+        description="the operators of target whose parallelism this command changes; on version 1, every one",
+    )
     reason: str = ""
     issued_at: float = Field(default_factory=time.time)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_version_1(cls, data: object) -> object:
+        # A version-1 command named only the operators it changed.
+        if isinstance(data, dict) and data.get("schema_version") == 1 and isinstance(data.get("target"), dict):
+            return {**data, "changed": sorted(data["target"])}
+        return data
+
     @model_validator(mode="after")
-    def _positive(self) -> ScalingCommand:
+    def _consistent(self) -> ScalingCommand:
         for op, n in self.target.items():
             if not 1 <= n <= MAX_PARALLELISM:
                 raise ValueError(f"target parallelism of {op!r} out of range: {n}")
+        if unknown := sorted(set(self.changed) - set(self.target)):
+            raise ValueError(f"changed names operator(s) without a target: {', '.join(unknown)}")
         return self
 
 

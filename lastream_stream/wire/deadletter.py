@@ -16,7 +16,7 @@ from typing import TypeVar
 from confluent_kafka import Message, Producer
 from pydantic import ValidationError
 
-from lastream_stream.wire.contracts import SCHEMA_VERSION, DeadLetter, WireMessage
+from lastream_stream.wire.contracts import DeadLetter, WireMessage
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,11 @@ def parse(model: type[M], payload: bytes | None) -> M:
         raise BadMessage(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadMessage(f"expected a JSON object, got {type(data).__name__}")
-    # Absent means version 1, as the published schemas say: a producer written from them may omit it.
-    version = data.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
-        raise BadMessage(f"unknown schema_version {version!r} (this consumer reads {SCHEMA_VERSION})")
+    # Absent means the current version, as the published schemas say: a producer written from them may omit it.
+    version = data.get("schema_version", model.current_version())
+    if version not in model.readable_versions():
+        readable = ", ".join(map(str, model.readable_versions()))
+        raise BadMessage(f"unknown schema_version {version!r} of {model.__name__} (this consumer reads {readable})")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
