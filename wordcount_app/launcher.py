@@ -147,6 +147,20 @@ def ensure_broker(settings: LastreamSettings) -> LastreamSettings:
     return settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"bootstrap": status.bootstrap})})
 
 
+def broker_left_running(settings: LastreamSettings) -> str | None:
+    """What to tell the user about the local broker, which outlives the run so the next one
+    starts in seconds: it holds the topics and the app's desired state."""
+    if os.environ.get("LASTREAM_KAFKA_BOOTSTRAP"):
+        return None
+    status = LocalBroker(settings.broker).status()
+    if not status.running:
+        return None
+    return (
+        f"The local Kafka broker (pid {status.pid}, {status.bootstrap}) is left running for the next run; "
+        "stop it with `.venv/bin/lastream kafka stop` (or `make kafka-stop`)."
+    )
+
+
 def wordcount_up(
     settings: LastreamSettings,
     wc: WordCountSettings,
@@ -170,6 +184,8 @@ def wordcount_up(
     finally:
         monitor.stop()
         pipeline.stop()
+    if note := broker_left_running(settings):
+        Console().print(note)
 
 
 def up(
@@ -212,6 +228,8 @@ def up(
     graph = monitor.window.graph(wc.app)  # the follow thread has stopped: no lock needed
     summary = summarise(agent, wc.app, graph, tracker, started)
     console.print(summary_table(summary))
+    if note := broker_left_running(settings):
+        console.print(note)
     return summary
 
 
