@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from importlib.metadata import entry_points
 
 import click
@@ -106,6 +107,29 @@ def schemas_export(out: str | None) -> None:
 
 
 main.add_command(supervisor_command)
+
+
+@main.command("watch")
+@click.option("--app", required=True, help="The app to watch (its name in the metrics reports).")
+@click.pass_obj
+def watch(settings: LastreamSettings, app: str) -> None:
+    """Live view of one app until Ctrl-C: each operator's instances, rates, busy ratio, lag
+    and latency, and the agent's latest decisions, read from the metrics and decisions topics."""
+    from rich.live import Live
+
+    from lastream_stream.tools.dashboard import AppMonitor
+
+    KafkaClients(settings.kafka).ensure_reachable()
+    monitor = AppMonitor(settings, app, decisions_kept=10).start()
+    try:
+        with Live(monitor.render(), refresh_per_second=1, console=console) as live:
+            while True:
+                time.sleep(1.0)
+                live.update(monitor.render())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        monitor.stop()
 
 
 @main.command("agent")
