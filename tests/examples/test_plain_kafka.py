@@ -1,0 +1,181 @@
+"""The shipped plain confluent-kafka example (``examples/plain_kafka``) scaled by LaStream on
+real parts: the broker, worker processes, the supervisor or the app's own ControlClient, the agent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from lastream_stream.agent.controller import ControllerSettings
+from lastream_stream.agent.service import AgentService, AgentServiceSettings
+from lastream_stream.kafka.clients import KafkaClients
+from lastream_stream.settings import LastreamSettings
+from lastream_stream.supervisor import service as supervisor
+from lastream_stream.supervisor.config import SupervisorSettings
+from lastream_stream.supervisor.spec import AppSpec
+from lastream_stream.wire.contracts import CommandAck, MetricsReport, ScalingCommand
+from lastream_stream.wire.deadletter import parse
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "plain_kafka"
+
+
+def lastream_env(settings: LastreamSettings) -> dict[str, str]:
+    """What a process needs to reach this test's broker and topics."""
+    env = {"LASTREAM_KAFKA_BOOTSTRAP": settings.kafka.bootstrap}
+    env.update({f"LASTREAM_TOPIC_{name.upper()}": str(v) for name, v in settings.topics.model_dump().items()})
+    return env
+
+
+@pytest.fixture
+def shop_env(settings) -> dict[str, str]:
+    return lastream_env(settings) | {"SHOP_PREFIX": f"shop-{uuid.uuid4().hex[:8]}", "SHOP_REPORT_S": "1"}
+
+
+@pytest.fixture
+def start(tmp_path):
+    """Starts example scripts as real processes; stops them with SIGTERM at the end."""
+    procs: list[subprocess.Popen] = []
+
+    def run(script: str, *args: str, env: dict[str, str]) -> subprocess.Popen:
+        with open(tmp_path / f"{script}-{len(procs)}.log", "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, str(EXAMPLE / script), *args], env=os.environ | env, stdout=log, stderr=log, cwd=REPO
+            )
+        procs.append(proc)
+        return proc
+
+    yield run
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+class Follow:
+    """Reads a topic from its start in a thread, decoding each message with ``model``."""
+
+    def __init__(self, clients: KafkaClients, topic: str, model):
+        self.items: list = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(clients, topic, model), daemon=True)
+        self._thread.start()
+
+    def _run(self, clients, topic, model):
+        with clients.consumer(f"follow-{uuid.uuid4().hex[:8]}", [topic]) as consumer:
+            while not self._stop.is_set():
+                msg = consumer.poll(0.2)
+                if msg is not None and msg.error() is None:
+                    self.items.append(parse(model, msg.value()))
+
+    def wait(self, condition, timeout_s: float, what: str):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if found := [item for item in list(self.items) if condition(item)]:
+                return found
+            time.sleep(0.2)
+        raise AssertionError(f"no {what} within {timeout_s:.0f} s; last seen: {self.items[-5:]}")
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(10)
+
+
+@pytest.fixture
+def follow(clients):
+    made = []
+
+    def make(topic, model) -> Follow:
+        made.append(Follow(clients, topic, model))
+        return made[-1]
+
+    yield make
+    for f in made:
+        f.close()
+
+
+def instances(reports: list[MetricsReport], operator: str, since: float) -> set[str]:
+    return {r.instance_id for r in reports if r.operator == operator and r.interval_start >= since}
+
+
+@pytest.mark.timeout(300)
+def test_the_self_scaling_variant_applies_commands_and_acks_them(settings, clients, shop_env, start, follow):
+    acks = follow(settings.topics.acks, CommandAck)
+    reports = follow(settings.topics.metrics, MetricsReport)
+    start("shop.py", "orders", env=shop_env | {"SHOP_RATE": "10"})
+    start("self_scaling.py", env=shop_env | {"SHOP_PARSER_MS": "20"})
+    reports.wait(lambda r: r.operator == "tally", 60, "report from the tally")
+
+    def publish(generation, **target):
+        command = ScalingCommand(app="shop", generation=generation, target=target, changed=sorted(target))
+        with clients.producer() as producer:
+            producer.produce(settings.topics.control, key=b"shop", value=command.to_bytes())
+        return time.time()
+
+    sent = publish(1, parser=3, tally=1)
+    (ack,) = acks.wait(lambda a: a.generation == 1, 60, "ack of generation 1")
+    assert (ack.status, ack.applied, ack.clamped) == ("applied", {"parser": 3, "tally": 1}, {})
+
+    def three_parsers(report):
+        return len(instances(reports.items, "parser", sent)) == 3 and report.parallelism == 3
+
+    reports.wait(three_parsers, 60, "reports from three parser instances saying parallelism 3")
+
+    sent = publish(2, parser=1, tally=12)
+    (ack,) = acks.wait(lambda a: a.generation == 2, 60, "ack of generation 2")
+    assert (ack.status, ack.applied, ack.clamped) == ("applied", {"parser": 1, "tally": 8}, {"tally": 12})
+    reports.wait(
+        lambda r: r.operator == "parser" and r.interval_start > sent + 2 and r.parallelism == 1,
+        60,
+        "a parser report saying parallelism 1",
+    )
+
+
+@pytest.mark.timeout(600)
+def test_under_the_supervisor_and_the_agent_the_example_scales_out_then_in(
+    settings, clients, shop_env, tmp_path, monkeypatch, follow
+):
+    """20 orders/s at 100 ms each needs 2 parsers or more; after the drop to 3/s, one suffices."""
+    monkeypatch.chdir(REPO)  # the spec's commands are relative to the repository, as the README runs them
+    spec = AppSpec.from_yaml(EXAMPLE / "shop.yaml")
+    env = shop_env | {"SHOP_RATE": "0:20,100:3", "SHOP_PARSER_MS": "100"}
+    spec = spec.model_copy(
+        update={"operators": {op: w.model_copy(update={"env": w.env | env}) for op, w in spec.operators.items()}}
+    )
+    acks = follow(settings.topics.acks, CommandAck)
+    stop = threading.Event()
+    sup = threading.Thread(
+        target=supervisor.run,
+        args=(settings, spec, stop, SupervisorSettings(home=tmp_path / "supervisor", settle_s=0.5)),
+        daemon=True,
+    )
+    controller = ControllerSettings(window_s=8.0, warmup_s=5.0, outcome_s=16.0, train_steps=5, stabilisation_s=30.0)
+    agent = AgentService(
+        settings, AgentServiceSettings(checkpoint=tmp_path / "agent.pt", llm=False, controller=controller)
+    )
+    agent_thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    sup.start()
+    agent_thread.start()
+    try:
+        out = acks.wait(lambda a: a.status == "applied" and a.applied.get("parser", 1) >= 2, 150, "a scale-out")[0]
+        assert out.applied["orders"] == 1  # the source is not the agent's to scale
+        acks.wait(
+            lambda a: a.generation > out.generation and a.applied.get("parser", 9) < out.applied["parser"],
+            300,
+            "a scale-in after the rate drop",
+        )
+    finally:
+        stop.set()
+        agent_thread.join(30)
+        sup.join(60)
