@@ -110,7 +110,6 @@ def schemas_export(out: str | None) -> None:
     "--write",
     "target",
     type=click.Path(exists=True, dir_okay=False),
-    default=None,
     help="Rewrite the table between <!-- settings:start --> and <!-- settings:end --> in this file (e.g. README.md) instead of printing it.",
 )
 def settings_command(target: str | None) -> None:
