@@ -3,32 +3,61 @@
 Each group has its own prefix so the names read naturally in a shell:
 ``LASTREAM_KAFKA_BOOTSTRAP``, ``LASTREAM_TOPIC_METRICS``, ``LASTREAM_BROKER_PORT`` ...
 Every default path on disk derives from ``LASTREAM_HOME`` (``~/.cache/lastream``).
+Every field carries a ``description``: ``lastream settings`` renders them as the README's table.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+class HomeSettings(BaseSettings):
+    """Where LaStream keeps its files."""
+
+    # An empty LASTREAM_HOME counts as unset, as a shell's `LASTREAM_HOME= cmd` intends.
+    model_config = SettingsConfigDict(env_prefix="LASTREAM_", env_ignore_empty=True, extra="ignore")
+
+    home: Path = Field(
+        default=Path("~/.cache/lastream"),
+        description="Directory every default path derives from: the broker's jars and data, the supervisor's run directories (`supervisor/`), the agent's checkpoint (`agent/checkpoint.pt`), process logs (`logs/`).",
+    )
+
+
+def lastream_home() -> Path:
+    """Where LaStream keeps its files unless told otherwise: the broker's jars and data, the
+    supervisor's run directories, the agent's checkpoint, process logs."""
+    return HomeSettings().home.expanduser()
+
+
 class KafkaSettings(BaseSettings):
-    """How to reach the Kafka cluster. Secrets stay ``SecretStr`` until handed to librdkafka."""
+    """How to reach the Kafka cluster.
+
+    Secrets stay ``SecretStr`` until handed to librdkafka."""
 
     model_config = SettingsConfigDict(env_prefix="LASTREAM_KAFKA_", extra="ignore")
 
-    bootstrap: str = "127.0.0.1:9092"
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    client_id: str = "lastream"
-    # Bounds how long any call waits on an unreachable cluster before it raises.
-    timeout_s: float = Field(default=10.0, gt=0)
-    # Extra librdkafka options, e.g. LASTREAM_KAFKA_EXTRA='{"ssl.ca.location": "/ca.pem"}'.
-    extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    bootstrap: str = Field(default="127.0.0.1:9092", description="Bootstrap servers of the Kafka cluster.")
+    security_protocol: str = Field(
+        default="PLAINTEXT", description="librdkafka `security.protocol`: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    sasl_mechanism: str | None = Field(
+        default=None, description="librdkafka `sasl.mechanism`, e.g. PLAIN or SCRAM-SHA-512."
+    )
+    sasl_username: str | None = Field(default=None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password; a secret, never logged.")
+    client_id: str = Field(default="lastream", description="Client id the clients give the broker.")
+    timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long any client waits for an unreachable cluster before it stops with a clear error.",
+    )
+    extra: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description='Extra librdkafka options, e.g. `{"ssl.ca.location": "/ca.pem"}`.',
+    )
 
 
 class TopicSettings(BaseSettings):
@@ -36,23 +65,19 @@ class TopicSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LASTREAM_TOPIC_", extra="ignore")
 
-    metrics: str = "lastream.metrics"
-    control: str = "lastream.control"
-    acks: str = "lastream.acks"
-    decisions: str = "lastream.decisions"
-    deadletter: str = "lastream.deadletter"
-    metrics_partitions: int = Field(default=4, ge=1)
-    control_partitions: int = Field(default=1, ge=1)
-    acks_partitions: int = Field(default=1, ge=1)
-    decisions_partitions: int = Field(default=1, ge=1)
-    deadletter_partitions: int = Field(default=1, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
-
-
-def lastream_home() -> Path:
-    """Where LaStream keeps its files unless told otherwise: the broker's jars and data, the
-    supervisor's run directories, the agent's checkpoint, process logs."""
-    return Path(os.environ.get("LASTREAM_HOME") or Path.home() / ".cache" / "lastream")
+    metrics: str = Field(default="lastream.metrics", description="Topic the apps' workers publish metrics reports to.")
+    control: str = Field(default="lastream.control", description="Compacted topic of scaling commands, keyed by app.")
+    acks: str = Field(default="lastream.acks", description="Topic of the supervisors' command acknowledgements.")
+    decisions: str = Field(default="lastream.decisions", description="Topic of the agent's decision records.")
+    deadletter: str = Field(
+        default="lastream.deadletter", description="Topic that malformed messages go to, with the reason."
+    )
+    metrics_partitions: int = Field(default=4, ge=1, description="Partitions of the metrics topic.")
+    control_partitions: int = Field(default=1, ge=1, description="Partitions of the control topic.")
+    acks_partitions: int = Field(default=1, ge=1, description="Partitions of the acks topic.")
+    decisions_partitions: int = Field(default=1, ge=1, description="Partitions of the decisions topic.")
+    deadletter_partitions: int = Field(default=1, ge=1, description="Partitions of the dead-letter topic.")
+    replication_factor: int = Field(default=1, ge=1, description="Replication factor of the topics LaStream creates.")
 
 
 class BrokerSettings(BaseSettings):
@@ -60,18 +85,22 @@ class BrokerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LASTREAM_BROKER_", extra="ignore")
 
-    kafka_version: str = "3.9.1"
-    home: Path = Field(default_factory=lastream_home)
-    port: int = 9092
-    controller_port: int = 9093
-    heap: str = "768m"
-    start_timeout_s: float = Field(default=90.0, gt=0)
+    kafka_version: str = Field(default="3.9.1", description="Apache Kafka version Maven fetches.")
+    home: Path = Field(default_factory=lastream_home, description="Directory of the broker's jars, data and log.")
+    port: int = Field(default=9092, description="Port of the broker's client listener on 127.0.0.1.")
+    controller_port: int = Field(default=9093, description="Port of the KRaft controller listener on 127.0.0.1.")
+    heap: str = Field(default="768m", description="Java heap of the broker (`-Xmx`).")
+    start_timeout_s: float = Field(
+        default=90.0, gt=0, description="How long `lastream kafka start` waits for the broker to answer."
+    )
 
 
 class LastreamSettings(BaseSettings):
+    """Every command's settings; Kafka, the topics and the local broker read their own prefixes."""
+
     model_config = SettingsConfigDict(env_prefix="LASTREAM_", extra="ignore")
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
-    log_level: str = "INFO"
+    log_level: str = Field(default="INFO", description="Log level of every command: DEBUG, INFO or WARNING.")

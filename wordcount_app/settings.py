@@ -25,24 +25,36 @@ UPSTREAMS: dict[str, list[str]] = {"source": [], "splitter": ["source"], "counte
 
 
 class WordCountSettings(BaseSettings):
+    """WordCount, the reference app (`lastream wordcount`, `lastream up`)."""
+
     model_config = SettingsConfigDict(env_prefix="LASTREAM_WC_", extra="ignore")
 
-    app: str = "wordcount"
-    # Prefix of topic names and Faust app ids (= consumer groups); tests make it unique.
-    prefix: str = "wc"
-    partitions: int = Field(default=8, ge=1)
-    rate: float = Field(default=10.0, gt=0, description="sentences per second from the source")
-    # e.g. "0:100,60:250,120:50" (seconds:rate steps) or "sine:100,50,120" (base, amplitude, period s)
-    schedule: str | None = None
-    # Send the corpus this many times then stop (0 = forever): gives tests a finite input.
-    repeat: int = Field(default=0, ge=0)
-    cost_splitter_ms: float = Field(default=150.0, ge=0)
-    cost_counter_ms: float = Field(default=20.0, ge=0)
-    cost_sink_ms: float = Field(default=1.0, ge=0)
-    metrics_interval_s: float = Field(default=2.0, gt=0)
-    metrics_enabled: bool = True
-    topk: int = Field(default=10, ge=1)
-    topk_interval_s: float = Field(default=5.0, gt=0)
+    app: str = Field(default="wordcount", description="App name in metrics reports and scaling commands.")
+    prefix: str = Field(
+        default="wc",
+        description="Prefix of the topic names and the Faust app ids (one consumer group per operator); tests make it unique.",
+    )
+    partitions: int = Field(default=8, ge=1, description="Partitions of each topic: the most instances of an operator.")
+    rate: float = Field(default=10.0, gt=0, description="Sentences per second from the source.")
+    schedule: str | None = Field(
+        default=None,
+        description="Source rate over time instead of `rate`: `0:100,60:250,120:50` (seconds:rate steps) or `sine:100,50,120` (base, amplitude, period in seconds).",
+    )
+    # Gives tests a finite input.
+    repeat: int = Field(default=0, ge=0, description="Send the corpus this many times, then stop; 0 sends forever.")
+    cost_splitter_ms: float = Field(default=150.0, ge=0, description="Splitter's cost per sentence, ms (a wait).")
+    cost_counter_ms: float = Field(default=20.0, ge=0, description="Counter's cost per word, ms (a wait).")
+    cost_sink_ms: float = Field(default=1.0, ge=0, description="Sink's cost per count update, ms (a wait).")
+    metrics_interval_s: float = Field(
+        default=2.0, gt=0, description="How often each worker publishes its metrics report, seconds."
+    )
+    metrics_enabled: bool = Field(
+        default=True, description="Workers publish metrics reports; off only to measure what the reporting costs."
+    )
+    topk: int = Field(default=10, ge=1, description="Number of top words the sink publishes.")
+    topk_interval_s: float = Field(
+        default=5.0, gt=0, description="How often the sink publishes the top words, seconds."
+    )
 
     def topic(self, name: str) -> str:
         return f"{self.prefix}.{name}"

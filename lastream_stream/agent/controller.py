@@ -50,6 +50,7 @@ import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import ClassVar
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -83,44 +84,60 @@ class ControllerSettings(BaseSettings):
     """Guard rails and timing of the decision cycle (``LASTREAM_CONTROLLER_*``)."""
 
     model_config = SettingsConfigDict(env_prefix="LASTREAM_CONTROLLER_", extra="ignore")
+    # These settings were LASTREAM_AGENT_* before the agent's and the controller's settings got a prefix each;
+    # an old name still set is ignored with a warning.
+    renamed_from: ClassVar[str] = "LASTREAM_AGENT_"
 
-    window_s: float = Field(default=10.0, gt=0, description="a full window of reports, seconds")
-    warmup_s: float = Field(default=6.0, ge=0, description="ignore reports this long after a rescale")
-    cooldown_s: float = Field(default=0.0, ge=0, description="minimum time between two commands")
-    ack_timeout_s: float = Field(default=90.0, gt=0)
+    window_s: float = Field(
+        default=10.0, gt=0, description="Length of the window of reports a decision is made on, seconds."
+    )
+    warmup_s: float = Field(default=6.0, ge=0, description="Reports this long after a rescale are ignored, seconds.")
+    cooldown_s: float = Field(default=0.0, ge=0, description="Least time between two commands, seconds.")
+    ack_timeout_s: float = Field(
+        default=90.0, gt=0, description="Seconds to wait for a command's ack before observing again without it."
+    )
     restart_timeout_s: float = Field(
-        default=60.0, gt=0, description="decide again after this long even if a new instance never got input"
+        default=60.0,
+        gt=0,
+        description="Decide again after this long even if a new instance never got input, seconds.",
     )
     # A guard against a wild proposal, not a pace: a step that DS2 needs should go in one restart.
-    max_step: int = Field(default=64, ge=1, description="largest change of one operator per command")
+    max_step: int = Field(default=64, ge=1, description="Largest change of one operator's parallelism per command.")
     stabilisation_s: float = Field(
         default=120.0,
         ge=0,
-        description="no reversal of an operator's last change within this long, unless it falls behind; no scale-in below its peak need over this long",
+        description="No reversal of an operator's last change within this long, unless it falls behind; no scale-in below its peak need over this long. Seconds.",
     )
     drain_backlog_s: float = Field(
-        default=5.0, ge=0, description="no scale-in while the app's backlog exceeds this many seconds of input"
+        default=5.0, ge=0, description="No scale-in while the app's backlog exceeds this many seconds of input."
     )
     latency_target_ms: dict[str, float] = Field(
-        default_factory=dict, description="per app, ms; the reward's default for the others"
+        default_factory=dict,
+        description='Latency target of the reward per app, ms, e.g. `{"wordcount": 500}`; the reward\'s default for the others.',
     )
-    min_parallelism: dict[str, int] = Field(default_factory=dict)
-    max_parallelism: dict[str, int] = Field(default_factory=dict)
-    dry_run: bool = False
-    train_steps: int = Field(default=20, ge=0)
+    min_parallelism: dict[str, int] = Field(
+        default_factory=dict, description='Least parallelism per operator, e.g. `{"counter": 2}`; 1 for the others.'
+    )
+    max_parallelism: dict[str, int] = Field(
+        default_factory=dict,
+        description="Most parallelism per operator; the others are capped by their partitions only.",
+    )
+    dry_run: bool = Field(default=False, description="Publish recommendations to the decisions topic, never commands.")
+    train_steps: int = Field(
+        default=20, ge=0, description="Mini-batch updates on the replay buffer after each measured outcome."
+    )
     # As long as pretraining simulates a scheme before holding its last interval (simulate_s).
     outcome_s: float = Field(
         default=120.0,
         gt=0,
-        description="seconds of windows a decision is judged on; replaced sooner, on those it ran for",
+        description="Seconds of windows a decision is judged on; one replaced sooner, on those it ran for.",
     )
 
     def model_post_init(self, context: object) -> None:
-        # These were LASTREAM_AGENT_* before the agent's and the controller's settings got a prefix each.
         if renamed := [
-            f"LASTREAM_AGENT_{name.upper()}"
+            f"{self.renamed_from}{name.upper()}"
             for name in type(self).model_fields
-            if f"LASTREAM_AGENT_{name.upper()}" in os.environ
+            if f"{self.renamed_from}{name.upper()}" in os.environ
         ]:
             log.warning("%s ignored: the decision cycle's settings are LASTREAM_CONTROLLER_* now", ", ".join(renamed))
 

@@ -36,14 +36,25 @@ log = logging.getLogger(__name__)
 
 
 class AgentServiceSettings(BaseSettings):
+    """The agent service (`lastream agent`); its decision cycle's settings are `LASTREAM_CONTROLLER_*`."""
+
     model_config = SettingsConfigDict(env_prefix="LASTREAM_AGENT_", extra="ignore")
 
-    checkpoint: Path = Field(default_factory=lambda: lastream_home() / "agent" / "checkpoint.pt")
-    apps: list[str] = Field(default_factory=list, description="apps to scale; empty means every app that reports")
-    tick_s: float = Field(default=0.5, gt=0)
-    llm: bool = Field(default=True, description="add DeepSeek candidates when DEEPSEEK_API_KEY is set")
+    checkpoint: Path = Field(
+        default_factory=lambda: lastream_home() / "agent" / "checkpoint.pt",
+        description="The agent's own model and replay checkpoint; until it exists, the shipped pretrained model is used.",
+    )
+    apps: list[str] = Field(
+        default_factory=list, description='Apps to scale, e.g. `["wordcount"]`; empty means every app that reports.'
+    )
+    tick_s: float = Field(default=0.5, gt=0, description="How often each app's decision cycle runs, seconds.")
+    llm: bool = Field(
+        default=True, description="Add the LLM's candidates when its API key is set (see `LASTREAM_LLM_*`)."
+    )
     restart_s: float = Field(
-        default=5.0, ge=0, description="seconds a rescaled operator pauses (start, rebalance): what a change costs"
+        default=5.0,
+        ge=0,
+        description="Seconds a rescaled operator pauses (start, rebalance), assumed until one is measured: what a change costs.",
     )
     controller: ControllerSettings = Field(default_factory=ControllerSettings)
 

@@ -33,25 +33,39 @@ _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
 class LLMConfig(BaseSettings):
-    """Any OpenAI-compatible chat endpoint (``LASTREAM_LLM_*``): DeepSeek by default, or a
-    local model server, e.g. ``LASTREAM_LLM_BASE_URL=http://localhost:11434/v1``,
+    """The LLM candidate generator's endpoint: any OpenAI-compatible chat API.
+
+    DeepSeek by default, or a local model server, e.g. ``LASTREAM_LLM_BASE_URL=http://localhost:11434/v1``,
     ``LASTREAM_LLM_MODEL=qwen2.5``, ``LASTREAM_LLM_API_KEY_ENV=OLLAMA_KEY``."""
 
     model_config = SettingsConfigDict(env_prefix="LASTREAM_LLM_", extra="forbid")
 
-    base_url: str = "https://api.deepseek.com"
-    model: str = "deepseek-chat"
-    # Given directly, or read from the environment variable named by ``api_key_env``.
-    api_key: SecretStr | None = None
-    api_key_env: str = "DEEPSEEK_API_KEY"
-    n_schemes: int = Field(default=10, ge=1, le=64)
+    base_url: str = Field(
+        default="https://api.deepseek.com", description="Base URL of the OpenAI-compatible chat endpoint."
+    )
+    model: str = Field(default="deepseek-chat", description="Chat model asked for candidate schemes.")
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="API key of the endpoint; a secret, never logged. When unset, read from `api_key_env`.",
+    )
+    api_key_env: str = Field(
+        default="DEEPSEEK_API_KEY",
+        description="Name of the environment variable holding the API key; LLM candidates are off while it is empty.",
+    )
+    n_schemes: int = Field(default=10, ge=1, le=64, description="Candidate schemes asked for per decision.")
     # A decision waits for this answer: keep it short, and never retry inside one decision.
-    timeout_s: float = Field(default=10.0, gt=0)
-    temperature: float = Field(default=0.7, ge=0, le=2)
-    max_tokens: int = Field(default=2000, ge=64)
-    # Ask for a JSON object response; turn off for servers that reject ``response_format``.
-    json_mode: bool = True
-    history_shown: int = Field(default=5, ge=0)
+    timeout_s: float = Field(
+        default=10.0, gt=0, description="Seconds a decision waits for the model's answer (no retries)."
+    )
+    temperature: float = Field(default=0.7, ge=0, le=2, description="Sampling temperature of the model.")
+    max_tokens: int = Field(default=2000, ge=64, description="Most tokens of the model's answer.")
+    json_mode: bool = Field(
+        default=True,
+        description="Ask for a JSON object response (`response_format`); set false for servers that reject it.",
+    )
+    history_shown: int = Field(
+        default=5, ge=0, description="Past decisions and their rewards shown to the model in its prompt."
+    )
 
     def resolved_key(self) -> SecretStr | None:
         if self.api_key is not None:

@@ -1,4 +1,4 @@
-"""``python -m lastream_stream.supervisor --app NAME [--spec FILE]``: same as ``lastream supervisor``."""
+"""``python -m lastream_stream.supervisor (--spec FILE | --app NAME)``: same as ``lastream supervisor``."""
 
 import logging
 import sys

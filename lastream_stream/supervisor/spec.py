@@ -11,13 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # The names scaling commands can carry; operator names also become file names in the run dir.
 from lastream_stream.wire.contracts import NAME_PATTERN
 
 
 class WorkerSpec(BaseModel):
+    # A misspelt optional key (``scaleable``) must not silently fall back to its default.
+    model_config = ConfigDict(extra="forbid")
+
     command: list[str] = Field(min_length=1)
     partitions: int = Field(ge=1, description="partition count of the input topic: the parallelism cap")
     scalable: bool = True
@@ -25,6 +28,8 @@ class WorkerSpec(BaseModel):
 
 
 class AppSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     app: str
     operators: dict[str, WorkerSpec] = Field(min_length=1)
 

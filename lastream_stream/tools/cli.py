@@ -106,6 +106,33 @@ def schemas_export(out: str | None) -> None:
         console.print(f"wrote {path}")
 
 
+@main.command("settings")
+@click.option(
+    "--write",
+    "target",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Rewrite the table between <!-- settings:start --> and <!-- settings:end --> in this file (e.g. README.md) instead of printing it.",
+)
+def settings_command(target: str | None) -> None:
+    """Print every LASTREAM_* setting, its default and meaning, as one markdown table.
+
+    Rendered from the settings classes, installed apps' included (entry-point group lastream.settings)."""
+    from pathlib import Path
+
+    from lastream_stream.tools import settings_table
+
+    rendered = settings_table.table(settings_table.settings_classes())
+    if target is None:
+        click.echo(rendered, nl=False)
+        return
+    path = Path(target)
+    try:
+        path.write_text(settings_table.replace_region(path.read_text(), rendered))
+    except ValueError as exc:
+        raise click.ClickException(f"{path}: {exc}") from exc
+    console.print(f"wrote the settings table into {path}")
+
+
 main.add_command(supervisor_command)
 
 

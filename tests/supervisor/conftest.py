@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import threading
@@ -121,6 +122,27 @@ class Workers:
         for pid in [pid for pids in self._processes().values() for pid in pids]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def supervisor_env(settings: LastreamSettings, config: SupervisorSettings) -> dict[str, str]:
+    """The environment of a supervisor process that uses the test's topics and run directory."""
+    return os.environ | {
+        "LASTREAM_KAFKA_BOOTSTRAP": settings.kafka.bootstrap,
+        "LASTREAM_TOPIC_CONTROL": settings.topics.control,
+        "LASTREAM_TOPIC_ACKS": settings.topics.acks,
+        "LASTREAM_TOPIC_DEADLETTER": settings.topics.deadletter,
+        "LASTREAM_SUPERVISOR_HOME": str(config.home),
+        "LASTREAM_SUPERVISOR_SETTLE_S": str(config.settle_s),
+        "LASTREAM_SUPERVISOR_TICK_S": str(config.tick_s),
+        "COLUMNS": "200",  # rich wraps log lines at the terminal width
+    }
+
+
+def start_supervisor(args: list[str], env: dict[str, str], log_file) -> subprocess.Popen:
+    """``python -m lastream_stream.supervisor`` with ``args``, its output appended to ``log_file``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "lastream_stream.supervisor", *args], env=env, stdout=log_file, stderr=subprocess.STDOUT
+    )
 
 
 @pytest.fixture

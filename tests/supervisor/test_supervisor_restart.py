@@ -3,20 +3,9 @@ and adopts the workers it left running, without duplicating any."""
 
 import os
 import signal
-import subprocess
-import sys
 
 import yaml
-from conftest import APP, command, publish, wait_for
-
-
-def start_supervisor(spec_file, env, log_file):
-    return subprocess.Popen(
-        [sys.executable, "-m", "lastream_stream.supervisor", "--app", APP, "--spec", str(spec_file)],
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
+from conftest import APP, command, publish, start_supervisor, supervisor_env, wait_for
 
 
 def test_restarted_supervisor_adopts_workers_and_restores_parallelism(
@@ -24,20 +13,12 @@ def test_restarted_supervisor_adopts_workers_and_restores_parallelism(
 ):
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(workers.spec().model_dump()))
-    env = os.environ | {
-        "LASTREAM_KAFKA_BOOTSTRAP": settings.kafka.bootstrap,
-        "LASTREAM_TOPIC_CONTROL": settings.topics.control,
-        "LASTREAM_TOPIC_ACKS": settings.topics.acks,
-        "LASTREAM_TOPIC_DEADLETTER": settings.topics.deadletter,
-        "LASTREAM_SUPERVISOR_HOME": str(sup_config.home),
-        "LASTREAM_SUPERVISOR_SETTLE_S": "0.3",
-        "LASTREAM_SUPERVISOR_TICK_S": "0.05",
-        "COLUMNS": "200",  # rich wraps log lines at the terminal width
-    }
+    env = supervisor_env(settings, sup_config)
+    args = ["--app", APP, "--spec", str(spec_file)]
     run_dir = sup_config.run_dir(APP)
     log_path = tmp_path / "supervisor.log"
     with open(log_path, "ab") as log_file:
-        first = start_supervisor(spec_file, env, log_file)
+        first = start_supervisor(args, env, log_file)
         second = None
         try:
             publish(clients, settings, command(1, splitter=3, counter=2))
@@ -58,7 +39,7 @@ def test_restarted_supervisor_adopts_workers_and_restores_parallelism(
             wait_for(lambda: ("splitter", 2) not in workers.live(), what="splitter-2 to die")
             publish(clients, settings, command(2, counter=1))
 
-            second = start_supervisor(spec_file, env, log_file)
+            second = start_supervisor(args, env, log_file)
             ack = acks.next(timeout_s=30)
             # Generation 1 was acknowledged before: the restart acknowledges only what is new.
             assert (ack.generation, ack.status) == (2, "applied"), log_path.read_text()
