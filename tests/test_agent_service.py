@@ -13,7 +13,7 @@ from lastream_stream.agent.controller import ControllerSettings
 from lastream_stream.agent.service import AgentService, AgentServiceSettings, build_agent
 from lastream_stream.policy.base import Decision
 from lastream_stream.policy.ds2 import optimal_parallelism
-from lastream_stream.wire.contracts import CommandAck, DeadLetter, ScalingCommand
+from lastream_stream.wire.contracts import CommandAck, DeadLetter, DecisionRecord, ScalingCommand
 from lastream_stream.wire.deadletter import parse
 
 
@@ -171,3 +171,66 @@ def test_the_last_change_per_operator_survives_an_agent_restart(settings, client
     restarted = AgentService(settings, service_settings, agent=DS2()).controller("flooded")
     direction, at = restarted.stability.last_change["work"]
     assert direction == 1 and abs(at - time.time()) < 120
+
+
+def plain_reports(now: float, started: float) -> list[bytes]:
+    """A plain app as copied from an old README: three 'work' instances that each say
+    parallelism 1, each taking 30 records per useful second at 100% busy, and no source
+    reporting. Each instance's lag grows 10/s, so 3 * 30 + 3 * 10 = 120 records/s arrive:
+    DS2 needs ceil(120 / 30) = 4."""
+    return [
+        sample_report(
+            app="plain",
+            operator="work",
+            instance_id=f"w{i}",
+            interval_end=now,
+            interval_s=1.0,
+            records_in=30,
+            records_out=30,
+            useful_time_s=1.0,
+            lag=500 + round(10 * (now - started)),
+            upstreams=["source"],
+            input_partitions=8,
+            parallelism=1,
+        ).to_bytes()
+        for i in range(3)
+    ]
+
+
+def test_an_app_that_misreports_is_scaled_and_told_why(settings, clients, reader, tmp_path):
+    """Workers that say parallelism 1 while three report, and a source that never reports:
+    the agent decides on the three, sizes 'work' from what arrives in its input, and its
+    published decision names both problems."""
+    service = AgentService(
+        settings,
+        AgentServiceSettings(
+            checkpoint=tmp_path / "unused.pt", llm=False, controller=ControllerSettings(window_s=3.0, warmup_s=0.0)
+        ),
+        agent=DS2(),
+    )
+    stop = threading.Event()
+    published = []
+    thread = threading.Thread(target=service.run, args=(stop, None, lambda a: published.append(a.message)), daemon=True)
+    thread.start()
+    assert service.ready.wait(30), "the agent did not get ready"
+    started = time.time()
+    try:
+        with clients.producer() as producer:
+            deadline = time.monotonic() + 60
+            while not any(isinstance(m, ScalingCommand) for m in published) and time.monotonic() < deadline:
+                for payload in plain_reports(time.time(), started):
+                    producer.produce(settings.topics.metrics, key=b"plain", value=payload)
+                producer.flush(10)
+                time.sleep(1.0)
+    finally:
+        stop.set()
+        thread.join(30)
+    commands = [m for m in published if isinstance(m, ScalingCommand)]
+    assert commands, "the agent made no decision"
+    assert commands[0].target == {"work": 4}
+    (record,) = [parse(DecisionRecord, m.value()) for m in reader(settings.topics.decisions, 1)]
+    assert record.kind == "command" and record.state["work"].parallelism == 3
+    misstated, silent = record.warnings
+    assert misstated.startswith("work: 3 instances report through the window but say parallelism 1; decided on 3")
+    assert silent.startswith("'source' (upstream of work) never reports; taken as an external source of 1")
+    assert "MetricsReporter(operator='source', upstreams=[])" in silent
