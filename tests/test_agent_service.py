@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from factories import sample_report
 
@@ -13,7 +15,7 @@ from lastream_stream.agent.controller import ControllerSettings
 from lastream_stream.agent.service import AgentService, AgentServiceSettings, build_agent
 from lastream_stream.policy.base import Decision
 from lastream_stream.policy.ds2 import optimal_parallelism
-from lastream_stream.wire.contracts import CommandAck, DeadLetter, ScalingCommand
+from lastream_stream.wire.contracts import CommandAck, DeadLetter, DecisionRecord, ScalingCommand
 from lastream_stream.wire.deadletter import parse
 
 
@@ -59,6 +61,41 @@ def honest_reports(now: float) -> list[bytes]:
     ]
 
 
+@contextmanager
+def running_agent(
+    settings, service_settings: AgentServiceSettings
+) -> Iterator[tuple[AgentService, list, threading.Thread]]:
+    """The agent service (DS2's policy) in a thread, ready; the messages it publishes, as it publishes them."""
+    service = AgentService(settings, service_settings, agent=DS2())
+    stop = threading.Event()
+    published = []
+    thread = threading.Thread(target=service.run, args=(stop, None, lambda a: published.append(a.message)), daemon=True)
+    thread.start()
+    assert service.ready.wait(30), "the agent did not get ready"
+    try:
+        yield service, published, thread
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def report_until_a_command(clients, settings, published: list, payloads: Callable[[float], list[bytes]]) -> None:
+    """Publish ``payloads(now)`` as the app's metrics every second until the agent commands (60 s at most)."""
+    with clients.producer() as producer:
+        deadline = time.monotonic() + 60
+        while not any(isinstance(m, ScalingCommand) for m in published) and time.monotonic() < deadline:
+            for payload in payloads(time.time()):
+                producer.produce(settings.topics.metrics, key=b"app", value=payload)  # one partition: in order
+            producer.flush(10)
+            time.sleep(1.0)
+
+
+def short_windows(tmp_path, checkpoint: str = "unused.pt") -> AgentServiceSettings:
+    return AgentServiceSettings(
+        checkpoint=tmp_path / checkpoint, llm=False, controller=ControllerSettings(window_s=3.0, warmup_s=0.0)
+    )
+
+
 def flood(now: float) -> list[bytes]:
     absurd = json.loads(honest_reports(now)[1]) | {"instance_id": "liar", "records_in": 10**12}
     negative = json.loads(honest_reports(now)[1]) | {"instance_id": "liar", "records_in": -50}
@@ -76,35 +113,17 @@ def flood(now: float) -> list[bytes]:
 
 
 def test_metrics_flood_is_dead_lettered_and_does_not_move_the_decision(settings, clients, reader, tmp_path):
-    service = AgentService(
-        settings,
-        AgentServiceSettings(
-            checkpoint=tmp_path / "unused.pt", llm=False, controller=ControllerSettings(window_s=3.0, warmup_s=0.0)
-        ),
-        agent=DS2(),
-    )
-    stop = threading.Event()
-    published = []
-    thread = threading.Thread(target=service.run, args=(stop, None, lambda a: published.append(a.message)), daemon=True)
-    thread.start()
-    assert service.ready.wait(30), "the agent did not get ready"
-    flooded = 0
-    try:
-        with clients.producer() as producer:
-            deadline = time.monotonic() + 60
-            while not any(isinstance(m, ScalingCommand) for m in published) and time.monotonic() < deadline:
-                now = time.time()
-                for payload in honest_reports(now) + flood(now):
-                    producer.produce(settings.topics.metrics, key=b"flooded", value=payload)
-                flooded += len(flood(now))
-                producer.flush(10)
-                time.sleep(1.0)
+    sent: list[bytes] = []
+
+    def flooded(now: float) -> list[bytes]:
+        sent.extend(flood(now))
+        return honest_reports(now) + flood(now)
+
+    with running_agent(settings, short_windows(tmp_path)) as (service, published, thread):
+        report_until_a_command(clients, settings, published, flooded)
         # Every flood message must reach the dead-letter topic while the agent keeps running.
-        letters = [parse(DeadLetter, m.value()) for m in reader(settings.topics.deadletter, flooded)]
+        letters = [parse(DeadLetter, m.value()) for m in reader(settings.topics.deadletter, len(sent))]
         assert thread.is_alive()
-    finally:
-        stop.set()
-        thread.join(30)
     commands = [m for m in published if isinstance(m, ScalingCommand)]
     assert commands, "the agent made no decision"
     assert commands[0].target == {"work": 4}
@@ -131,25 +150,12 @@ def saved_last_change(service: AgentService) -> dict:
 def test_the_last_change_per_operator_survives_an_agent_restart(settings, clients, tmp_path):
     """An applied command's direction and time are saved beside the checkpoint when its ack
     arrives, and a new agent process counts its stabilisation interval from them."""
-    service_settings = AgentServiceSettings(
-        checkpoint=tmp_path / "agent.pt", llm=False, controller=ControllerSettings(window_s=3.0, warmup_s=0.0)
-    )
-    service = AgentService(settings, service_settings, agent=DS2())
-    stop = threading.Event()
-    published = []
-    thread = threading.Thread(target=service.run, args=(stop, None, lambda a: published.append(a.message)), daemon=True)
-    thread.start()
-    assert service.ready.wait(30), "the agent did not get ready"
-    try:
+    service_settings = short_windows(tmp_path, "agent.pt")
+    with running_agent(settings, service_settings) as (service, published, _):
+        report_until_a_command(clients, settings, published, honest_reports)
+        command = next((m for m in published if isinstance(m, ScalingCommand)), None)
+        assert command is not None, "the agent made no decision"
         with clients.producer() as producer:
-            deadline = time.monotonic() + 60
-            while not any(isinstance(m, ScalingCommand) for m in published) and time.monotonic() < deadline:
-                for payload in honest_reports(time.time()):
-                    producer.produce(settings.topics.metrics, key=b"flooded", value=payload)
-                producer.flush(10)
-                time.sleep(1.0)
-            command = next((m for m in published if isinstance(m, ScalingCommand)), None)
-            assert command is not None, "the agent made no decision"
             ack = CommandAck(
                 app="flooded",
                 decision_id=command.decision_id,
@@ -164,10 +170,49 @@ def test_the_last_change_per_operator_survives_an_agent_restart(settings, client
         deadline = time.monotonic() + 30
         while "work" not in saved_last_change(service) and time.monotonic() < deadline:
             time.sleep(0.1)
-    finally:
-        stop.set()
-        thread.join(30)
     assert "work" in saved_last_change(service), "the applied ack's change was not saved"
     restarted = AgentService(settings, service_settings, agent=DS2()).controller("flooded")
     direction, at = restarted.stability.last_change["work"]
     assert direction == 1 and abs(at - time.time()) < 120
+
+
+def plain_reports(now: float, started: float) -> list[bytes]:
+    """A plain app as copied from an old README: three 'work' instances that each say
+    parallelism 1, each taking 30 records per useful second at 100% busy, and no source
+    reporting. Each instance's lag grows 10/s, so 3 * 30 + 3 * 10 = 120 records/s arrive:
+    DS2 needs ceil(120 / 30) = 4."""
+    return [
+        sample_report(
+            app="plain",
+            operator="work",
+            instance_id=f"w{i}",
+            interval_end=now,
+            interval_s=1.0,
+            records_in=30,
+            records_out=30,
+            useful_time_s=1.0,
+            lag=500 + round(10 * (now - started)),
+            upstreams=["source"],
+            input_partitions=8,
+            parallelism=1,
+        ).to_bytes()
+        for i in range(3)
+    ]
+
+
+def test_an_app_that_misreports_is_scaled_and_told_why(settings, clients, reader, tmp_path):
+    """Workers that say parallelism 1 while three report, and a source that never reports:
+    the agent decides on the three, sizes 'work' from what arrives in its input, and its
+    published decision names both problems."""
+    started = time.time()
+    with running_agent(settings, short_windows(tmp_path)) as (_, published, _):
+        report_until_a_command(clients, settings, published, lambda now: plain_reports(now, started))
+    commands = [m for m in published if isinstance(m, ScalingCommand)]
+    assert commands, "the agent made no decision"
+    assert commands[0].target == {"work": 4}
+    (record,) = [parse(DecisionRecord, m.value()) for m in reader(settings.topics.decisions, 1)]
+    assert record.kind == "command" and record.state["work"].parallelism == 3
+    misstated, silent = record.warnings
+    assert misstated.startswith("work: 3 instances report through the window but say parallelism 1; decided on 3")
+    assert silent.startswith("'source' (upstream of work) never reports; taken as an external source of 1")
+    assert "MetricsReporter(operator='source', upstreams=[])" in silent

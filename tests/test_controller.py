@@ -1,6 +1,7 @@
 """The decision cycle, driven directly: reports, acks and the clock in; actions out."""
 
 import json
+import logging
 import math
 
 import pytest
@@ -8,6 +9,7 @@ from factories import sample_report
 
 from lastream_stream.agent.controller import AppController, ControllerSettings, Phase, StabilityState, guard, rate_shift
 from lastream_stream.policy.base import Decision
+from lastream_stream.policy.ds2 import optimal_parallelism
 from lastream_stream.policy.graph import build_graph
 from lastream_stream.wire.contracts import CommandAck, DecisionRecord, ScalingCommand
 
@@ -526,3 +528,100 @@ def test_counting_noise_is_not_a_rate_shift():
         r.model_copy(update={"records_in": r.records_in * 1000, "records_out": r.records_out * 1000}) for r in reports
     ]
     assert rate_shift(scaled, T0 + 2) == pytest.approx(0.5)
+
+
+class DS2Policy:
+    name = "ds2"
+
+    def decide(self, graph, context=None):
+        return Decision.single(self.name, graph, optimal_parallelism(graph))
+
+
+def plain_app(c, start, seconds, parsers, reported, source=True, per_parser=49, lag_growth=0, lag=0):
+    """The new user's plain confluent-kafka app, one report per instance per second: a source
+    emitting 120/s (unless it does not report), parsers that each take ``per_parser``/s and
+    take 1 s per 49 records, whose reported parallelism is ``reported``, and a sink."""
+    for t in range(int(seconds)):
+        end = start + t + 1
+        lag_now = lag + lag_growth * (end - T0)
+        rows = [
+            ("parser", f"parser-{i}", ["source"], per_parser, per_parser / 49, lag_now, None) for i in range(parsers)
+        ]
+        rows.append(("sink", "sink-0", ["parser"], per_parser * parsers, 0.1, 0, 40.0))
+        if source:
+            rows.append(("source", "source-0", [], 0, 0.1, None, None))
+        for op, instance, ups, records_in, busy, op_lag, latency in rows:
+            c.on_report(
+                sample_report(
+                    app="plain",
+                    operator=op,
+                    instance_id=instance,
+                    interval_end=end,
+                    interval_s=1.0,
+                    records_in=records_in,
+                    records_out=120 if op == "source" else records_in,
+                    useful_time_s=busy,
+                    lag=op_lag,
+                    latency_p50_ms=latency,
+                    parallelism=reported if op == "parser" else 1,
+                    upstreams=ups,
+                    input_partitions=8 if ups else None,
+                )
+            )
+
+
+def plain_controller(**settings):
+    settings = {"window_s": 5, "warmup_s": 2, "outcome_s": 5} | settings
+    return AppController("plain", DS2Policy(), ControllerSettings(**settings), since=T0)
+
+
+def test_a_saturated_first_operator_is_scaled_out_when_the_source_does_not_report(caplog):
+    """The parser takes 49/s at 100% busy while 120/s arrive (its lag grows 71/s): the
+    missing source is taken as emitting 120/s, so DS2 sizes the parser at 3, and says so."""
+    c = plain_controller()
+    plain_app(c, T0, 5, parsers=1, reported=1, source=False, lag_growth=71)
+    with caplog.at_level(logging.WARNING, logger="lastream_stream.agent.controller"):
+        command, record = (a.message for a in c.tick(T0 + 5))
+    assert command.target["parser"] == 3 and "source" not in command.target
+    assert record.chosen == {"source": 1, "parser": 3, "sink": 1}
+    (warning,) = record.warnings
+    assert warning.startswith("'source' (upstream of parser) never reports; taken as an external source of 120")
+    assert [r.getMessage() for r in caplog.records] == [f"plain: {warning}"]
+
+
+def test_workers_that_misstate_their_parallelism_are_scaled_measured_and_then_held(caplog):
+    """Every parser says parallelism 1 (a reporter without ``parallelism=`` outside the
+    supervisor): the scale-out is still measured once the new instances process, the next
+    window is decided on the 3 that report (no command again), and it is said once."""
+    c = plain_controller()
+    plain_app(c, T0, 5, parsers=1, reported=1, per_parser=49, lag_growth=71)
+    command, _ = (a.message for a in c.tick(T0 + 5))
+    assert command.target["parser"] == 3 and "source" not in command.target
+    c.on_ack(
+        CommandAck(app="plain", decision_id=command.decision_id, generation=1, status="applied", applied={"parser": 3}),
+        now=T0 + 6,
+    )
+    with caplog.at_level(logging.WARNING, logger="lastream_stream.agent.controller"):
+        plain_app(c, T0 + 6, 7, parsers=3, reported=1, per_parser=40, lag=355)
+        assert c.restart_s == 2.0
+        records = [a.message for a in c.tick(T0 + 13)]
+        plain_app(c, T0 + 13, 5, parsers=3, reported=1, per_parser=40, lag=355)
+        records += [a.message for a in c.tick(T0 + 18)]
+    assert not any(isinstance(m, ScalingCommand) for m in records)
+    assert [m.kind for m in records] == ["outcome", "hold", "outcome", "hold"]
+    assert records[1].chosen["parser"] == 3 and records[1].state["parser"].parallelism == 3
+    assert any("3 instances report through the window but say parallelism 1" in w for w in records[1].warnings)
+    assert len([r for r in caplog.records if "parser: 3 instances" in r.getMessage()]) == 1
+
+
+def test_an_app_whose_expected_instances_never_all_report_is_decided_on_after_the_restart_timeout():
+    c = plain_controller(restart_timeout_s=20)
+    plain_app(c, T0, 15, parsers=1, reported=2)
+    assert c.tick(T0 + 15) == []  # one of two parsers reports: it could be rebalancing
+    plain_app(c, T0 + 15, 5, parsers=1, reported=2)
+    command, record = (a.message for a in c.tick(T0 + 20))
+    assert command.target["parser"] == 3 and record.state["parser"].parallelism == 2
+    assert record.warnings == [
+        "parser: reports say parallelism 2 but only 1 instance(s) report; decided on 2 as reported. "
+        "Every instance must run a MetricsReporter, and its parallelism must be the running count"
+    ]

@@ -1,3 +1,5 @@
+import json
+import logging
 import time
 
 from lastream_stream.kafka.reporter import MetricsReporter, consumer_lag
@@ -64,3 +66,31 @@ def test_reporter_memory_is_bounded_when_the_broker_is_down(settings):
         reporter.flush_once()
     assert reporter.reports_sent == 5
     assert reporter.reports_dropped == 15
+
+
+def test_reporter_learns_its_parallelism_from_the_supervisors_state_file(settings, reader, tmp_path, monkeypatch):
+    state = tmp_path / "parser.state.json"
+    state.write_text(json.dumps({"operator": "parser", "parallelism": 3, "desired": 3, "generation": 1}))
+    monkeypatch.setenv("LASTREAM_WORKER_STATE", str(state))
+    reporter = MetricsReporter(app="demo", operator="parser", upstreams=["source"], settings=settings)
+    reporter.flush_once()
+    state.write_text(json.dumps({"operator": "parser", "parallelism": 5, "desired": 5, "generation": 2}))
+    reporter.flush_once()
+    reporter.stop()
+    reports = [parse(MetricsReport, m.value()) for m in reader(settings.topics.metrics, 2)]
+    assert [r.parallelism for r in reports] == [3, 5]
+
+
+def test_reporter_that_cannot_know_its_parallelism_says_so_once(settings, monkeypatch, caplog):
+    monkeypatch.delenv("LASTREAM_WORKER_STATE", raising=False)
+    with caplog.at_level(logging.WARNING, logger="lastream_stream.kafka.reporter"):
+        reporter = MetricsReporter(app="demo", operator="parser", settings=settings)
+        reports = [reporter.snapshot() for _ in range(3)]
+    assert [r.parallelism for r in reports] == [1, 1, 1]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "MetricsReporter(parallelism=...)" in warnings[0]
+    assert "LASTREAM_WORKER_STATE" in warnings[0]
+    assert (
+        MetricsReporter(app="demo", operator="parser", parallelism=lambda: 4, settings=settings).snapshot().parallelism
+        == 4
+    )

@@ -19,7 +19,7 @@ from pathlib import Path
 import faust
 from faust.types import TP, EventT, StreamT
 
-from lastream_stream.kafka.reporter import MetricsReporter
+from lastream_stream.kafka.reporter import MetricsReporter, parallelism_from_state
 from lastream_stream.settings import LastreamSettings
 from lastream_stream.wire.deadletter import dead_letter
 from wordcount_app import topics
@@ -72,16 +72,6 @@ class ReporterSensor(faust.Sensor):
             if high is not None and position is not None:
                 total += max(0, high - position)
         return total
-
-
-def parallelism_from_state(path: str | None) -> int:
-    """Current parallelism as the supervisor last wrote it; 1 when run by hand."""
-    if not path:
-        return 1
-    try:
-        return int(json.loads(Path(path).read_text())["parallelism"])
-    except (OSError, ValueError, KeyError):
-        return 1
 
 
 def build_app(operator: str, wc: WordCountSettings, settings: LastreamSettings, datadir: Path) -> faust.App:

@@ -23,10 +23,12 @@ Stability is a property of the cycle, not only of the policy's scores:
   needs of each operator are part of the controller's saved state (``StabilityState``), so
   a restarted agent does not forget what it just did.
 
-"Stable" means every operator's expected instances (its parallelism) have all reported for
-a full window that started after the warm-up and after the restart (below) ended, so a
-rebalance in progress is never read as slowness: an instance can report while it waits
-for its partitions.
+"Stable" means every operator's expected instances (its parallelism, or the instances that
+report when more do) have all reported for a full window that started after the warm-up
+and after the restart (below) ended, so a rebalance in progress is never read as slowness:
+an instance can report while it waits for its partitions. An app whose expected instances
+never all report is decided on after ``restart_timeout_s`` anyway, and what is wrong with
+its reporting (``policy/diagnose.py``) is logged once and recorded with every decision.
 
 Each decision's outcome is measured as pretraining labels it (``policy/outcomes.py``): over
 ``outcome_s`` of windows of its scheme, the rest of the learner's horizon taken to go on as
@@ -56,6 +58,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lastream_stream.policy.base import Decision, DecisionContext, LearningPolicy, PastDecision, Policy
+from lastream_stream.policy.diagnose import diagnose
 from lastream_stream.policy.ds2 import ds2_plan, falling_behind
 from lastream_stream.policy.graph import AppGraph, build_graph
 from lastream_stream.policy.measure import observed
@@ -145,10 +148,14 @@ class ControllerSettings(BaseSettings):
 def guard(
     current: dict[str, int], proposed: dict[str, int], graph: AppGraph, settings: ControllerSettings
 ) -> dict[str, int]:
-    """The proposed scheme within the guard rails: bounded step, per-operator bounds, partitions."""
+    """The proposed scheme within the guard rails: bounded step, per-operator bounds, partitions;
+    an upstream that never reports stays as it is (nothing of it is LaStream's to scale)."""
     guarded = {}
     for name, target in proposed.items():
         now = current.get(name, target)
+        if name in graph.unreported:
+            guarded[name] = now
+            continue
         step = max(-settings.max_step, min(settings.max_step, target - now))
         low = settings.min_parallelism.get(name, 1)
         high = settings.max_parallelism.get(name, MAX_PARALLELISM)
@@ -304,13 +311,12 @@ class PauseTimer:
     def seen(self, report: MetricsReport) -> float | None:
         """The restart time, seconds, once this report completes the picture; None before."""
         expected = self.expected.get(report.operator)
-        # Only intervals wholly after the command, from instances of the new configuration.
-        if (
-            expected is None
-            or report.parallelism != expected
-            or report.records_in == 0
-            or report.interval_start < self.issued_at
-        ):
+        # Only intervals wholly after the command with input. A scale-out is over once its new
+        # instances process, which the count below waits for whatever the reports say their
+        # parallelism is; a scale-in shows only in that figure (the remaining instances go on).
+        if expected is None or report.records_in == 0 or report.interval_start < self.issued_at:
+            return None
+        if expected < self.before[report.operator] and report.parallelism != expected:
             return None
         self.first_input.setdefault((report.operator, report.instance_id), report.interval_end)
         processing = Counter(operator for operator, _ in self.first_input)
@@ -355,6 +361,7 @@ class AppController:
     replaced_outcomes: list[tuple[Decision, float]] = field(
         default_factory=list
     )  # judged when replaced, recorded at the next tick
+    warned: set[str] = field(default_factory=set)  # problems of the app's reporting already logged
     outcomes: Outcomes = field(init=False)
 
     def __post_init__(self) -> None:
@@ -494,11 +501,15 @@ class AppController:
         for r in self.reports:
             covered[(r.operator, r.instance_id)] = covered.get((r.operator, r.instance_id), 0.0) + r.interval_s
             parallelism[r.operator] = r.parallelism
-        for operator, expected in parallelism.items():
+        # When more instances report than they say run, all of them: the graph will count them.
+        seen = Counter(op for op, _ in covered)
+        # Instances that never all report (a wrong parallelism, a silent instance) must not stall the app.
+        waited_out = now - self.since >= self.settings.restart_timeout_s
+        for operator, reported in parallelism.items():
             full = [
                 i for (op, i), seconds in covered.items() if op == operator and seconds >= self.settings.window_s * 0.8
             ]
-            if len(full) < expected:
+            if len(full) < max(reported, seen[operator]) and not waited_out:
                 return None
         try:
             return build_graph(self.reports)
@@ -539,6 +550,12 @@ class AppController:
             # The whole desired state, but for sources left as they run: the app may run
             # them outside its supervisor, which would refuse a target for them.
             scaled = {name: n for name, n in target.items() if name in changes or not graph.operators[name].is_source}
+            # A scale-in's restart shows only in the parallelism the instances report: unmeasurable when that is wrong.
+            timed = {
+                name: n
+                for name, n in changes.items()
+                if n > current[name] or graph.operators[name].reported_parallelism == current[name]
+            }
             self.pending = ScalingCommand(
                 app=self.app,
                 decision_id=decision_id,
@@ -552,7 +569,7 @@ class AppController:
             )
             self.commands += 1
             self.pending_decision = decision
-            self.pause = PauseTimer(now, {name: current[name] for name in changes}, dict(changes))
+            self.pause = PauseTimer(now, {name: current[name] for name in timed}, timed) if timed else None
             self.phase = Phase.AWAITING_ACK
             self.last_command_at = now
             log.info("%s: generation %d -> %s (%s)", self.app, self.generation, changes, self.pending.reason)
@@ -580,6 +597,11 @@ class AppController:
         measured: float | None = None,
         source: str | None = None,
     ) -> DecisionRecord:
+        problems = diagnose(graph)
+        for problem in problems:
+            if problem.key not in self.warned:
+                self.warned.add(problem.key)
+                log.warning("%s: %s", self.app, problem.text)
         return DecisionRecord(
             app=self.app,
             decision_id=decision_id,
@@ -606,6 +628,7 @@ class AppController:
             measured_reward=measured,
             restart_s=self.restart_s,
             notes=decision.notes,
+            warnings=[problem.text for problem in problems],
             timings_ms=decision.timings_ms,
         )
 

@@ -8,10 +8,16 @@ Reports are published on a fixed interval from a background thread, which works 
 under a plain poll loop, Faust or any asyncio app. When the broker is down, librdkafka's
 queue is bounded (``max_pending`` reports) and reports that do not fit are dropped and
 counted: memory stays bounded and the app is never blocked by its monitoring.
+
+The operator's parallelism is learnt, not guessed: under ``lastream supervisor`` each worker
+reads it from the state file named by ``LASTREAM_WORKER_STATE``, which the supervisor keeps
+current. A reporter that knows neither that nor a ``parallelism=`` says so once and reports 1.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 import random
@@ -20,9 +26,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psutil
 from confluent_kafka import Consumer, Producer
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.settings import LastreamSettings
@@ -31,6 +40,28 @@ from lastream_stream.wire.contracts import MetricsReport
 log = logging.getLogger(__name__)
 
 LATENCY_SAMPLES = 2048
+
+
+class WorkerSettings(BaseSettings):
+    """What the supervisor tells each worker process it starts (``LASTREAM_WORKER_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="LASTREAM_WORKER_", extra="ignore")
+
+    state: Path | None = Field(
+        default=None,
+        description="JSON file the supervisor keeps current with the operator's running `parallelism`; "
+        "set by the supervisor for each worker, read by `MetricsReporter` when no `parallelism=` is given",
+    )
+
+
+def parallelism_from_state(path: str | Path | None) -> int:
+    """Current parallelism as the supervisor last wrote it; 1 when run by hand."""
+    if not path:
+        return 1
+    try:
+        return int(json.loads(Path(path).read_text())["parallelism"])
+    except (OSError, ValueError, KeyError):
+        return 1
 
 
 def consumer_lag(consumer: Consumer) -> int | None:
@@ -52,7 +83,11 @@ def consumer_lag(consumer: Consumer) -> int | None:
 
 
 class MetricsReporter:
-    """Counts one operator instance's work and publishes a ``MetricsReport`` every interval."""
+    """Counts one operator instance's work and publishes a ``MetricsReport`` every interval.
+
+    ``parallelism``: the operator's running instances, or a callable returning them; by
+    default read from the supervisor's state file. A source reports too, with ``upstreams=[]``.
+    """
 
     def __init__(
         self,
@@ -60,7 +95,7 @@ class MetricsReporter:
         app: str,
         operator: str,
         upstreams: list[str] | tuple[str, ...] = (),
-        parallelism: int | Callable[[], int] = 1,
+        parallelism: int | Callable[[], int] | None = None,
         input_partitions: int | None = None,
         lag: Callable[[], int | None] | None = None,
         instance_id: str | None = None,
@@ -72,10 +107,24 @@ class MetricsReporter:
         self.operator = operator
         self.upstreams = list(upstreams)
         self.input_partitions = input_partitions
-        self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}-{operator}"
+        # The thread too: instances may be threads of one process, and each must count as one.
+        self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}-{threading.get_native_id()}-{operator}"
         self.interval_s = interval_s
         self.settings = settings or LastreamSettings()
         self.max_pending = max_pending
+        if parallelism is None:
+            state = WorkerSettings().state
+            if state is not None:
+                parallelism = functools.partial(parallelism_from_state, state)
+            else:
+                log.warning(
+                    "%s/%s reports parallelism 1: pass MetricsReporter(parallelism=...) (the running instance "
+                    "count, or a callable returning it) or run it under `lastream supervisor`, which sets "
+                    "LASTREAM_WORKER_STATE",
+                    app,
+                    operator,
+                )
+                parallelism = 1
         self._parallelism = parallelism
         self._lag = lag
         self._lock = threading.Lock()

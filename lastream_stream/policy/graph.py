@@ -9,6 +9,14 @@ Quantities follow DS2 (Kalavri et al., OSDI'18):
 
 Assumptions: instances of one operator are interchangeable, so the per-instance true rate
 is the same for all of them; the topology is a DAG declared through ``upstreams``.
+
+Two things the reports can get wrong are read around here, and ``diagnose.py`` says so:
+
+* an operator's parallelism is what its instances report, or the number of instances that
+  covered the window when more did (a reporter left at parallelism 1 must not hide them);
+* a declared upstream that never reports is taken as an external source emitting what its
+  downstream operators take in plus how fast their lag grows: what arrives in their input
+  topic. Otherwise the first operator would look like the source, which DS2 never rescales.
 """
 
 from __future__ import annotations
@@ -35,6 +43,9 @@ class OperatorStats:
     latency_p50_ms: float | None
     latency_p99_ms: float | None
     instances_reporting: int
+    # What the instances' reports said; None when no report said it (an upstream that never reports).
+    reported_parallelism: int | None = None
+    lag_growth: float | None = None  # records/s the lag grew over the window; None when no lag is reported
 
     @property
     def is_source(self) -> bool:
@@ -56,6 +67,8 @@ class AppGraph:
     operators: dict[str, OperatorStats]  # in topological order
     window_s: float = 0.0
     downstreams: dict[str, list[str]] = field(default_factory=dict)
+    # Declared upstreams that never reported, taken as external sources: the operators declaring each.
+    unreported: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -82,7 +95,7 @@ class AppGraph:
 
 
 def topological_order(upstreams: dict[str, list[str]]) -> list[str]:
-    """Kahn's algorithm; upstreams that never reported are ignored. Raises on a cycle."""
+    """Kahn's algorithm; upstreams not in ``upstreams`` are ignored. Raises on a cycle."""
     known = set(upstreams)
     pending = {name: {u for u in ups if u in known} for name, ups in upstreams.items()}
     order: list[str] = []
@@ -118,22 +131,63 @@ def build_graph(reports: Iterable[MetricsReport]) -> AppGraph:
         raise ValueError("no reports in the window")
 
     upstreams = {op: sorted({u for r in rs for u in r.upstreams}) for op, rs in by_op.items()}
-    order = topological_order(upstreams)
+    unreported: dict[str, list[str]] = defaultdict(list)
+    for name, ups in upstreams.items():
+        for up in ups:
+            if up not in by_op:
+                unreported[up].append(name)
+    order = topological_order(upstreams | {up: [] for up in unreported})
     window_s = max(r.interval_end for rs in by_op.values() for r in rs) - min(
         r.interval_start for rs in by_op.values() for r in rs
     )
 
     operators: dict[str, OperatorStats] = {}
     for name in order:
-        operators[name] = _aggregate(name, [u for u in upstreams[name] if u in by_op], by_op[name])
+        if name in by_op:
+            operators[name] = _aggregate(name, upstreams[name], by_op[name], window_s)
+    for name, fed in unreported.items():
+        operators[name] = _external_source(name, [operators[d] for d in fed], operators, set(unreported))
+    operators = {name: operators[name] for name in order}
     downstreams: dict[str, list[str]] = {name: [] for name in order}
     for name, op in operators.items():
         for up in op.upstreams:
             downstreams[up].append(name)
-    return AppGraph(app=apps.pop(), operators=operators, window_s=window_s, downstreams=downstreams)
+    return AppGraph(
+        app=apps.pop(), operators=operators, window_s=window_s, downstreams=downstreams, unreported=dict(unreported)
+    )
 
 
-def _aggregate(name: str, upstreams: list[str], reports: list[MetricsReport]) -> OperatorStats:
+def _external_source(
+    name: str, fed: list[OperatorStats], operators: dict[str, OperatorStats], unreported: set[str]
+) -> OperatorStats:
+    """An upstream that never reports, as a source: what reaches each operator it feeds is
+    that operator's input rate plus its lag growth, less what its reporting upstreams
+    emit; the source emits the most any of them needs."""
+    shares = []
+    for op in fed:
+        arriving = op.observed_input_rate + max(0.0, op.lag_growth or 0.0)
+        others = sum(operators[u].observed_output_rate for u in op.upstreams if u not in unreported)
+        silent = sum(1 for u in op.upstreams if u in unreported)
+        shares.append(max(0.0, arriving - others) / silent)
+    rate = max(shares)
+    return OperatorStats(
+        name=name,
+        upstreams=[],
+        parallelism=1,
+        partitions=None,
+        observed_input_rate=rate,
+        observed_output_rate=rate,
+        true_input_rate=0.0,
+        true_output_rate=0.0,
+        busy_ratio=0.0,
+        lag=0,
+        latency_p50_ms=None,
+        latency_p99_ms=None,
+        instances_reporting=0,
+    )
+
+
+def _aggregate(name: str, upstreams: list[str], reports: list[MetricsReport], window_s: float) -> OperatorStats:
     latest = max(reports, key=lambda r: r.interval_end)
     by_instance: dict[str, list[MetricsReport]] = defaultdict(list)
     for r in reports:
@@ -158,12 +212,15 @@ def _aggregate(name: str, upstreams: list[str], reports: list[MetricsReport]) ->
 
     # Each instance reports the lag of the partitions assigned to it: the latest of each sums up.
     lags = [lag for rs in by_instance.values() if (lag := max(rs, key=lambda r: r.interval_end).lag) is not None]
+    growth = [g for rs in by_instance.values() if (g := _lag_growth(rs)) is not None]
+    # Instances that covered most of the window ran side by side; one restarted within it counts once at most.
+    covering = sum(1 for rs in by_instance.values() if sum(r.interval_s for r in rs) >= 0.8 * window_s)
     p50 = [r.latency_p50_ms for r in reports if r.latency_p50_ms is not None]
     p99 = [r.latency_p99_ms for r in reports if r.latency_p99_ms is not None]
     return OperatorStats(
         name=name,
         upstreams=upstreams,
-        parallelism=latest.parallelism,
+        parallelism=max(latest.parallelism, covering),
         partitions=latest.input_partitions,
         observed_input_rate=observed_in,
         observed_output_rate=observed_out,
@@ -174,4 +231,15 @@ def _aggregate(name: str, upstreams: list[str], reports: list[MetricsReport]) ->
         latency_p50_ms=sorted(p50)[len(p50) // 2] if p50 else None,
         latency_p99_ms=max(p99) if p99 else None,
         instances_reporting=len(by_instance),
+        reported_parallelism=latest.parallelism,
+        lag_growth=sum(growth) if growth else None,
     )
+
+
+def _lag_growth(reports: list[MetricsReport]) -> float | None:
+    """Records/s one instance's lag grew from its first report with a lag to its last."""
+    with_lag = sorted((r for r in reports if r.lag is not None), key=lambda r: r.interval_end)
+    if len(with_lag) < 2 or with_lag[-1].interval_end <= with_lag[0].interval_end:
+        return None
+    first, last = with_lag[0], with_lag[-1]
+    return (last.lag - first.lag) / (last.interval_end - first.interval_end)

@@ -105,7 +105,9 @@ class AppMonitor:
                 operators.add_row(
                     op.name,
                     str(op.instances_reporting),
-                    str(op.parallelism),
+                    str(op.parallelism)
+                    if op.reported_parallelism in (None, op.parallelism)
+                    else f"{op.parallelism} (says {op.reported_parallelism})",
                     f"{op.observed_input_rate:.0f}",
                     f"{op.observed_output_rate:.0f}",
                     f"{op.true_input_rate:.0f}",
@@ -126,4 +128,9 @@ class AppMonitor:
                 f"{d.measured_reward:.3f}" if d.measured_reward is not None else "",
                 "; ".join(d.notes),
             )
-        return Group(operators, history)
+        # What is wrong with the app's reporting, as the latest decision found it: above all else it explains the rest.
+        warnings = Table(title="reporting problems", expand=True, show_header=False)
+        warnings.add_column("problem", style="yellow")
+        for text in decisions[-1].warnings if decisions else ():
+            warnings.add_row(text)
+        return Group(warnings, operators, history) if warnings.row_count else Group(operators, history)

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings
 
 from lastream_stream.agent.controller import ControllerSettings
 from lastream_stream.agent.service import AgentServiceSettings
+from lastream_stream.kafka.reporter import WorkerSettings
 from lastream_stream.policy.llm import LLMConfig
 from lastream_stream.settings import (
     BrokerSettings,
@@ -45,6 +46,7 @@ LIBRARY_SETTINGS: tuple[type[BaseSettings], ...] = (
     ControllerSettings,
     LLMConfig,
     SupervisorSettings,
+    WorkerSettings,
 )
 
 

@@ -205,6 +205,10 @@ class DecisionRecord(WireMessage):
         default_factory=list,
         description="what to read the decision with: why a change was held (stabilisation, a draining backlog, the evaluator's margin) and what the capacity model found (an ineffective scale-out)",
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what is wrong with the app's reporting, what the decision assumed around it and how to fix it: an operator whose instances misstate its parallelism, a declared upstream that never reports, no latency at any sink",
+    )
     timings_ms: dict[str, float] = Field(default_factory=dict)
     at: float = Field(default_factory=time.time)
 
