@@ -10,14 +10,14 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from factories import sample_report
+from factories import applied_ack, sample_report
 from scrape import Scrape, free_port
 from test_agent_service import DS2, honest_reports
 
 from lastream_stream.agent.controller import ControllerSettings
 from lastream_stream.agent.service import AgentService, AgentServiceSettings
 from lastream_stream.tools.cli import main
-from lastream_stream.wire.contracts import CommandAck, DecisionRecord, ScalingCommand
+from lastream_stream.wire.contracts import DecisionRecord, ScalingCommand
 
 LABELS = {"app": "flooded", "operator": "work"}
 
@@ -102,13 +102,7 @@ def test_the_agent_serves_what_it_decided(settings, clients, tmp_path):
             assert scrape.value("lastream_autoscaler_commands_total", app="flooded") == 1
             assert scrape.value("lastream_dead_letters_total", consumer="lastream-agent") == 1
 
-            ack = CommandAck(
-                app="flooded",
-                decision_id=command.decision_id,
-                generation=command.generation,
-                status="applied",
-                applied={"source": 1, "work": 4},
-            )
+            ack = applied_ack(command, {"source": 1, "work": 4})
             producer.produce(settings.topics.acks, key=b"flooded", value=ack.to_bytes())
             deadline = time.monotonic() + 60
             while not (records("hold") and records("outcome")) and time.monotonic() < deadline:
