@@ -2,7 +2,7 @@
 
 import time
 
-from lastream_stream.wire.contracts import MetricsReport
+from lastream_stream.wire.contracts import CommandAck, MetricsReport, ScalingCommand
 
 
 def sample_report(**overrides) -> MetricsReport:
@@ -26,3 +26,14 @@ def sample_report(**overrides) -> MetricsReport:
     )
     fields.update(overrides)
     return MetricsReport(**fields)
+
+
+def applied_ack(command: ScalingCommand, applied: dict[str, int]) -> CommandAck:
+    """The supervisor's answer that ``command`` was applied and ``applied`` now runs."""
+    return CommandAck(
+        app=command.app,
+        decision_id=command.decision_id,
+        generation=command.generation,
+        status="applied",
+        applied=applied,
+    )

@@ -9,13 +9,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from factories import sample_report
+from factories import applied_ack, sample_report
 
 from lastream_stream.agent.controller import ControllerSettings
 from lastream_stream.agent.service import AgentService, AgentServiceSettings, build_agent
 from lastream_stream.policy.base import Decision
 from lastream_stream.policy.ds2 import optimal_parallelism
-from lastream_stream.wire.contracts import CommandAck, DeadLetter, DecisionRecord, ScalingCommand
+from lastream_stream.wire.contracts import DeadLetter, DecisionRecord, ScalingCommand
 from lastream_stream.wire.deadletter import parse
 
 
@@ -156,13 +156,7 @@ def test_the_last_change_per_operator_survives_an_agent_restart(settings, client
         command = next((m for m in published if isinstance(m, ScalingCommand)), None)
         assert command is not None, "the agent made no decision"
         with clients.producer() as producer:
-            ack = CommandAck(
-                app="flooded",
-                decision_id=command.decision_id,
-                generation=command.generation,
-                status="applied",
-                applied={"source": 1, "work": 4},
-            )
+            ack = applied_ack(command, {"source": 1, "work": 4})
             producer.produce(settings.topics.acks, key=b"flooded", value=ack.to_bytes())
             producer.flush(10)
         # The file is the agent's own output, nothing on the broker says when it is written; it

@@ -193,6 +193,14 @@ def test_guard_rails_bound_the_step_the_range_and_the_partitions():
     assert guard({"source": 1, "splitter": 2}, {"source": 1, "splitter": 40}, graph, wide)["splitter"] == 8
 
 
+def test_a_change_the_bounds_undo_is_a_hold_by_the_bounds():
+    c = make({"splitter": 3}, max_parallelism={"splitter": 1})
+    commands, record = decide(c, T0, parallelism=1, source_rate=500)  # DS2 needs 3; the bound says 1
+    assert commands == [] and record.kind == "hold" and record.held_by == ["bounds"]
+    assert record.notes == ["held splitter at 1 (proposed 3): outside its bounds or partitions"]
+    assert record.state["splitter"].ds2_parallelism == 3
+
+
 def test_replayed_ack_before_its_command_is_not_awaited_again():
     c = make({"splitter": 3})
     earlier = ScalingCommand(app="wordcount", generation=4, target={"splitter": 1}, issued_at=T0)
@@ -405,6 +413,7 @@ def test_a_reversal_within_stabilisation_is_held_unless_the_operator_falls_behin
     commands, record = decide(c, T0 + 10, parallelism=3)  # the rate fell back to 100/s
     assert commands == [] and record.kind == "hold" and record.chosen["splitter"] == 3
     assert any("held splitter at 3: reversal" in note for note in record.notes)
+    assert record.held_by == ["stabilisation"]
 
     (back_in,), _ = decide(c, T0 + 70, parallelism=3)  # stabilisation over
     assert back_in.target == {"splitter": 1}
@@ -413,7 +422,7 @@ def test_a_reversal_within_stabilisation_is_held_unless_the_operator_falls_behin
     commands, record = decide(c, T0 + 80, parallelism=1)  # keeps up at 1: no reason to go back out
     assert commands == [] and "reversal" in record.notes[0]
     (out_again,), record = decide(c, T0 + 90, parallelism=1, source_rate=500)  # falls behind: reversal allowed
-    assert out_again.target == {"splitter": 3} and record.notes == []
+    assert out_again.target == {"splitter": 3} and record.notes == [] and record.held_by == []
 
 
 def test_no_scale_in_while_a_backlog_drains():
@@ -421,6 +430,7 @@ def test_no_scale_in_while_a_backlog_drains():
     commands, record = decide(c, T0, parallelism=3, lag=400)  # 4 x 400 records at 100/s: 16 s of input
     assert commands == [] and record.chosen["splitter"] == 3
     assert "no scale-in while a backlog of 16.0 s of input drains" in record.notes[0]
+    assert record.held_by == ["draining"]
     (command,), _ = decide(c, T0 + 6, parallelism=3, lag=10)  # 0.4 s: drained
     assert command.target == {"splitter": 1}
 
@@ -462,6 +472,7 @@ def test_no_scale_in_below_the_peak_need_of_the_stabilisation_interval():
     c.policy.scheme = {"splitter": 1}
     commands, record = decide(c, T0 + 6, parallelism=3)  # the rate dipped to 100/s
     assert commands == [] and "held splitter at 3 (proposed 1): it needed 3 instances 6 s ago" in record.notes
+    assert record.held_by == ["peak_need"]
     (command,), _ = decide(c, T0 + 66, parallelism=3)  # the peak is older than the interval
     assert command.target == {"splitter": 1}
 
@@ -497,6 +508,7 @@ def test_scale_ins_wait_for_each_other():
     (record,) = (a.message for a in c.tick(T0 + 6))
     assert record.kind == "hold" and record.chosen == {"source": 1, "a": 3, "b": 3}
     assert "held b at 3 (proposed 1): scales in with the others" in record.notes
+    assert record.held_by == ["stabilisation", "scale_in_together"]
 
 
 def test_a_window_whose_source_rate_moved_is_not_decided_on():

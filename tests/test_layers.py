@@ -17,22 +17,23 @@ PACKAGE = Path(lastream_stream.__file__).parent
 ALLOWED = {
     "settings": set(),
     "logs": set(),
+    "exposition": set(),
     "wire": set(),
     "policy": {"wire"},
     "kafka": {"wire", "settings"},
     "sim": {"policy", "wire"},
-    "agent": {"policy", "kafka", "wire", "settings"},
-    "supervisor": {"kafka", "wire", "settings", "logs"},
+    "agent": {"policy", "kafka", "wire", "settings", "exposition"},
+    "supervisor": {"kafka", "wire", "settings", "logs", "exposition"},
     "bench": {"agent", "policy", "sim", "wire"},
-    "tools": {"agent", "bench", "kafka", "logs", "policy", "settings", "sim", "supervisor", "wire"},
+    "tools": {"agent", "bench", "exposition", "kafka", "logs", "policy", "settings", "sim", "supervisor", "wire"},
     "__main__": {"tools"},
     "__init__": set(),
 }
 # Third-party libraries a layer must not need: the pure core stays pure.
 FORBIDDEN_LIBRARIES = {
-    "policy": {"confluent_kafka", "faust"},
+    "policy": {"confluent_kafka", "faust", "prometheus_client"},
     "sim": {"confluent_kafka", "faust", "torch"},
-    "wire": {"torch", "torch_geometric", "openai", "faust"},
+    "wire": {"torch", "torch_geometric", "openai", "faust", "prometheus_client"},
 }
 
 

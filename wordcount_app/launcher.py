@@ -31,6 +31,7 @@ from lastream_stream.policy.ds2 import optimal_parallelism
 from lastream_stream.policy.graph import AppGraph
 from lastream_stream.policy.window import keeps_up
 from lastream_stream.settings import LastreamSettings
+from lastream_stream.supervisor.config import SupervisorSettings
 from lastream_stream.supervisor.workers import Worker, spawn, stop_workers
 from lastream_stream.tools.dashboard import AppMonitor
 from lastream_stream.wire.contracts import ScalingCommand
@@ -171,6 +172,7 @@ def wordcount_up(
     """Run WordCount with a live view until Ctrl-C (or ``duration_s``)."""
     settings = ensure_broker(settings)
     pipeline = start_wordcount(settings, wc, initial, log_dir)
+    announce_metrics(Console())
     monitor = AppMonitor(settings, wc.app)
     deadline = time.monotonic() + duration_s if duration_s else None
     try:
@@ -207,30 +209,40 @@ def up(
     stop = threading.Event()
     agent_thread = threading.Thread(target=agent.run, args=(stop, max_decisions), name="agent", daemon=True)
     started = time.time()
-    pipeline = start_wordcount(settings, wc, initial, log_dir)
-    try:
-        monitor.start()
-        agent_thread.start()
-        with Live(monitor.render(), refresh_per_second=1, console=console) as live:
-            while agent_thread.is_alive():
-                agent_thread.join(1.0)
-                controller = agent.controllers.get(wc.app)
-                tracker.update(monitor.graph(), time.time(), controller.commands if controller else 0)
-                live.update(Group(status_line(tracker, controller, started), monitor.render()))
-    except KeyboardInterrupt:
-        log.info("Ctrl-C: stopping the pipeline")
-    finally:
-        stop.set()
-        if agent_thread.is_alive():
-            agent_thread.join(30)
-        monitor.stop()
-        pipeline.stop()
+    # Serving before anything starts: a port in use stops `up` with nothing to clean up.
+    with agent.serve_metrics() as agent_url:
+        pipeline = start_wordcount(settings, wc, initial, log_dir)
+        announce_metrics(console, agent_url)
+        try:
+            monitor.start()
+            agent_thread.start()
+            with Live(monitor.render(), refresh_per_second=1, console=console) as live:
+                while agent_thread.is_alive():
+                    agent_thread.join(1.0)
+                    controller = agent.controllers.get(wc.app)
+                    tracker.update(monitor.graph(), time.time(), controller.commands if controller else 0)
+                    live.update(Group(status_line(tracker, controller, started), monitor.render()))
+        except KeyboardInterrupt:
+            log.info("Ctrl-C: stopping the pipeline")
+        finally:
+            stop.set()
+            if agent_thread.is_alive():
+                agent_thread.join(30)
+            monitor.stop()
+            pipeline.stop()
     graph = monitor.window.graph(wc.app)  # the follow thread has stopped: no lock needed
     summary = summarise(agent, wc.app, graph, tracker, started)
     console.print(summary_table(summary))
     if note := broker_left_running(settings):
         console.print(note)
     return summary
+
+
+def announce_metrics(console: Console, agent_url: str | None = None) -> None:
+    """Where Prometheus can scrape the pipeline; the supervisor serves from its own process."""
+    urls = {"agent": agent_url, "supervisor": SupervisorSettings().metrics_url}
+    served = ", ".join(f"{name} {url}" for name, url in urls.items() if url)
+    console.print(f"Prometheus metrics: {served or 'off'}")
 
 
 def status_line(tracker: KeepsUp, controller, started: float) -> Text:

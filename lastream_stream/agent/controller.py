@@ -59,7 +59,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lastream_stream.policy.base import Decision, DecisionContext, LearningPolicy, PastDecision, Policy
 from lastream_stream.policy.diagnose import diagnose
-from lastream_stream.policy.ds2 import ds2_plan, falling_behind
+from lastream_stream.policy.ds2 import ds2_plan, falling_behind, required_instances
 from lastream_stream.policy.graph import AppGraph, build_graph
 from lastream_stream.policy.measure import observed
 from lastream_stream.policy.outcomes import Outcomes
@@ -70,6 +70,7 @@ from lastream_stream.wire.contracts import (
     CommandAck,
     DecisionKind,
     DecisionRecord,
+    HoldReason,
     MetricsReport,
     OperatorSummary,
     ScalingCommand,
@@ -229,6 +230,23 @@ def rate_shift(reports: list[MetricsReport], middle: float) -> float | None:
     return shift if abs(shift) > max(RATE_SHIFT, noise) else None
 
 
+@dataclass(frozen=True)
+class Held:
+    """One operator kept where it runs against a proposed change: by which rule, and the note saying so."""
+
+    reason: HoldReason
+    note: str
+
+
+def bounded(current: dict[str, int], proposed: dict[str, int], guarded: dict[str, int]) -> list[Held]:
+    """The proposed changes the guard rails undid entirely (a change they only shortened still goes)."""
+    return [
+        Held("bounds", f"held {name} at {current[name]} (proposed {target}): outside its bounds or partitions")
+        for name, target in proposed.items()
+        if name in current and target != current[name] and guarded[name] == current[name]
+    ]
+
+
 def stabilise(
     current: dict[str, int],
     proposed: dict[str, int],
@@ -236,14 +254,14 @@ def stabilise(
     state: StabilityState,
     now: float,
     settings: ControllerSettings,
-) -> tuple[dict[str, int], list[str]]:
-    """``proposed`` without the changes stability rules out, and a note for each one held.
+) -> tuple[dict[str, int], list[Held]]:
+    """``proposed`` without the changes stability rules out, and what held each one.
     Records what each operator needs now, which later scale-ins must respect."""
     plan = ds2_plan(graph)
     measured = observed(graph, plan)
     behind = falling_behind(graph, plan)
     state.needed(measured.required, now, settings.stabilisation_s)
-    stable, notes, held_in = dict(proposed), [], False
+    stable, held, held_in = dict(proposed), [], False
     for name, target in proposed.items():
         now_at = current.get(name, target)
         direction = (target > now_at) - (target < now_at)
@@ -252,21 +270,30 @@ def stabilise(
         last_direction, at = state.last_change.get(name, (0, float("-inf")))
         peak, peak_at = state.peak_need(name) or (target, now)
         if direction < 0 and measured.backlogged(settings.drain_backlog_s):
-            notes.append(
-                f"held {name} at {now_at}: no scale-in while a backlog of {measured.backlog_s:.1f} s of input drains"
+            held.append(
+                Held(
+                    "draining",
+                    f"held {name} at {now_at}: no scale-in while a backlog of {measured.backlog_s:.1f} s of input drains",
+                )
             )
         elif (
             direction == -last_direction
             and now - at < settings.stabilisation_s
             and not (direction > 0 and name in behind)
         ):
-            notes.append(
-                f"held {name} at {now_at}: reversal {now - at:.0f} s after its last change, within stabilisation ({settings.stabilisation_s:.0f} s)"
+            held.append(
+                Held(
+                    "stabilisation",
+                    f"held {name} at {now_at}: reversal {now - at:.0f} s after its last change, within stabilisation ({settings.stabilisation_s:.0f} s)",
+                )
             )
         elif direction < 0 and target < peak:
             # A rate that dipped may come back; and one scale-in once it has not is one restart, not two.
-            notes.append(
-                f"held {name} at {now_at} (proposed {target}): it needed {peak} instances {now - peak_at:.0f} s ago"
+            held.append(
+                Held(
+                    "peak_need",
+                    f"held {name} at {now_at} (proposed {target}): it needed {peak} instances {now - peak_at:.0f} s ago",
+                )
             )
         else:
             continue
@@ -275,11 +302,15 @@ def stabilise(
     # Scale-ins wait for each other, so that they cost one restart between them, not one each.
     if held_in and all(stable[name] <= current.get(name, stable[name]) for name in stable):
         waiting = [name for name in stable if stable[name] < current.get(name, stable[name])]
-        notes += [
-            f"held {name} at {current[name]} (proposed {stable[name]}): scales in with the others" for name in waiting
+        held += [
+            Held(
+                "scale_in_together",
+                f"held {name} at {current[name]} (proposed {stable[name]}): scales in with the others",
+            )
+            for name in waiting
         ]
         stable.update({name: current[name] for name in waiting})
-    return stable, notes
+    return stable, held
 
 
 class Phase(Enum):
@@ -526,11 +557,16 @@ class AppController:
         )
         proposed = self.policy.decide(graph, context)
         current = graph.parallelism
-        target, held = stabilise(
-            current, guard(current, proposed.chosen, graph, self.settings), graph, self.stability, now, self.settings
-        )
+        guarded = guard(current, proposed.chosen, graph, self.settings)
+        target, stable_held = stabilise(current, guarded, graph, self.stability, now, self.settings)
+        held = bounded(current, proposed.chosen, guarded) + stable_held
         # What will run is what the outcome is learnt for.
-        decision = dataclasses.replace(proposed, chosen=target, notes=[*proposed.notes, *held])
+        decision = dataclasses.replace(
+            proposed,
+            chosen=target,
+            notes=[*proposed.notes, *(h.note for h in held)],
+            held_by=list(dict.fromkeys([*proposed.held_by, *(h.reason for h in held)])),
+        )
         # The prediction and provenance of what runs, when the policy scored that scheme.
         chosen = decision.chosen_candidate
         predicted, source = (chosen.score, chosen.candidate.source) if chosen is not None else (None, "guarded")
@@ -602,6 +638,7 @@ class AppController:
             if problem.key not in self.warned:
                 self.warned.add(problem.key)
                 log.warning("%s: %s", self.app, problem.text)
+        needs = required_instances(graph, ds2_plan(graph))
         return DecisionRecord(
             app=self.app,
             decision_id=decision_id,
@@ -615,6 +652,7 @@ class AppController:
                     true_rate_per_instance=op.true_input_rate,
                     busy_ratio=op.busy_ratio,
                     lag=op.lag,
+                    ds2_parallelism=needs[name],
                 )
                 for name, op in graph.operators.items()
             },
@@ -629,6 +667,7 @@ class AppController:
             restart_s=self.restart_s,
             notes=decision.notes,
             warnings=[problem.text for problem in problems],
+            held_by=decision.held_by,
             timings_ms=decision.timings_ms,
         )
 

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from confluent_kafka import Producer, TopicPartition
@@ -23,6 +24,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lastream_stream.agent.controller import AppController, ControllerSettings, Publish, StabilityState
+from lastream_stream.agent.metrics import AgentMetrics
+from lastream_stream.exposition import MetricsEndpoint, serve_metrics
 from lastream_stream.kafka.clients import KafkaClients, project_topics
 from lastream_stream.policy.agent import LaStreamAgent
 from lastream_stream.policy.base import Policy
@@ -35,7 +38,7 @@ from lastream_stream.wire.deadletter import DeadLetterDecoder
 log = logging.getLogger(__name__)
 
 
-class AgentServiceSettings(BaseSettings):
+class AgentServiceSettings(BaseSettings, MetricsEndpoint):
     """The agent service (`lastream agent`); its decision cycle's settings are `LASTREAM_CONTROLLER_*`."""
 
     model_config = SettingsConfigDict(env_prefix="LASTREAM_AGENT_", extra="ignore")
@@ -86,6 +89,7 @@ class AgentService:
         self.agent = agent or build_agent(service)
         self.clients = KafkaClients(settings.kafka)
         self.controllers: dict[str, AppController] = {}
+        self.metrics = AgentMetrics()
         self.started_at = time.time()
         self.ready = threading.Event()  # set once assigned and the control/acks history is replayed
 
@@ -105,6 +109,10 @@ class AgentService:
                 stability=self._saved_stability(app),
             )
         return self.controllers[app]
+
+    def serve_metrics(self) -> AbstractContextManager[str | None]:
+        """The agent's metrics served over HTTP for the duration of a ``with`` block (its URL, or None when off)."""
+        return serve_metrics(self.metrics.registry, self.service, "agent")
 
     @property
     def stability_path(self) -> Path:
@@ -152,7 +160,9 @@ class AgentService:
             self.clients.producer() as producer,
             self.clients.consumer("lastream-agent", **{"enable.auto.commit": False}) as consumer,
         ):
-            decoder = DeadLetterDecoder(producer, topics.deadletter, consumer_name="lastream-agent")
+            decoder = DeadLetterDecoder(
+                producer, topics.deadletter, consumer_name="lastream-agent", on_dead_letter=self.metrics.dead_lettered
+            )
             ends = self.clients.end_offsets([topics.control, topics.acks, topics.metrics])
             history = {tp: end for tp, end in ends.items() if tp[0] != topics.metrics}
             log.info("agent started: replaying up to %d control/ack record(s), then deciding", sum(history.values()))
@@ -211,7 +221,11 @@ class AgentService:
         producer.produce(topic, key=message.app.encode(), value=message.to_bytes())
         # A command must be on the broker before we wait for its ack.
         producer.flush(self.clients.settings.timeout_s)
-        if isinstance(message, DecisionRecord) and message.kind == "outcome" and isinstance(self.agent, LaStreamAgent):
+        if isinstance(message, ScalingCommand):
+            self.metrics.command_published(message)
+            return
+        self.metrics.observe(message)
+        if message.kind == "outcome" and isinstance(self.agent, LaStreamAgent):
             self.agent.save(self.service.checkpoint)
 
 
@@ -221,7 +235,9 @@ def run(
     stop: threading.Event | None = None,
     max_decisions: int | None = None,
 ) -> AgentService:
-    """Run the agent until ``stop`` is set or ``max_decisions`` decisions were made."""
+    """Run the agent, serving its Prometheus metrics, until ``stop`` is set or ``max_decisions``
+    decisions were made."""
     agent_service = AgentService(settings, service or AgentServiceSettings())
-    agent_service.run(stop or threading.Event(), max_decisions)
+    with agent_service.serve_metrics():
+        agent_service.run(stop or threading.Event(), max_decisions)
     return agent_service

@@ -63,6 +63,7 @@ from lastream_stream.policy.graph import AppGraph
 from lastream_stream.policy.llm import LLMGenerator
 from lastream_stream.policy.measure import observed
 from lastream_stream.policy.reward import RewardParams, resource_penalty
+from lastream_stream.wire.contracts import HoldReason
 
 log = logging.getLogger(__name__)
 
@@ -245,10 +246,12 @@ class LaStreamAgent:
         current = self.sanitise(graph, graph.parallelism, context)
         keep = next((i for i, c in enumerate(pool) if c.scheme == current), None)
         margin = self.margin(graph)
+        held_by: list[HoldReason] = []
         if keep is not None and best != keep and (gain := log_scores[best] - log_scores[keep]) < margin:
             notes.append(
                 f"held: best change predicted {gain:+.3f} ln reward, within the evaluator's error margin {margin:.3f}"
             )
+            held_by.append("margin")
             best = keep
         if self.config.explore_epsilon and self.rng.random() < self.config.explore_epsilon:
             best = int(self.rng.integers(len(pool)))
@@ -262,6 +265,7 @@ class LaStreamAgent:
             graph=graph,
             context=context,
             notes=notes,
+            held_by=held_by,
         )
 
     def learn_capacity(self, graph: AppGraph, context: DecisionContext) -> tuple[DecisionContext, list[str]]:

@@ -12,7 +12,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from lastream_stream.policy.capacity import OperatorCapacity
 from lastream_stream.policy.graph import AppGraph
-from lastream_stream.wire.contracts import MAX_PARALLELISM
+from lastream_stream.wire.contracts import MAX_PARALLELISM, HoldReason
 
 
 class CheckpointMismatch(ValueError):
@@ -78,6 +78,8 @@ class Decision:
     context: DecisionContext | None = None
     # What to read the decision with (why a change was held, an ineffective scale-out), for the record and the view.
     notes: list[str] = field(default_factory=list)
+    # Which rules kept an operator where it runs against a proposed change, for the record and its metrics.
+    held_by: list[HoldReason] = field(default_factory=list)
 
     @property
     def chosen_candidate(self) -> ScoredCandidate | None:

@@ -7,13 +7,21 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lastream_stream.exposition import MetricsEndpoint
 from lastream_stream.settings import lastream_home
 
 
-class SupervisorSettings(BaseSettings):
+class SupervisorSettings(BaseSettings, MetricsEndpoint):
     """The worker supervisor (`lastream supervisor`)."""
 
     model_config = SettingsConfigDict(env_prefix="LASTREAM_SUPERVISOR_", extra="ignore")
+
+    metrics_port: int = Field(
+        default=9465,
+        ge=1,
+        le=65535,
+        description="Port of the supervisor's Prometheus metrics; one supervisor runs per app, so several on one host need a port each.",
+    )
 
     home: Path = Field(
         default_factory=lambda: lastream_home() / "supervisor",

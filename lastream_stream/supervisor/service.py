@@ -17,11 +17,16 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import get_args
 
+from prometheus_client import CollectorRegistry
+
+from lastream_stream.exposition import serve_metrics
 from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.kafka.control import ControlClient
 from lastream_stream.settings import LastreamSettings
 from lastream_stream.supervisor.config import SupervisorSettings
+from lastream_stream.supervisor.metrics import SupervisorCollector
 from lastream_stream.supervisor.reconcile import (
     Slot,
     Verdict,
@@ -34,7 +39,7 @@ from lastream_stream.supervisor.reconcile import (
 )
 from lastream_stream.supervisor.spec import AppSpec
 from lastream_stream.supervisor.workers import RunDir, Worker, stop_workers
-from lastream_stream.wire.contracts import CommandAck
+from lastream_stream.wire.contracts import AckStatus, CommandAck
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,8 @@ class SupervisorStatus:
     desired: dict[str, int]
     workers: dict[str, dict[int, int]]  # operator -> slot -> pid, live workers only
     restarts: dict[str, int]  # crashed workers restarted, per operator
+    acks: dict[str, int]  # commands acknowledged, per ack status
+    dead_letters: dict[str, int]  # control messages written to the dead-letter topic, per consumer name
 
     @property
     def running(self) -> dict[str, int]:
@@ -78,6 +85,9 @@ class Supervisor:
         self.crashes: dict[Slot, int] = {}  # consecutive crashes per slot, for the backoff
         self.pending: dict[Slot, PendingRestart] = {}
         self.restarts = {op: 0 for op in app_spec.operators}
+        self.acks = dict.fromkeys(get_args(AckStatus), 0)
+        self.consumer_name = f"supervisor-{app_spec.app}"  # in its dead letters
+        self.dead_letters = {self.consumer_name: 0}
         self._states: dict[str, tuple[int, int, int]] = {}  # as last written to the state files
         self._ready = False
         self._status = self._snapshot()
@@ -88,7 +98,7 @@ class Supervisor:
 
     def run(self, stop: threading.Event) -> None:
         app = self.spec.app
-        with ControlClient(app, self.settings, name=f"supervisor-{app}", clients=self.clients) as control:
+        with ControlClient(app, self.settings, name=self.consumer_name, clients=self.clients) as control:
             try:
                 self.workers = {(w.operator, w.slot): w for w in self.run_dir.adopt()}
                 self._start_up(control, stop)
@@ -99,6 +109,7 @@ class Supervisor:
                         failures = self._apply(verdict)
                         self._ack(control, ack_for(app, verdict, self._running(), failures))
                     self._supervise()
+                    self.dead_letters[self.consumer_name] = control.dead_letters
                     self._status = self._snapshot()
             finally:
                 if self.config.stop_workers_on_exit:
@@ -151,9 +162,9 @@ class Supervisor:
         self.state = verdict.state
         return self._reconcile()
 
-    @staticmethod
-    def _ack(control: ControlClient, ack: CommandAck) -> None:
+    def _ack(self, control: ControlClient, ack: CommandAck) -> None:
         control.send_ack(ack)
+        self.acks[ack.status] += 1
         error = f" ({ack.error})" if ack.error else ""
         log.info("ack generation %d: %s, running %s%s", ack.generation, ack.status, ack.applied, error)
 
@@ -270,6 +281,8 @@ class Supervisor:
             desired=dict(self.state.parallelism),
             workers=workers,
             restarts=dict(self.restarts),
+            acks=dict(self.acks),
+            dead_letters=dict(self.dead_letters),
         )
 
 
@@ -292,12 +305,15 @@ def run(
     stop: threading.Event | None = None,
     config: SupervisorSettings | None = None,
 ) -> None:
-    """Supervise ``app_spec``'s workers until ``stop`` is set; without ``stop``, until
-    SIGINT or SIGTERM (then it must run in the main thread)."""
+    """Supervise ``app_spec``'s workers, serving their Prometheus metrics, until ``stop`` is
+    set; without ``stop``, until SIGINT or SIGTERM (then it must run in the main thread)."""
     supervisor = Supervisor(settings, app_spec, config)
-    if stop is not None:
-        supervisor.run(stop)
-        return
-    stop = threading.Event()
-    with stop_on_signals(stop):
-        supervisor.run(stop)
+    registry = CollectorRegistry()
+    registry.register(SupervisorCollector(supervisor.status))
+    with serve_metrics(registry, supervisor.config, f"{app_spec.app} supervisor"):
+        if stop is not None:
+            supervisor.run(stop)
+            return
+        stop = threading.Event()
+        with stop_on_signals(stop):
+            supervisor.run(stop)

@@ -10,6 +10,7 @@ from importlib.metadata import entry_points
 
 import click
 
+from lastream_stream.exposition import MetricsPortInUse
 from lastream_stream.kafka.broker import LocalBroker, MissingTool
 from lastream_stream.kafka.clients import BrokerUnreachable, KafkaClients, project_topics
 from lastream_stream.logs import console, setup_logging
@@ -26,7 +27,7 @@ class FriendlyErrors(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (MissingTool, BrokerUnreachable, CheckpointMismatch) as exc:
+        except (MissingTool, BrokerUnreachable, CheckpointMismatch, MetricsPortInUse) as exc:
             console.print(f"[red]error:[/] {exc}")
             sys.exit(2)
 

@@ -162,6 +162,10 @@ class OperatorSummary(BaseModel):
     true_rate_per_instance: float = Field(description="records per useful second, one instance")
     busy_ratio: float
     lag: int
+    ds2_parallelism: int | None = Field(
+        default=None,
+        description="instances DS2 needs at 100% busy, within [1, partitions]; a source as it runs. None in records written before it was recorded",
+    )
 
 
 class ScoredScheme(BaseModel):
@@ -173,6 +177,8 @@ class ScoredScheme(BaseModel):
 
 
 DecisionKind = Literal["command", "hold", "recommendation", "outcome"]
+# The rules that keep an operator where it runs against a proposed change (see agent/controller.py).
+HoldReason = Literal["margin", "stabilisation", "peak_need", "draining", "scale_in_together", "bounds"]
 
 
 class DecisionRecord(WireMessage):
@@ -208,6 +214,10 @@ class DecisionRecord(WireMessage):
     warnings: list[str] = Field(
         default_factory=list,
         description="what is wrong with the app's reporting, what the decision assumed around it and how to fix it: an operator whose instances misstate its parallelism, a declared upstream that never reports, no latency at any sink",
+    )
+    held_by: list[HoldReason] = Field(
+        default_factory=list,
+        description="each rule that kept some operator at its parallelism, once: margin (the evaluator's error margin), stabilisation (a reversal too soon), peak_need (a scale-in below the recent peak need), draining (a scale-in while a backlog drains), scale_in_together (a scale-in waiting for another's), bounds (the configured bounds or partitions)",
     )
     timings_ms: dict[str, float] = Field(default_factory=dict)
     at: float = Field(default_factory=time.time)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections.abc import Callable
 from typing import TypeVar
 
 from confluent_kafka import Message, Producer
@@ -68,14 +69,23 @@ class DeadLetterDecoder:
     """Decodes consumed messages for one consumer; sends the undecodable ones to the DLQ.
 
     The dead letter is flushed before ``decode`` returns, so the consumer may commit the
-    offset of the bad message right after without losing it.
+    offset of the bad message right after without losing it. ``on_dead_letter`` is told of
+    each one written (a service's metrics count them).
     """
 
-    def __init__(self, producer: Producer, deadletter_topic: str, consumer_name: str, flush_timeout_s: float = 10.0):
+    def __init__(
+        self,
+        producer: Producer,
+        deadletter_topic: str,
+        consumer_name: str,
+        flush_timeout_s: float = 10.0,
+        on_dead_letter: Callable[[DeadLetter], None] | None = None,
+    ):
         self.producer = producer
         self.topic = deadletter_topic
         self.consumer_name = consumer_name
         self.flush_timeout_s = flush_timeout_s
+        self.on_dead_letter = on_dead_letter
         self.dead_letters = 0
 
     def decode(self, model: type[M], msg: Message) -> M | None:
@@ -94,4 +104,6 @@ class DeadLetterDecoder:
         if self.producer.flush(self.flush_timeout_s):
             raise RuntimeError(f"could not write a dead letter to {self.topic} within {self.flush_timeout_s} s")
         self.dead_letters += 1
+        if self.on_dead_letter is not None:
+            self.on_dead_letter(letter)
         log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, error)

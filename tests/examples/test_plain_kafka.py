@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from scrape import free_port
 
 from lastream_stream.agent.controller import ControllerSettings
 from lastream_stream.agent.service import AgentService, AgentServiceSettings
@@ -157,7 +158,12 @@ def test_under_the_supervisor_and_the_agent_the_example_scales_out_then_in(
     stop = threading.Event()
     sup = threading.Thread(
         target=supervisor.run,
-        args=(settings, spec, stop, SupervisorSettings(home=tmp_path / "supervisor", settle_s=0.5)),
+        args=(
+            settings,
+            spec,
+            stop,
+            SupervisorSettings(home=tmp_path / "supervisor", settle_s=0.5, metrics_port=free_port()),
+        ),
         daemon=True,
     )
     controller = ControllerSettings(window_s=8.0, warmup_s=5.0, outcome_s=16.0, train_steps=5, stabilisation_s=30.0)

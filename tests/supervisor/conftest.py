@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from scrape import free_port
 
 from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.settings import LastreamSettings
@@ -135,6 +136,7 @@ def supervisor_env(settings: LastreamSettings, config: SupervisorSettings) -> di
         "LASTREAM_SUPERVISOR_SETTLE_S": str(config.settle_s),
         "LASTREAM_SUPERVISOR_TICK_S": str(config.tick_s),
         "COLUMNS": "200",  # rich wraps log lines at the terminal width
+        "LASTREAM_SUPERVISOR_METRICS_PORT": str(free_port()),  # never a running supervisor's
     }
 
 

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from scrape import free_port
 
 from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.settings import LastreamSettings
@@ -26,6 +27,7 @@ def supervisor_home(tmp_path, monkeypatch):
     # The supervisor runs as a subprocess: it reads its settings from the environment.
     monkeypatch.setenv("LASTREAM_SUPERVISOR_HOME", str(tmp_path / "supervisor"))
     monkeypatch.setenv("LASTREAM_SUPERVISOR_SETTLE_S", "0.5")
+    monkeypatch.setenv("LASTREAM_SUPERVISOR_METRICS_PORT", str(free_port()))
     return tmp_path / "supervisor"
 
 

@@ -12,6 +12,7 @@ import time
 import uuid
 
 import pytest
+from scrape import free_port
 
 from lastream_stream.agent.controller import ControllerSettings
 from lastream_stream.agent.service import AgentService, AgentServiceSettings
@@ -173,6 +174,7 @@ def test_agent_killed_mid_run_resumes_without_duplicating_a_command(settings, lo
             "LASTREAM_CONTROLLER_WARMUP_S": "5",
             "LASTREAM_CONTROLLER_TRAIN_STEPS": "5",
             "LASTREAM_AGENT_LLM": "false",
+            "LASTREAM_AGENT_METRICS_PORT": str(free_port()),
         }
     )
     command = [sys.executable, "-m", "lastream_stream", "agent", "--app", loop_wc.app]
