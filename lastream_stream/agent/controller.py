@@ -127,8 +127,14 @@ class ControllerSettings(BaseSettings):
         description="Most parallelism per operator; the others are capped by their partitions only.",
     )
     dry_run: bool = Field(default=False, description="Publish recommendations to the decisions topic, never commands.")
+    # Off by default: trained on the outcomes of the schemes it runs, and only those, the
+    # evaluator was measured to mark down the schemes it does not run until it held an
+    # operator at four times its need (README, "Online learning").
     train_steps: int = Field(
-        default=20, ge=0, description="Mini-batch updates on the replay buffer after each measured outcome."
+        default=0,
+        ge=0,
+        description="Mini-batch updates on the replay buffer after each measured outcome; 0: outcomes are "
+        "recorded and saved, the model is not trained online.",
     )
     # As long as pretraining simulates a scheme before holding its last interval (simulate_s).
     outcome_s: float = Field(

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from scrape import free_port
+from scrape import Scrape, free_port
 
 from lastream_stream.agent.controller import ControllerSettings
 from lastream_stream.agent.service import AgentService, AgentServiceSettings
@@ -22,8 +22,8 @@ from lastream_stream.settings import LastreamSettings
 from lastream_stream.supervisor import service as supervisor
 from lastream_stream.supervisor.config import SupervisorSettings
 from lastream_stream.supervisor.spec import AppSpec
-from lastream_stream.wire.contracts import CommandAck, MetricsReport, ScalingCommand
-from lastream_stream.wire.deadletter import parse
+from lastream_stream.wire.contracts import CommandAck, DecisionRecord, MetricsReport, ScalingCommand
+from lastream_stream.wire.deadletter import BadMessage, parse
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "plain_kafka"
@@ -69,6 +69,7 @@ class Follow:
 
     def __init__(self, clients: KafkaClients, topic: str, model):
         self.items: list = []
+        self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(clients, topic, model), daemon=True)
         self._thread.start()
@@ -78,7 +79,10 @@ class Follow:
             while not self._stop.is_set():
                 msg = consumer.poll(0.2)
                 if msg is not None and msg.error() is None:
-                    self.items.append(parse(model, msg.value()))
+                    try:
+                        self.items.append(parse(model, msg.value()))
+                    except BadMessage as exc:  # kept for the failure message: the thread must go on
+                        self.errors.append(str(exc))
 
     def wait(self, condition, timeout_s: float, what: str):
         deadline = time.monotonic() + timeout_s
@@ -86,7 +90,9 @@ class Follow:
             if found := [item for item in list(self.items) if condition(item)]:
                 return found
             time.sleep(0.2)
-        raise AssertionError(f"no {what} within {timeout_s:.0f} s; last seen: {self.items[-5:]}")
+        raise AssertionError(
+            f"no {what} within {timeout_s:.0f} s; last seen: {self.items[-5:]}; undecodable: {self.errors[-3:]}"
+        )
 
     def close(self):
         self._stop.set()
@@ -147,10 +153,12 @@ def test_the_self_scaling_variant_applies_commands_and_acks_them(settings, clien
 def test_under_the_supervisor_and_the_agent_the_example_scales_out_then_in(
     settings, clients, shop_env, tmp_path, monkeypatch, follow
 ):
-    """20 orders/s at 100 ms each needs 2 parsers or more; after the drop to 3/s, one suffices."""
+    """30 orders/s at 100 ms each needs 3 parsers or more; after the drop to 3/s, one suffices.
+    (From 3 parsers of which 1 is needed, beside a source and a sink, the agent holds: the
+    predicted gain, about 0.05 ln reward after the restart, is within its error margin.)"""
     monkeypatch.chdir(REPO)  # the spec's commands are relative to the repository, as the README runs them
     spec = AppSpec.from_yaml(EXAMPLE / "shop.yaml")
-    env = shop_env | {"SHOP_RATE": "0:20,100:3", "SHOP_PARSER_MS": "100"}
+    env = shop_env | {"SHOP_RATE": "0:30,100:3", "SHOP_PARSER_MS": "100"}
     spec = spec.model_copy(
         update={"operators": {op: w.model_copy(update={"env": w.env | env}) for op, w in spec.operators.items()}}
     )
@@ -166,22 +174,50 @@ def test_under_the_supervisor_and_the_agent_the_example_scales_out_then_in(
         ),
         daemon=True,
     )
-    controller = ControllerSettings(window_s=8.0, warmup_s=5.0, outcome_s=16.0, train_steps=5, stabilisation_s=30.0)
-    agent = AgentService(
-        settings, AgentServiceSettings(checkpoint=tmp_path / "agent.pt", llm=False, controller=controller)
+    controller = ControllerSettings(window_s=8.0, warmup_s=5.0, outcome_s=16.0, stabilisation_s=30.0)
+    service = AgentServiceSettings(
+        checkpoint=tmp_path / "agent.pt", llm=False, controller=controller, metrics_port=free_port()
     )
+    agent = AgentService(settings, service)
     agent_thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
-    sup.start()
-    agent_thread.start()
-    try:
-        out = acks.wait(lambda a: a.status == "applied" and a.applied.get("parser", 1) >= 2, 150, "a scale-out")[0]
-        assert out.applied["orders"] == 1  # the source is not the agent's to scale
-        acks.wait(
-            lambda a: a.generation > out.generation and a.applied.get("parser", 9) < out.applied["parser"],
-            300,
-            "a scale-in after the rate drop",
-        )
-    finally:
-        stop.set()
-        agent_thread.join(30)
-        sup.join(60)
+    decisions = follow(settings.topics.decisions, DecisionRecord)
+
+    def explained(what: str) -> str:
+        seen = [
+            f"{d.kind} {d.chosen} held_by={d.held_by} notes={d.notes} warnings={d.warnings}" for d in decisions.items
+        ]
+        return f"{what} (decisions: {seen[-6:]})"
+
+    with agent.serve_metrics() as url:
+        sup.start()
+        agent_thread.start()
+        try:
+            out = acks.wait(
+                lambda a: a.status == "applied" and a.applied.get("parser", 1) >= 2, 150, explained("a scale-out")
+            )[0]
+            assert out.applied["orders"] == 1  # the source is not the agent's to scale
+            decisions.wait(lambda d: d.kind == "hold", 60, explained("a hold after the scale-out"))
+            scrape = Scrape(url)
+            assert (
+                scrape.value("lastream_autoscaler_parallelism", app="shop", operator="parser") == out.applied["parser"]
+            )
+            assert scrape.value("lastream_autoscaler_ds2_parallelism", app="shop", operator="parser") >= 1
+            assert (
+                0
+                < scrape.value(
+                    "lastream_autoscaler_observed_input_rate_records_per_second", app="shop", operator="parser"
+                )
+                < 40
+            )
+            assert 0 <= scrape.value("lastream_autoscaler_busy_ratio", app="shop", operator="parser") <= 1
+            assert scrape.value("lastream_autoscaler_commands_total", app="shop") >= 1
+            assert scrape.value("lastream_autoscaler_decisions_total", app="shop", kind="hold") >= 1
+            acks.wait(
+                lambda a: a.generation > out.generation and a.applied.get("parser", 9) < out.applied["parser"],
+                300,
+                explained("a scale-in after the rate drop"),
+            )
+        finally:
+            stop.set()
+            agent_thread.join(30)
+            sup.join(60)
