@@ -184,7 +184,9 @@ def main() -> None:
         "step_factor": args.step_factor,
         "hold_s": args.hold,
         "costs_ms": {op: wc.cost_s(op) * 1000 for op in ("splitter", "counter", "sink")},
-        "controller": service.service.controller.model_dump(include={"window_s", "warmup_s", "outcome_s"}),
+        "controller": service.service.controller.model_dump(
+            include={"window_s", "warmup_s", "outcome_s", "train_steps"}
+        ),
         "phases": phases,
         "restarts_s": [round(s, 1) for s in controller.restarts_s] if controller else [],
         "at": time.time(),

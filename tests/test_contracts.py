@@ -70,6 +70,8 @@ def test_a_version_1_command_is_read_as_changing_every_operator_it_names():
     command = parse(ScalingCommand, old)
     assert command.schema_version == 1 and command.changed == ["counter", "splitter"]
     assert ScalingCommand(app="wc", generation=1, target={"a": 1}).schema_version == 2
+    # Without `changed`, a command may change every operator it names, whatever its version.
+    assert parse(ScalingCommand, b'{"app": "wc", "generation": 1, "target": {"a": 1}}').changed == ["a"]
 
 
 def test_a_command_cannot_change_an_operator_it_gives_no_target():

@@ -93,11 +93,17 @@ def test_a_self_scaling_app_gets_its_desired_state_then_each_new_command(setting
     # Restarted: the desired state again (the app must reach it), but no second ack and no second dead letter.
     again = follower()
     assert [c.generation for c in again.wait(1)] == [3]
-    publish(clients, settings, ("shop", command(4, api=2, worker=2).to_bytes()))
+    publish(
+        clients,
+        settings,
+        ("shop", command(4, api=2, worker=2).to_bytes()),
+        ("shop", command(3, api=9, worker=9).to_bytes()),  # superseded: answered for the app, never yielded
+    )
     assert [c.generation for c in again.wait(2)] == [3, 4]
     assert again.acks[0] is None and again.acks[1].generation == 4
-    acks = [parse(CommandAck, m.value()) for m in reader(settings.topics.acks, 3)]
-    assert [a.generation for a in acks] == [2, 3, 4]
+    acks = [parse(CommandAck, m.value()) for m in reader(settings.topics.acks, 4)]
+    assert [(a.generation, a.status) for a in acks] == [(2, "applied"), (3, "applied"), (4, "applied"), (3, "stale")]
+    assert [c.generation for c in again.commands] == [3, 4]
     with clients.consumer(f"count-{uuid.uuid4().hex[:8]}", [settings.topics.deadletter]) as consumer:
         letters = [m for m in iter(lambda: consumer.poll(2.0), None) if m.error() is None]
     assert len(letters) == 1

@@ -601,6 +601,23 @@ def test_a_saturated_first_operator_is_scaled_out_when_the_source_does_not_repor
     assert [r.getMessage() for r in caplog.records] == [f"plain: {warning}"]
 
 
+def test_a_source_that_reported_before_is_waited_for_not_taken_as_external(caplog):
+    """A source that is late (restarting) is not a missing one: the window waits for it up to
+    the restart timeout, and no warning is logged meanwhile."""
+    c = plain_controller(restart_timeout_s=20)
+    plain_app(c, T0, 5, parsers=1, reported=1)
+    c.tick(T0 + 5)
+    c.on_ack(CommandAck(app="plain", decision_id=c.pending.decision_id, generation=1, status="applied"), now=T0 + 5)
+    since = c.since
+    with caplog.at_level(logging.WARNING, logger="lastream_stream.agent.controller"):
+        plain_app(c, since, 6, parsers=3, reported=3, source=False)
+        assert c.tick(since + 6) == []
+        assert caplog.records == []
+        plain_app(c, since + 6, 15, parsers=3, reported=3, source=False)
+        record = next(a.message for a in c.tick(since + 21) if isinstance(a.message, DecisionRecord))
+    assert "'source' (upstream of parser) never reports" in record.warnings[0]
+
+
 def test_workers_that_misstate_their_parallelism_are_scaled_measured_and_then_held(caplog):
     """Every parser says parallelism 1 (a reporter without ``parallelism=`` outside the
     supervisor): the scale-out is still measured once the new instances process, the next

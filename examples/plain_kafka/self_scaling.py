@@ -9,7 +9,7 @@ import signal
 import threading
 from collections.abc import Callable
 
-from shop import PARTITIONS, create_topics, run_parser, run_tally
+from shop import APP, PARTITIONS, create_topics, run_parser, run_tally
 
 from lastream_stream.kafka.control import ControlClient
 
@@ -48,13 +48,15 @@ def main() -> None:
     pools = {"parser": Pool(run_parser), "tally": Pool(run_tally)}
     for pool in pools.values():
         pool.scale(1)
-    with ControlClient("shop") as control:
+    with ControlClient(APP) as control:
         for command in control.follow(stop):
             wanted = {op: n for op, n in command.target.items() if op in pools}
             for op, n in wanted.items():
                 pools[op].scale(min(n, PARTITIONS))
             clamped = {op: n for op, n in wanted.items() if n > PARTITIONS}
-            control.ack(command, applied={op: len(pool) for op, pool in pools.items()}, clamped=clamped)
+            running = {op: len(pool) for op, pool in pools.items()}
+            status = "applied" if wanted.keys() == command.target.keys() else "partial"  # an operator it does not run
+            control.ack(command, applied=running, status=status, clamped=clamped)
             log.info("generation %d: running %s", command.generation, {op: len(p) for op, p in pools.items()})
     for pool in pools.values():
         pool.scale(0)

@@ -398,7 +398,8 @@ class AppController:
     replaced_outcomes: list[tuple[Decision, float]] = field(
         default_factory=list
     )  # judged when replaced, recorded at the next tick
-    warned: set[str] = field(default_factory=set)  # problems of the app's reporting already logged
+    warned: set[str] = field(default_factory=set)  # problems of the app's reporting logged and not gone since
+    operators_seen: set[str] = field(default_factory=set)  # every operator that ever reported
     outcomes: Outcomes = field(init=False)
 
     def __post_init__(self) -> None:
@@ -538,15 +539,20 @@ class AppController:
         for r in self.reports:
             covered[(r.operator, r.instance_id)] = covered.get((r.operator, r.instance_id), 0.0) + r.interval_s
             parallelism[r.operator] = r.parallelism
-        # When more instances report than they say run, all of them: the graph will count them.
-        seen = Counter(op for op, _ in covered)
-        # Instances that never all report (a wrong parallelism, a silent instance) must not stall the app.
+        # Expected instances that never report (a wrong parallelism) must not stall the app for good.
         waited_out = now - self.since >= self.settings.restart_timeout_s
+        self.operators_seen.update(parallelism)
+        declared = {u for r in self.reports for u in r.upstreams}
+        if declared & self.operators_seen - parallelism.keys() and not waited_out:
+            return None  # an upstream that reported before is late (a restart): not an external source yet
         for operator, reported in parallelism.items():
-            full = [
-                i for (op, i), seconds in covered.items() if op == operator and seconds >= self.settings.window_s * 0.8
-            ]
-            if len(full) < max(reported, seen[operator]) and not waited_out:
+            instances = [seconds for (op, _), seconds in covered.items() if op == operator]
+            full = sum(seconds >= self.settings.window_s * 0.8 for seconds in instances)
+            # An instance that reports but has not covered the window starts or rebalances; only
+            # one that keeps restarting is waited out, twice as long.
+            if full < len(instances) and now - self.since < 2 * self.settings.restart_timeout_s:
+                return None
+            if full < reported and not waited_out:
                 return None
         try:
             return build_graph(self.reports)
@@ -640,10 +646,11 @@ class AppController:
         source: str | None = None,
     ) -> DecisionRecord:
         problems = diagnose(graph)
-        for problem in problems:
-            if problem.key not in self.warned:
-                self.warned.add(problem.key)
-                log.warning("%s: %s", self.app, problem.text)
+        if kind != "outcome":  # an outcome's graph is an older window's
+            for problem in problems:
+                if problem.key not in self.warned:
+                    log.warning("%s: %s", self.app, problem.text)
+            self.warned = {problem.key for problem in problems}  # one fixed and back is logged again
         needs = required_instances(graph, ds2_plan(graph))
         return DecisionRecord(
             app=self.app,

@@ -75,9 +75,9 @@ class AgentMetrics:
             if record.measured_reward is not None:
                 self.measured.labels(record.app).set(record.measured_reward)
             return
-        if record.kind == "hold":
-            for reason in record.held_by or [POLICY_HOLD]:
-                self.holds.labels(record.app, reason).inc()
+        # A command may have held some operators too; a hold that no rule made is the policy's own.
+        for reason in record.held_by or ([POLICY_HOLD] if record.kind == "hold" else []):
+            self.holds.labels(record.app, reason).inc()
         predicted = record.predicted_reward
         self.predicted.labels(record.app).set(float("nan") if predicted is None else predicted)
         for gone in self.operators[record.app] - record.state.keys():

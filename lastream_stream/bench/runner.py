@@ -60,6 +60,8 @@ from lastream_stream.wire.contracts import CommandAck, DecisionRecord, MetricsRe
 
 log = logging.getLogger(__name__)
 
+# What `lastream-online` trains after each outcome (the service's default before it was switched off).
+ONLINE_TRAIN_STEPS = 20
 POLICY_NAMES = ("static", "oracle", "ds2", "flink", "keda", "lastream", "lastream-online")
 # Each learned part of LaStream added in turn (``lastream bench --ablation``), DS2 for reference.
 ABLATION = ("ds2", "fluid-only", "fluid+capacity", "lastream", "lastream-online")
@@ -174,6 +176,10 @@ def lastream_factory(settings: BenchSettings, learn: bool, llm: bool = False, **
     from lastream_stream.policy.llm import LLMGenerator
 
     template = LaStreamAgent.pretrained()
+    # The service trains no steps by default; learning online means some.
+    controller = (
+        settings.controller.model_copy(update={"train_steps": ONLINE_TRAIN_STEPS}) if learn else settings.controller
+    )
     # One LLM client shared by all episodes: it holds connections, not decision state.
     generator = LLMGenerator() if llm else None
     if generator is not None and not generator.enabled:
@@ -187,7 +193,7 @@ def lastream_factory(settings: BenchSettings, learn: bool, llm: bool = False, **
             agent.add_llm(generator)
         agent.config = agent.config.model_copy(update={"restart_s": scenario.downtime_s, **config})
         policy = agent if learn else Frozen(agent)
-        return AppController(scenario.name, policy, settings.controller, settings.reward, since=EPOCH_START)
+        return AppController(scenario.name, policy, controller, settings.reward, since=EPOCH_START)
 
     return build
 

@@ -10,8 +10,9 @@ tooling, an operator, a thread pool) uses instead of the supervisor::
 
 The control topic is compacted and keyed by app, so its history holds the app's latest
 command: its whole desired state (``ScalingCommand.target`` names every operator the agent
-scales). ``follow`` yields that first, then every new command. Malformed messages keyed by
-the app go to the dead-letter topic with their reason; other apps' messages are skipped.
+scales). ``follow`` yields that first, then every newer command; one not newer than the last
+it yielded is answered ``stale`` for you. Malformed messages keyed by the app go to the
+dead-letter topic with their reason; other apps' messages are skipped.
 
 Progress is kept in a consumer group (``lastream-<name>``), committed when a command is
 acknowledged: a restarted client does not acknowledge a command twice nor dead-letter the
@@ -151,12 +152,20 @@ class ControlClient:
         command as it arrives, until ``stop`` is set. The desired state is yielded even when
         an earlier run acknowledged it: a restarted app must reach it again."""
         history = self.replay(stop)
+        generation = 0
         if history:
-            yield max((r.command for r in history), key=lambda c: c.generation)
+            latest = max((r.command for r in history), key=lambda c: c.generation)
+            generation = latest.generation
+            yield latest
         while stop is None or not stop.is_set():
             command = self.poll(poll_s)
-            if command is not None:
-                yield command
+            if command is None:
+                continue
+            if command.generation <= generation:  # superseded, or replayed by its issuer
+                self.ack(command, applied={}, status="stale", error=f"generation {generation} is applied")
+                continue
+            generation = command.generation
+            yield command
 
     def ack(
         self,
@@ -185,14 +194,17 @@ class ControlClient:
         self.send_ack(ack)
         return ack
 
-    def send_ack(self, ack: CommandAck) -> None:
+    def send_ack(self, ack: CommandAck) -> bool:
         """Publish an acknowledgement built by the caller (the supervisor builds its own)
-        and commit the progress once it is on the broker."""
+        and commit the progress once it is on the broker. An ack not delivered in time is
+        not committed (a restart answers the command again): returns False."""
         self._producer.produce(self.settings.topics.acks, key=self.app.encode(), value=ack.to_bytes())
         if self._producer.flush(self.settings.kafka.timeout_s):
             log.error("ack of generation %d not delivered within %.0f s", ack.generation, self.settings.kafka.timeout_s)
+            return False
         self._answered.add(ack.decision_id)
         self.commit()
+        return True
 
     def commit(self) -> None:
         """Record that everything read so far is handled."""

@@ -3,7 +3,6 @@
 import logging
 import sys
 
-from lastream_stream.exposition import MetricsPortInUse
 from lastream_stream.kafka.clients import BrokerUnreachable
 from lastream_stream.logs import setup_logging
 from lastream_stream.settings import LastreamSettings
@@ -12,6 +11,6 @@ from lastream_stream.supervisor.command import supervisor_command
 setup_logging(LastreamSettings().log_level)
 try:
     supervisor_command(prog_name="python -m lastream_stream.supervisor")
-except (BrokerUnreachable, MetricsPortInUse) as exc:
+except BrokerUnreachable as exc:
     logging.getLogger("lastream_stream.supervisor").error("%s", exc)
     sys.exit(2)

@@ -83,10 +83,12 @@ def judge(spec: AppSpec, state: DesiredState, command: ScalingCommand) -> Verdic
     if command.generation <= state.generation:
         note = f"generation {command.generation} is not above the applied generation {state.generation}"
         return Verdict(command, "stale", state, notes=[note])
-    unknown = sorted(op for op in command.target if op not in spec.operators)
-    known = {op: n for op, n in command.target.items() if op in spec.operators}
+    # Only what the command changes: the rest of its target is what the agent saw running,
+    # which falls short of the desired state while a crashed worker waits to restart.
+    unknown = sorted(op for op in command.changed if op not in spec.operators)
+    known = {op: command.target[op] for op in command.changed if op in spec.operators}
     notes = [f"unknown operator(s): {', '.join(unknown)}"] if unknown else []
-    if not known:
+    if unknown and not known:
         return Verdict(command, "rejected", state, notes=notes)
     parallelism = dict(state.parallelism)
     changes: dict[str, tuple[int, int]] = {}

@@ -15,13 +15,13 @@ import signal
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import get_args
 
 from prometheus_client import CollectorRegistry
 
-from lastream_stream.exposition import serve_metrics
+from lastream_stream.exposition import MetricsPortInUse, serve_metrics
 from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.kafka.control import ControlClient
 from lastream_stream.settings import LastreamSettings
@@ -125,7 +125,11 @@ class Supervisor:
         (the others were superseded while the supervisor was down)."""
         history = control.replay(stop)
         recorded = {op: n for op, n in self.run_dir.read_states().items() if op in self.spec.operators}
-        base = initial_state(self.spec, self.config.initial | recorded)
+        # Without a record of its own (a new run directory), the latest command's whole target:
+        # compaction may have removed the commands that changed the operators it does not.
+        latest = max((r.command for r in history), key=lambda c: c.generation).target if history else {}
+        known = {op: n for op, n in latest.items() if op in self.spec.operators}
+        base = initial_state(self.spec, self.config.initial | known | recorded)
         self.state, verdicts = fold(self.spec, base, [r.command for r in history])
         log.info(
             "%s: desired %s (generation %d) from %d command(s) on %s, %d worker(s) adopted",
@@ -310,7 +314,13 @@ def run(
     supervisor = Supervisor(settings, app_spec, config)
     registry = CollectorRegistry()
     registry.register(SupervisorCollector(supervisor.status))
-    with serve_metrics(registry, supervisor.config, f"{app_spec.app} supervisor"):
+    with ExitStack() as metrics:
+        try:
+            metrics.enter_context(serve_metrics(registry, supervisor.config, f"{app_spec.app} supervisor"))
+        except MetricsPortInUse as exc:
+            # Keeping the workers at their desired count matters more than showing it (another
+            # app's supervisor on this host has the default port).
+            log.error("%s; supervising without metrics", exc)
         if stop is not None:
             supervisor.run(stop)
             return

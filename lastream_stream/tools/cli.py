@@ -180,13 +180,14 @@ def agent(
     checkpoint: str | None,
     no_llm: bool,
 ) -> None:
-    """Run the autoscaling agent: metrics in, scaling commands out, learning from each outcome.
+    """Run the autoscaling agent: metrics in, scaling commands out, outcomes measured and recorded.
 
     Timing and guard rails come from LASTREAM_CONTROLLER_WINDOW_S, _WARMUP_S, _COOLDOWN_S,
     _MAX_STEP, _MIN_PARALLELISM / _MAX_PARALLELISM (JSON maps); stability from
     _STABILISATION_S (no reversal, no scale-in below the recent peak need) and
     _DRAIN_BACKLOG_S (no scale-in while a backlog drains); each app's latency target from
-    _LATENCY_TARGET_MS (a JSON map, ms); learning from _OUTCOME_S and _TRAIN_STEPS; the
+    _LATENCY_TARGET_MS (a JSON map, ms); outcomes from _OUTCOME_S, online training from
+    _TRAIN_STEPS (0, off, by default); the
     restart assumed until one is measured from LASTREAM_AGENT_RESTART_S. See the README."""
     from pathlib import Path
 
@@ -233,7 +234,7 @@ def agent(
     "--policy",
     "policies",
     multiple=True,
-    help="Only these policies (repeatable): lastream, lastream-online (learns from each outcome, as the service does), ds2, flink, keda, static, oracle; or the ablation's fluid-only, fluid+capacity.",
+    help="Only these policies (repeatable): lastream, lastream-online (trains after each outcome, as the service does with LASTREAM_CONTROLLER_TRAIN_STEPS), ds2, flink, keda, static, oracle; or the ablation's fluid-only, fluid+capacity.",
 )
 @click.option("--out", type=click.Path(file_okay=False), default="benchmarks/results/bench", show_default=True)
 @click.option(

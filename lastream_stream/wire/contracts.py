@@ -113,16 +113,19 @@ class ScalingCommand(WireMessage):
     )
     changed: list[str] = Field(
         default_factory=list,
-        description="the operators of target whose parallelism this command changes; on version 1, every one",
+        description="the operators of target whose parallelism this command changes (the others are what the "
+        "issuer saw running); absent or on version 1: every operator of target",
     )
     reason: str = ""
     issued_at: float = Field(default_factory=time.time)
 
     @model_validator(mode="before")
     @classmethod
-    def _from_version_1(cls, data: object) -> object:
-        # A version-1 command named only the operators it changed.
-        if isinstance(data, dict) and data.get("schema_version") == 1 and isinstance(data.get("target"), dict):
+    def _changed_by_default(cls, data: object) -> object:
+        # A version-1 command named only the operators it changed; a command that does not say
+        # what it changes may change any operator it names.
+        named = isinstance(data, dict) and isinstance(data.get("target"), dict)
+        if named and (data.get("schema_version") == 1 or "changed" not in data):
             return {**data, "changed": sorted(data["target"])}
         return data
 

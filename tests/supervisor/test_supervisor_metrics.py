@@ -1,8 +1,10 @@
 """A supervisor's Prometheus metrics over real HTTP, run as `lastream supervisor` runs it:
 commands applied and stale, a crashed worker restarted, a malformed command dead-lettered."""
 
+import logging
 import os
 import signal
+import socket
 import threading
 import urllib.error
 
@@ -65,3 +67,23 @@ def test_the_supervisor_serves_its_workers_commands_and_dead_letters(settings, c
     assert not thread.is_alive()
     with pytest.raises(urllib.error.URLError):  # the server stopped with the supervisor
         Scrape(url)
+
+
+def test_a_supervisor_whose_metrics_port_is_taken_supervises_anyway(settings, workers, acks, sup_config, caplog):
+    """Another app's supervisor on this host holds the default port: the workers matter more."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        stop = threading.Event()
+        config = sup_config.model_copy(update={"metrics_port": port})
+        thread = threading.Thread(target=run, args=(settings, workers.spec(), stop, config))
+        with caplog.at_level(logging.ERROR, logger="lastream_stream.supervisor.service"):
+            thread.start()
+            try:
+                wait_for(lambda: ("counter", 0) in workers.live(), what="the supervisor's workers")
+            finally:
+                stop.set()
+                thread.join(60)
+    (error,) = [r.getMessage() for r in caplog.records]
+    assert "set LASTREAM_SUPERVISOR_METRICS_PORT to a free port" in error and "supervising without metrics" in error

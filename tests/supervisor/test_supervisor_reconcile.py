@@ -44,6 +44,19 @@ def test_a_command_sets_only_the_operators_it_names_and_clamps_to_partitions():
     assert d.notes == ["splitter: 9 clamped to 4 (4 input partitions)"]
 
 
+def test_only_what_a_command_changes_is_applied():
+    """The rest of a version-2 target is what the agent saw running: a splitter seen at 2
+    while its third worker waits out a crash backoff must not be cut to 2."""
+    state = DesiredState({"source": 1, "splitter": 3, "counter": 1}, 1, "d1")
+    command = ScalingCommand(
+        app="demo", generation=2, target={"splitter": 2, "counter": 4}, changed=["counter"], decision_id="d2"
+    )
+    d = judge(SPEC, state, command)
+    assert d.status == "applied" and d.state.parallelism == {"source": 1, "splitter": 3, "counter": 4}
+    nothing = ScalingCommand(app="demo", generation=3, target={"counter": 4}, changed=[], decision_id="d3")
+    assert judge(SPEC, d.state, nothing).status == "applied"  # a no-op, acknowledged
+
+
 def test_non_scalable_operator_stays_where_it_is():
     d = judge(SPEC, initial_state(SPEC, {"source": 2}), cmd(1, source=3))
     assert d.state.parallelism["source"] == 2
