@@ -104,3 +104,10 @@ class LastreamSettings(BaseSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     log_level: str = Field(default="INFO", description="Log level of every command: DEBUG, INFO or WARNING.")
+
+    def process_env(self) -> dict[str, str]:
+        """The variables that point a child process at this cluster and these topics: a
+        worker or an app started by code configured in code (tests) rather than by environment."""
+        env = {"LASTREAM_KAFKA_BOOTSTRAP": self.kafka.bootstrap}
+        env.update({f"LASTREAM_TOPIC_{name.upper()}": str(value) for name, value in self.topics.model_dump().items()})
+        return env

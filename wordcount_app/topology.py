@@ -16,10 +16,8 @@ from wordcount_app.settings import WordCountSettings
 def worker_env(settings: LastreamSettings, wc: WordCountSettings) -> dict[str, str]:
     """Settings a worker needs, passed explicitly so workers follow a supervisor that was
     configured in code (tests) rather than by environment."""
-    env = {"LASTREAM_KAFKA_BOOTSTRAP": settings.kafka.bootstrap}
-    env.update({f"LASTREAM_TOPIC_{name.upper()}": str(value) for name, value in settings.topics.model_dump().items()})
-    env.update({f"LASTREAM_WC_{name.upper()}": str(value) for name, value in wc.model_dump(exclude_none=True).items()})
-    return env
+    wc_env = {f"LASTREAM_WC_{name.upper()}": str(value) for name, value in wc.model_dump(exclude_none=True).items()}
+    return settings.process_env() | wc_env
 
 
 def app_spec(settings: LastreamSettings | None = None, wc: WordCountSettings | None = None) -> AppSpec:

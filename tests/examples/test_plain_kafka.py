@@ -18,7 +18,6 @@ from scrape import Scrape, free_port
 from lastream_stream.agent.controller import ControllerSettings
 from lastream_stream.agent.service import AgentService, AgentServiceSettings
 from lastream_stream.kafka.clients import KafkaClients
-from lastream_stream.settings import LastreamSettings
 from lastream_stream.supervisor import service as supervisor
 from lastream_stream.supervisor.config import SupervisorSettings
 from lastream_stream.supervisor.spec import AppSpec
@@ -29,16 +28,9 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "plain_kafka"
 
 
-def lastream_env(settings: LastreamSettings) -> dict[str, str]:
-    """What a process needs to reach this test's broker and topics."""
-    env = {"LASTREAM_KAFKA_BOOTSTRAP": settings.kafka.bootstrap}
-    env.update({f"LASTREAM_TOPIC_{name.upper()}": str(v) for name, v in settings.topics.model_dump().items()})
-    return env
-
-
 @pytest.fixture
 def shop_env(settings) -> dict[str, str]:
-    return lastream_env(settings) | {"SHOP_PREFIX": f"shop-{uuid.uuid4().hex[:8]}", "SHOP_REPORT_S": "1"}
+    return settings.process_env() | {"SHOP_PREFIX": f"shop-{uuid.uuid4().hex[:8]}", "SHOP_REPORT_S": "1"}
 
 
 @pytest.fixture
