@@ -60,7 +60,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from lastream_stream.policy.base import Decision, DecisionContext, LearningPolicy, PastDecision, Policy
 from lastream_stream.policy.diagnose import diagnose
 from lastream_stream.policy.ds2 import ds2_plan, falling_behind, required_instances
-from lastream_stream.policy.graph import AppGraph, build_graph
+from lastream_stream.policy.graph import AppGraph, build_graph, covers
 from lastream_stream.policy.measure import observed
 from lastream_stream.policy.outcomes import Outcomes
 from lastream_stream.policy.reward import RewardParams, log_reward
@@ -547,7 +547,7 @@ class AppController:
             return None  # an upstream that reported before is late (a restart): not an external source yet
         for operator, reported in parallelism.items():
             instances = [seconds for (op, _), seconds in covered.items() if op == operator]
-            full = sum(seconds >= self.settings.window_s * 0.8 for seconds in instances)
+            full = sum(covers(seconds, self.settings.window_s) for seconds in instances)
             # An instance that reports but has not covered the window starts or rebalances; only
             # one that keeps restarting is waited out, twice as long.
             if full < len(instances) and now - self.since < 2 * self.settings.restart_timeout_s:

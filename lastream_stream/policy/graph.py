@@ -27,6 +27,15 @@ from dataclasses import dataclass, field
 
 from lastream_stream.wire.contracts import MetricsReport
 
+# An instance that reported for this share of a window ran through it: report intervals
+# that straddle the window's edges take the rest.
+COVERED_SHARE = 0.8
+
+
+def covers(reported_s: float, window_s: float) -> bool:
+    """Whether an instance that reported for ``reported_s`` seconds ran through the window."""
+    return reported_s >= COVERED_SHARE * window_s
+
 
 @dataclass
 class OperatorStats:
@@ -214,7 +223,7 @@ def _aggregate(name: str, upstreams: list[str], reports: list[MetricsReport], wi
     lags = [lag for rs in by_instance.values() if (lag := max(rs, key=lambda r: r.interval_end).lag) is not None]
     growth = [g for rs in by_instance.values() if (g := _lag_growth(rs)) is not None]
     # Instances that covered most of the window ran side by side; one restarted within it counts once at most.
-    covering = sum(1 for rs in by_instance.values() if sum(r.interval_s for r in rs) >= 0.8 * window_s)
+    covering = sum(1 for rs in by_instance.values() if covers(sum(r.interval_s for r in rs), window_s))
     p50 = [r.latency_p50_ms for r in reports if r.latency_p50_ms is not None]
     p99 = [r.latency_p99_ms for r in reports if r.latency_p99_ms is not None]
     return OperatorStats(
