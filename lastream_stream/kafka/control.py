@@ -58,6 +58,11 @@ class Replayed:
     new: bool  # no earlier run of this client's group acknowledged it
 
 
+def newest(history: list[Replayed]) -> ScalingCommand | None:
+    """The highest-generation command of a replay: the app's desired state."""
+    return max((r.command for r in history), key=lambda c: c.generation, default=None)
+
+
 class ControlClient:
     def __init__(
         self,
@@ -151,10 +156,9 @@ class ControlClient:
         """The app's desired state (its latest command on the topic, if any), then each new
         command as it arrives, until ``stop`` is set. The desired state is yielded even when
         an earlier run acknowledged it: a restarted app must reach it again."""
-        history = self.replay(stop)
+        latest = newest(self.replay(stop))
         generation = 0
-        if history:
-            latest = max((r.command for r in history), key=lambda c: c.generation)
+        if latest is not None:
             generation = latest.generation
             yield latest
         while stop is None or not stop.is_set():

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from lastream_stream.exposition import MetricsPortInUse, serve_metrics
 from lastream_stream.kafka.clients import KafkaClients
-from lastream_stream.kafka.control import ControlClient
+from lastream_stream.kafka.control import ControlClient, newest
 from lastream_stream.settings import LastreamSettings
 from lastream_stream.supervisor.config import SupervisorSettings
 from lastream_stream.supervisor.metrics import SupervisorCollector
@@ -127,8 +127,8 @@ class Supervisor:
         recorded = {op: n for op, n in self.run_dir.read_states().items() if op in self.spec.operators}
         # Without a record of its own (a new run directory), the latest command's whole target:
         # compaction may have removed the commands that changed the operators it does not.
-        latest = max((r.command for r in history), key=lambda c: c.generation).target if history else {}
-        known = {op: n for op, n in latest.items() if op in self.spec.operators}
+        latest = newest(history)
+        known = {op: n for op, n in latest.target.items() if op in self.spec.operators} if latest else {}
         base = initial_state(self.spec, self.config.initial | known | recorded)
         self.state, verdicts = fold(self.spec, base, [r.command for r in history])
         log.info(
