@@ -8,9 +8,10 @@ Every field carries a ``description``: ``lastream settings`` renders them as the
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +31,13 @@ def lastream_home() -> Path:
     """Where LaStream keeps its files unless told otherwise: the broker's jars and data, the
     supervisor's run directories, the agent's checkpoint, process logs."""
     return HomeSettings().home.expanduser()
+
+
+# librdkafka options whose values are secrets: passwords, client secrets, tokens, private
+# keys, and the OAuth config string that may carry a client secret.
+SECRET_OPTION = re.compile(r"password|secret|token|key\.pem|oauthbearer\.config", re.IGNORECASE)
+
+ClientOption = str | int | float | bool
 
 
 class KafkaSettings(BaseSettings):
@@ -54,10 +62,22 @@ class KafkaSettings(BaseSettings):
         gt=0,
         description="How long any client waits for an unreachable cluster before it stops with a clear error.",
     )
-    extra: dict[str, str | int | float | bool] = Field(
+    extra: dict[str, ClientOption | SecretStr] = Field(
         default_factory=dict,
-        description='Extra librdkafka options, e.g. `{"ssl.ca.location": "/ca.pem"}`.',
+        description='Extra librdkafka options, e.g. `{"ssl.ca.location": "/ca.pem"}`; values of options named like a password, secret, token or `*.key.pem` are secrets, never logged.',
     )
+
+    @field_validator("extra")
+    @classmethod
+    def _mask_secrets(cls, extra: dict[str, ClientOption | SecretStr]) -> dict[str, ClientOption | SecretStr]:
+        return {
+            key: SecretStr(str(value)) if SECRET_OPTION.search(key) and not isinstance(value, SecretStr) else value
+            for key, value in extra.items()
+        }
+
+    def extra_options(self) -> dict[str, ClientOption]:
+        """The extra librdkafka options, secrets revealed: only for handing to a client."""
+        return {key: v.get_secret_value() if isinstance(v, SecretStr) else v for key, v in self.extra.items()}
 
 
 class TopicSettings(BaseSettings):
