@@ -8,6 +8,7 @@ Every field carries a ``description``: ``lastream settings`` renders them as the
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -126,8 +127,15 @@ class LastreamSettings(BaseSettings):
     log_level: str = Field(default="INFO", description="Log level of every command: DEBUG, INFO or WARNING.")
 
     def process_env(self) -> dict[str, str]:
-        """The variables that point a child process at this cluster and these topics: a
-        worker or an app started by code configured in code (tests) rather than by environment."""
-        env = {"LASTREAM_KAFKA_BOOTSTRAP": self.kafka.bootstrap}
+        """The variables that point a child process at this cluster and these topics, with
+        the credentials to reach it: a worker or an app started by code configured in code
+        (tests) rather than by environment."""
+        kafka = self.kafka
+        connection = kafka.model_dump(exclude_none=True, exclude={"sasl_password", "extra"})
+        env = {f"LASTREAM_KAFKA_{name.upper()}": str(value) for name, value in connection.items()}
+        if kafka.sasl_password is not None:
+            env["LASTREAM_KAFKA_SASL_PASSWORD"] = kafka.sasl_password.get_secret_value()
+        if kafka.extra:
+            env["LASTREAM_KAFKA_EXTRA"] = json.dumps(kafka.extra_options())
         env.update({f"LASTREAM_TOPIC_{name.upper()}": str(value) for name, value in self.topics.model_dump().items()})
         return env
