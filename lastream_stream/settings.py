@@ -8,9 +8,11 @@ Every field carries a ``description``: ``lastream settings`` renders them as the
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +32,13 @@ def lastream_home() -> Path:
     """Where LaStream keeps its files unless told otherwise: the broker's jars and data, the
     supervisor's run directories, the agent's checkpoint, process logs."""
     return HomeSettings().home.expanduser()
+
+
+# librdkafka options whose values are secrets: passwords, client secrets, tokens, private
+# keys, and the OAuth config string that may carry a client secret.
+SECRET_OPTION = re.compile(r"password|secret|token|key\.pem|oauthbearer\.config", re.IGNORECASE)
+
+ClientOption = str | int | float | bool
 
 
 class KafkaSettings(BaseSettings):
@@ -54,10 +63,22 @@ class KafkaSettings(BaseSettings):
         gt=0,
         description="How long any client waits for an unreachable cluster before it stops with a clear error.",
     )
-    extra: dict[str, str | int | float | bool] = Field(
+    extra: dict[str, ClientOption | SecretStr] = Field(
         default_factory=dict,
-        description='Extra librdkafka options, e.g. `{"ssl.ca.location": "/ca.pem"}`.',
+        description='Extra librdkafka options, e.g. `{"ssl.ca.location": "/ca.pem"}`; values of options named like a password, secret, token or `*.key.pem` are secrets, never logged.',
     )
+
+    @field_validator("extra")
+    @classmethod
+    def _mask_secrets(cls, extra: dict[str, ClientOption | SecretStr]) -> dict[str, ClientOption | SecretStr]:
+        return {
+            key: SecretStr(str(value)) if SECRET_OPTION.search(key) and not isinstance(value, SecretStr) else value
+            for key, value in extra.items()
+        }
+
+    def extra_options(self) -> dict[str, ClientOption]:
+        """The extra librdkafka options, secrets revealed: only for handing to a client."""
+        return {key: v.get_secret_value() if isinstance(v, SecretStr) else v for key, v in self.extra.items()}
 
 
 class TopicSettings(BaseSettings):
@@ -106,8 +127,15 @@ class LastreamSettings(BaseSettings):
     log_level: str = Field(default="INFO", description="Log level of every command: DEBUG, INFO or WARNING.")
 
     def process_env(self) -> dict[str, str]:
-        """The variables that point a child process at this cluster and these topics: a
-        worker or an app started by code configured in code (tests) rather than by environment."""
-        env = {"LASTREAM_KAFKA_BOOTSTRAP": self.kafka.bootstrap}
+        """The variables that point a child process at this cluster and these topics, with
+        the credentials to reach it: a worker or an app started by code configured in code
+        (tests) rather than by environment."""
+        kafka = self.kafka
+        connection = kafka.model_dump(exclude_none=True, exclude={"sasl_password", "extra"})
+        env = {f"LASTREAM_KAFKA_{name.upper()}": str(value) for name, value in connection.items()}
+        if kafka.sasl_password is not None:
+            env["LASTREAM_KAFKA_SASL_PASSWORD"] = kafka.sasl_password.get_secret_value()
+        if kafka.extra:
+            env["LASTREAM_KAFKA_EXTRA"] = json.dumps(kafka.extra_options())
         env.update({f"LASTREAM_TOPIC_{name.upper()}": str(value) for name, value in self.topics.model_dump().items()})
         return env

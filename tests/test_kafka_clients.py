@@ -1,3 +1,4 @@
+import logging
 import time
 import uuid
 
@@ -5,7 +6,7 @@ import pytest
 from confluent_kafka.admin import ConfigResource
 
 from lastream_stream.kafka.clients import BrokerUnreachable, KafkaClients, project_topics
-from lastream_stream.settings import KafkaSettings, TopicSettings
+from lastream_stream.settings import KafkaSettings, LastreamSettings, TopicSettings
 
 
 def test_unreachable_bootstrap_fails_fast_with_a_readable_message():
@@ -23,6 +24,27 @@ def test_secrets_reach_librdkafka_but_not_the_repr():
     settings = KafkaSettings(sasl_username="u", sasl_password="hunter2", sasl_mechanism="PLAIN")
     assert KafkaClients(settings).config()["sasl.password"] == "hunter2"
     assert "hunter2" not in repr(settings)
+
+
+def test_secrets_in_extra_options_reach_librdkafka_but_not_reprs_dumps_or_logs(caplog):
+    secrets = {
+        "ssl.key.password": "pw-key",
+        "ssl.keystore.password": "pw-keystore",
+        "sasl.oauthbearer.client.secret": "oauth-secret",
+        "ssl.key.pem": "-----BEGIN PRIVATE KEY-----xyz",
+        "sasl.oauthbearer.config": "clientSecret=oauth-config",
+        "custom.token": "t0k3n-value",
+    }
+    settings = LastreamSettings(kafka=KafkaSettings(extra={**secrets, "ssl.ca.location": "/ca.pem", "linger.ms": 5}))
+    logging.getLogger("test").warning("settings: %s / %r", settings, settings.kafka)
+    shown = [repr(settings), str(settings.kafka), settings.model_dump_json(), str(settings.model_dump()), caplog.text]
+    for value in secrets.values():
+        assert not [text for text in shown if value in text], value
+    assert "/ca.pem" in repr(settings)  # options that are not secrets stay readable
+
+    config = KafkaClients(settings.kafka).config()
+    assert {key: config[key] for key in secrets} == secrets
+    assert (config["ssl.ca.location"], config["linger.ms"]) == ("/ca.pem", 5)
 
 
 def test_topics_ensure_is_idempotent_and_compacts_control(clients):

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ import faust
 from faust.types import TP, EventT, StreamT
 
 from lastream_stream.kafka.reporter import MetricsReporter, parallelism_from_state
-from lastream_stream.settings import LastreamSettings
+from lastream_stream.settings import KafkaSettings, LastreamSettings
 from lastream_stream.wire.deadletter import dead_letter
 from wordcount_app import topics
 from wordcount_app.settings import UPSTREAMS, WordCountSettings
@@ -74,10 +75,51 @@ class ReporterSensor(faust.Sensor):
         return total
 
 
+# The SASL mechanisms aiokafka speaks with a user name and password.
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def tls_context(options: dict) -> ssl.SSLContext:
+    """librdkafka's TLS options (``LASTREAM_KAFKA_EXTRA``) as an SSL context: the CA to
+    trust, the client certificate and its key, host name checking."""
+    ca = options.get("ssl.ca.location")
+    ca_dir = ca is not None and Path(ca).is_dir()
+    context = ssl.create_default_context(cafile=None if ca_dir else ca, capath=ca if ca_dir else None)
+    if cert := options.get("ssl.certificate.location"):
+        context.load_cert_chain(cert, options.get("ssl.key.location"), options.get("ssl.key.password"))
+    if str(options.get("ssl.endpoint.identification.algorithm", "https")).lower() == "none":
+        context.check_hostname = False
+    return context
+
+
+def broker_credentials(kafka: KafkaSettings) -> faust.auth.Credentials | None:
+    """The ``LASTREAM_KAFKA_*`` security settings in Faust's terms, so the workers reach a
+    secured cluster like every other LaStream client; None for PLAINTEXT."""
+    protocol = kafka.security_protocol.upper()
+    if protocol == "PLAINTEXT":
+        return None
+    context = tls_context(kafka.extra_options()) if protocol.endswith("SSL") else None
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    if protocol not in ("SASL_PLAINTEXT", "SASL_SSL"):
+        raise ValueError(f"unknown LASTREAM_KAFKA_SECURITY_PROTOCOL {kafka.security_protocol!r}")
+    mechanism = (kafka.sasl_mechanism or "").upper()
+    if mechanism not in SASL_MECHANISMS:
+        raise ValueError(
+            f"WordCount's workers speak SASL {', '.join(SASL_MECHANISMS)}; "
+            f"LASTREAM_KAFKA_SASL_MECHANISM is {kafka.sasl_mechanism!r}"
+        )
+    password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
+    return faust.SASLCredentials(
+        username=kafka.sasl_username, password=password, mechanism=mechanism, ssl_context=context
+    )
+
+
 def build_app(operator: str, wc: WordCountSettings, settings: LastreamSettings, datadir: Path) -> faust.App:
     app = faust.App(
         wc.faust_id(operator),
         broker=f"kafka://{settings.kafka.bootstrap}",
+        broker_credentials=broker_credentials(settings.kafka),
         web_enabled=False,
         store="memory://",
         datadir=str(datadir),

@@ -89,7 +89,7 @@ class KafkaClients:
             conf["sasl.username"] = s.sasl_username
         if s.sasl_password is not None:
             conf["sasl.password"] = s.sasl_password.get_secret_value()
-        conf.update(s.extra)
+        conf.update(s.extra_options())
         conf.update(overrides)
         return conf
 

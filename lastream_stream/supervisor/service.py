@@ -79,7 +79,7 @@ class Supervisor:
         self.spec = app_spec
         self.config = config or SupervisorSettings()
         self.clients = clients or KafkaClients(settings.kafka)
-        self.run_dir = RunDir(self.config.run_dir(app_spec.app))
+        self.run_dir = RunDir(self.config.run_dir(app_spec.app), settings.process_env())
         self.state = initial_state(app_spec, self.config.initial)
         self.workers: dict[Slot, Worker] = {}
         self.crashes: dict[Slot, int] = {}  # consecutive crashes per slot, for the backoff

@@ -3,7 +3,9 @@
 A worker is an OS process started from ``command``; the supervisor sets in its environment
 ``LASTREAM_WORKER_OPERATOR``, ``LASTREAM_WORKER_INDEX`` (0-based slot) and
 ``LASTREAM_WORKER_STATE`` (a JSON file the supervisor keeps current with the operator's
-parallelism, so running workers report the right figure after a rescale).
+parallelism, so running workers report the right figure after a rescale). Of its own
+environment a worker gets only what a program needs to run, the cluster's connection
+and topics, ``env`` and the variables ``pass_env`` names (``workers.worker_env``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class WorkerSpec(BaseModel):
     partitions: int = Field(ge=1, description="partition count of the input topic: the parallelism cap")
     scalable: bool = True
     env: dict[str, str] = Field(default_factory=dict)
+    # Workers get no other variable of the supervisor's environment unless named here.
+    pass_env: list[str] = Field(default_factory=list)
 
 
 class AppSpec(BaseModel):

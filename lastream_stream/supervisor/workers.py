@@ -34,6 +34,31 @@ from lastream_stream.supervisor.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
 
+# What any program needs from the supervisor's environment to run (find executables and its
+# interpreter, locale, time zone, temporary files, trusted CAs), and nothing that is usually
+# a secret: everything else a worker gets is named by its spec.
+INHERITED = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "PYTHONPATH",
+        "VIRTUAL_ENV",
+        "JAVA_HOME",
+        "LD_LIBRARY_PATH",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "LASTREAM_HOME",
+        "LASTREAM_LOG_LEVEL",
+    }
+)
+
 # create_time() is derived from boot time and clock ticks: identical for the same process
 # whenever it is read, so anything beyond float noise means a different process.
 SAME_PROCESS_TOLERANCE_S = 0.05
@@ -107,11 +132,25 @@ def spawn(operator: str, slot: int, command: list[str], env: Mapping[str, str], 
     return Worker(operator, slot, psutil.Process(popen.pid), popen)
 
 
-class RunDir:
-    """The supervisor's files for one app."""
+def worker_env(environ: Mapping[str, str], cluster_env: Mapping[str, str], spec: WorkerSpec) -> dict[str, str]:
+    """A worker's environment, least privilege: from ``environ`` (the supervisor's) only what
+    a program needs to run and the names the spec passes through; then the cluster's
+    connection and topics; then the spec's own ``env``, which wins."""
+    inherited = {
+        name: value
+        for name, value in environ.items()
+        if name in INHERITED or name.startswith("LC_") or name in spec.pass_env
+    }
+    return inherited | dict(cluster_env) | spec.env
 
-    def __init__(self, path: Path) -> None:
+
+class RunDir:
+    """The supervisor's files for one app, and the workers it starts. ``cluster_env`` is what
+    every worker gets to reach the cluster (``LastreamSettings.process_env``)."""
+
+    def __init__(self, path: Path, cluster_env: Mapping[str, str]) -> None:
         self.path = path
+        self.cluster_env = dict(cluster_env)
         path.mkdir(parents=True, exist_ok=True)
 
     def pid_file(self, operator: str, slot: int) -> Path:
@@ -167,8 +206,7 @@ class RunDir:
     def start(self, operator: str, slot: int, spec: WorkerSpec) -> Worker:
         """Start one worker; raises OSError when its command cannot be executed."""
         env = {
-            **os.environ,
-            **spec.env,
+            **worker_env(os.environ, self.cluster_env, spec),
             "LASTREAM_WORKER_OPERATOR": operator,
             "LASTREAM_WORKER_INDEX": str(slot),
             "LASTREAM_WORKER_STATE": str(self.state_file(operator)),

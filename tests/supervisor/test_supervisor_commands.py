@@ -192,7 +192,7 @@ def test_state_files_count_the_workers_running_not_the_desired_ones(
     publish(clients, settings, command(1, splitter=3))
     ack = acks.next()
     assert (ack.status, ack.applied) == ("partial", {"source": 1, "splitter": 1, "counter": 0})
-    run_dir = RunDir(sup_config.run_dir(APP))
+    run_dir = RunDir(sup_config.run_dir(APP), {})
     states = {op: json.loads(run_dir.state_file(op).read_text()) for op in ("source", "splitter", "counter")}
     assert states == {
         "source": {"operator": "source", "parallelism": 1, "desired": 1, "generation": 1},

@@ -12,7 +12,7 @@ from lastream_stream.supervisor.workers import RunDir, stop_workers
 
 
 def test_start_sets_the_environment_and_a_pid_file_that_a_new_supervisor_adopts(tmp_path, workers):
-    run_dir = RunDir(tmp_path / "run")
+    run_dir = RunDir(tmp_path / "run", {})
     run_dir.write_state("splitter", 2, 3, 7)
     worker = run_dir.start("splitter", 1, WorkerSpec(command=workers.command(), partitions=4, env={"EXTRA": "x"}))
     started = wait_for(lambda: workers.started("splitter", 1, worker.pid), what="the worker to start")
@@ -24,7 +24,7 @@ def test_start_sets_the_environment_and_a_pid_file_that_a_new_supervisor_adopts(
     record = json.loads(run_dir.pid_file("splitter", 1).read_text())
     assert record["pid"] == worker.pid and record["create_time"] == psutil.Process(worker.pid).create_time()
 
-    adopted = RunDir(tmp_path / "run").adopt()
+    adopted = RunDir(tmp_path / "run", {}).adopt()
     assert [(w.operator, w.slot, w.pid, w.popen) for w in adopted] == [("splitter", 1, worker.pid, None)]
     assert adopted[0].alive()
     assert stop_workers(adopted, timeout_s=5) == {"splitter-1": True}
@@ -35,7 +35,7 @@ def test_start_sets_the_environment_and_a_pid_file_that_a_new_supervisor_adopts(
 
 
 def test_stale_pid_files_are_removed_and_a_reused_pid_is_not_adopted(tmp_path):
-    run_dir = RunDir(tmp_path / "run")
+    run_dir = RunDir(tmp_path / "run", {})
     me = psutil.Process()
     # A live pid that belongs to a different process than the one recorded (pid reuse).
     run_dir.pid_file("counter", 0).write_text(
@@ -54,7 +54,7 @@ def test_stale_pid_files_are_removed_and_a_reused_pid_is_not_adopted(tmp_path):
 
 
 def test_a_worker_ignoring_sigterm_is_killed_after_the_timeout(tmp_path, workers):
-    run_dir = RunDir(tmp_path / "run")
+    run_dir = RunDir(tmp_path / "run", {})
     run_dir.write_state("counter", 2, 2, 1)
     spec = WorkerSpec(command=workers.command(), partitions=4)
     stubborn_spec = spec.model_copy(update={"env": {"TEST_WORKER_IGNORE_TERM": "1"}})
