@@ -7,10 +7,11 @@ from lastream_stream.kafka.clients import BrokerUnreachable
 from lastream_stream.logs import setup_logging
 from lastream_stream.settings import LastreamSettings
 from lastream_stream.supervisor.command import supervisor_command
+from lastream_stream.supervisor.workers import RunDirLocked
 
 setup_logging(LastreamSettings().log_level)
 try:
     supervisor_command(prog_name="python -m lastream_stream.supervisor")
-except BrokerUnreachable as exc:
+except (BrokerUnreachable, RunDirLocked) as exc:
     logging.getLogger("lastream_stream.supervisor").error("%s", exc)
     sys.exit(2)

@@ -50,6 +50,26 @@ class SupervisorSettings(BaseSettings, MetricsEndpoint):
     stop_workers_on_exit: bool = Field(
         default=True, description="Stop every worker on a clean exit (Ctrl-C, SIGTERM); otherwise leave them running."
     )
+    broker_retry_initial_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Delay before asking an unreachable broker again at start-up; doubles with each attempt.",
+    )
+    broker_retry_max_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest delay between attempts to reach the broker at start-up; it waits for as long as it takes.",
+    )
+    # Copy-truncate (workers.rotate_log): workers write their log files directly, so they
+    # outlive the supervisor.
+    log_max_bytes: int = Field(
+        default=10_000_000,
+        ge=1,
+        description="Size at which a worker's log file is rotated (copied to `.1`, then truncated).",
+    )
+    log_backups: int = Field(
+        default=3, ge=0, description="Rotated copies kept of each worker's log (`<operator>-<slot>.log.1` ... `.N`)."
+    )
     tick_s: float = Field(
         default=0.2, gt=0, description="How often crashed workers are looked for between control messages, seconds."
     )

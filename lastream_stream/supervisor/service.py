@@ -2,8 +2,9 @@
 the desired number of worker processes per operator running, and acknowledges each
 command with the parallelism it actually reached.
 
-Start-up: adopt the workers a previous supervisor left (pid files), take the parallelism
-it last recorded (state files), replay the app's commands on the compacted control topic
+Start-up: lock the app's run directory (one supervisor per app), adopt the workers a
+previous supervisor left (pid files), wait for the broker (with backoff, for as long as it
+takes), take the parallelism it last recorded (state files), replay the app's commands on the compacted control topic
 from the beginning, reconcile once, then follow the topic, all through the same
 ``ControlClient`` an app that scales itself uses.
 """
@@ -14,7 +15,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import get_args
@@ -22,7 +23,7 @@ from typing import get_args
 from prometheus_client import CollectorRegistry
 
 from lastream_stream.exposition import MetricsPortInUse, serve_metrics
-from lastream_stream.kafka.clients import KafkaClients
+from lastream_stream.kafka.clients import BrokerUnreachable, KafkaClients
 from lastream_stream.kafka.control import ControlClient, newest
 from lastream_stream.settings import LastreamSettings
 from lastream_stream.supervisor.config import SupervisorSettings
@@ -89,6 +90,7 @@ class Supervisor:
         self.consumer_name = f"supervisor-{app_spec.app}"  # in its dead letters
         self.dead_letters = {self.consumer_name: 0}
         self._states: dict[str, tuple[int, int, int]] = {}  # as last written to the state files
+        self._unwritten: dict[str, tuple[int, int, int]] = {}  # failed to write (a full disk), as logged
         self._ready = False
         self._status = self._snapshot()
 
@@ -97,26 +99,45 @@ class Supervisor:
         return self._status
 
     def run(self, stop: threading.Event) -> None:
+        """Supervise until ``stop`` is set: only then (a deliberate shutdown) are the workers
+        stopped, if so configured. On an error of its own the supervisor exits and leaves
+        them running: the app goes on, and the next supervisor adopts them."""
         app = self.spec.app
-        with ControlClient(app, self.settings, name=self.consumer_name, clients=self.clients) as control:
+        with self.run_dir.locked():
+            self.workers = {(w.operator, w.slot): w for w in self.run_dir.adopt()}
+            self._status = self._snapshot()
             try:
-                self.workers = {(w.operator, w.slot): w for w in self.run_dir.adopt()}
-                self._start_up(control, stop)
-                while not stop.is_set():
-                    command = control.poll(self.config.tick_s)
-                    if command is not None:
-                        verdict = judge(self.spec, self.state, command)
-                        failures = self._apply(verdict)
-                        self._ack(control, ack_for(app, verdict, self._running(), failures))
-                    self._supervise()
-                    self.dead_letters[self.consumer_name] = control.dead_letters
-                    self._status = self._snapshot()
+                self._supervise_until(stop)
+            except Exception:
+                log.error(
+                    "%s supervisor failed: leaving %d worker(s) running; a restarted supervisor adopts them",
+                    app,
+                    len(self.workers),
+                )
+                raise
             finally:
-                if self.config.stop_workers_on_exit:
-                    self._stop(sorted(self.workers, key=lambda s: (-s[1], s[0])))
-                    log.info("%s supervisor stopped with its workers", app)
-                else:
-                    log.info("%s supervisor stopped; %d worker(s) left running", app, len(self.workers))
+                self._status = self._snapshot()
+            if self.config.stop_workers_on_exit:
+                self._stop(sorted(self.workers, key=lambda s: (-s[1], s[0])))
+                log.info("%s supervisor stopped with its workers", app)
+            else:
+                log.info("%s supervisor stopped; %d worker(s) left running", app, len(self.workers))
+            self._status = self._snapshot()
+
+    def _supervise_until(self, stop: threading.Event) -> None:
+        config = self.config
+        if not wait_for_broker(self.clients.metadata, stop, config.broker_retry_initial_s, config.broker_retry_max_s):
+            return
+        with ControlClient(self.spec.app, self.settings, name=self.consumer_name, clients=self.clients) as control:
+            self._start_up(control, stop)
+            while not stop.is_set():
+                command = control.poll(config.tick_s)
+                if command is not None:
+                    verdict = judge(self.spec, self.state, command)
+                    failures = self._apply(verdict)
+                    self._ack(control, ack_for(self.spec.app, verdict, self._running(), failures))
+                self._supervise()
+                self.dead_letters[self.consumer_name] = control.dead_letters
                 self._status = self._snapshot()
 
     def _start_up(self, control: ControlClient, stop: threading.Event) -> None:
@@ -222,8 +243,9 @@ class Supervisor:
             log.info("stopped %s (pid %d)%s", worker.name, worker.pid, "" if graceful[worker.name] else " with SIGKILL")
 
     def _supervise(self) -> None:
-        """Notice crashed workers and restart them once their backoff has passed."""
+        """Bound the logs; notice crashed workers and restart them once their backoff has passed."""
         for slot, worker in list(self.workers.items()):
+            self.run_dir.rotate_log(worker, self.config.log_max_bytes, self.config.log_backups)
             if worker.alive():
                 continue
             del self.workers[slot]
@@ -261,9 +283,18 @@ class Supervisor:
             running[op] += 1
         for op, desired in self.state.parallelism.items():
             state = (running[op], desired, self.state.generation)
-            if self._states.get(op) != state:
+            if self._states.get(op) == state:
+                continue
+            try:
                 self.run_dir.write_state(op, *state)
-                self._states[op] = state
+            except OSError as exc:
+                # Retried at every tick until it succeeds; said once per state, not per tick.
+                if self._unwritten.get(op) != state:
+                    log.error("cannot write the state file of %s: %s; the workers read the previous one", op, exc)
+                self._unwritten[op] = state
+                continue
+            self._states[op] = state
+            self._unwritten.pop(op, None)
 
     def _running(self) -> dict[str, int]:
         running = {op: 0 for op in self.spec.operators}
@@ -288,6 +319,22 @@ class Supervisor:
             acks=dict(self.acks),
             dead_letters=dict(self.dead_letters),
         )
+
+
+def wait_for_broker(probe: Callable[[], object], stop: threading.Event, initial_s: float, max_s: float) -> bool:
+    """Call ``probe`` until it stops raising BrokerUnreachable, backing off from ``initial_s``
+    to at most ``max_s`` between attempts; False when ``stop`` was set first."""
+    attempt = 0
+    while not stop.is_set():
+        try:
+            probe()
+            return True
+        except BrokerUnreachable as exc:
+            attempt += 1
+            delay = backoff_delay(attempt, initial_s, max_s)
+            log.warning("Kafka unreachable (attempt %d): %s; retrying in %.3g s", attempt, exc, delay)
+            stop.wait(delay)
+    return False
 
 
 @contextmanager

@@ -9,7 +9,10 @@ In the run directory (``<home>/<app>/``):
   the workers actually running, which falls short of ``desired`` while some fail to start.
   ``desired`` is the supervisor's own record of the desired state (a compacted control
   topic keeps only the latest command, which need not name every operator).
-- ``<operator>-<slot>.log``: the worker's stdout and stderr, appended across restarts.
+- ``<operator>-<slot>.log``: the worker's stdout and stderr, appended across restarts and
+  rotated by size (``rotate_log``), with ``.1`` ... ``.<backups>`` the older parts.
+- ``supervisor.lock``: locked (``flock``) by the supervisor that owns the directory, for
+  its whole life, and holding its pid; the kernel releases it when that process dies.
 
 Workers run in their own session, so a Ctrl-C in the supervisor's terminal does not reach
 them and a killed supervisor leaves them running for its successor to adopt.
@@ -18,13 +21,15 @@ them and a killed supervisor leaves them running for its successor to adopt.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,11 +69,45 @@ INHERITED = frozenset(
 SAME_PROCESS_TOLERANCE_S = 0.05
 
 
+class RunDirLocked(RuntimeError):
+    """Another live supervisor owns the run directory."""
+
+
 def write_atomically(path: Path, data: dict) -> None:
-    """Readers see the old file or the new one, never a half-written one."""
+    """Readers see the old file or the new one, never a half-written one, even after a
+    crash (fsync before the rename); raises OSError (a full disk) and leaves no temp file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as file:
+            file.write(json.dumps(data))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def rotate_log(path: Path, max_bytes: int, backups: int) -> None:
+    """Copy-truncate ``path`` once it exceeds ``max_bytes``: the worker keeps writing to the
+    file it opened (in append mode, so it goes on at the new end), which a pipe through the
+    supervisor could not offer a worker that outlives it. Lines written between the copy and
+    the truncation are lost. Raises OSError when the copy failed
+    (the log is truncated anyway: a bounded log matters more than its history)."""
+    try:
+        if path.stat().st_size <= max_bytes:
+            return
+    except FileNotFoundError:
+        return
+    try:
+        for n in range(backups - 1, 0, -1):
+            older = path.with_name(f"{path.name}.{n}")
+            if older.exists():
+                os.replace(older, path.with_name(f"{path.name}.{n + 1}"))
+        if backups:
+            shutil.copyfile(path, path.with_name(f"{path.name}.1"))
+    finally:
+        os.truncate(path, 0)
 
 
 def is_alive(process: psutil.Process) -> bool:
@@ -159,6 +198,31 @@ class RunDir:
     def log_file(self, operator: str, slot: int) -> Path:
         return self.path / f"{operator}-{slot}.log"
 
+    def lock_file(self) -> Path:
+        return self.path / "supervisor.lock"
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Own the directory while the block runs, or raise RunDirLocked naming the pid of the
+        supervisor that does: two supervisors of one app would each start every worker."""
+        fd = os.open(self.lock_file(), os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by workers
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                raise RunDirLocked(
+                    f"{self.path} is held by another supervisor (pid {holder}): one supervisor per app"
+                ) from None
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(os.getpid()).encode(), 0)
+            except OSError as exc:  # a full disk: the lock holds all the same
+                log.warning("cannot write the pid into %s: %s", self.lock_file(), exc)
+            yield
+        finally:
+            os.close(fd)
+
     def state_file(self, operator: str) -> Path:
         return self.path / f"{operator}.state.json"
 
@@ -204,7 +268,9 @@ class RunDir:
         return adopted
 
     def start(self, operator: str, slot: int, spec: WorkerSpec) -> Worker:
-        """Start one worker; raises OSError when its command cannot be executed."""
+        """Start one worker; raises OSError when its command cannot be executed or its pid
+        file cannot be written (then it is killed: a worker no pid file names would never be
+        adopted by a later supervisor, and run beside the one it starts)."""
         env = {
             **worker_env(os.environ, self.cluster_env, spec),
             "LASTREAM_WORKER_OPERATOR": operator,
@@ -213,11 +279,21 @@ class RunDir:
         }
         worker = spawn(operator, slot, spec.command, env, self.log_file(operator, slot))
         # A zombie still has its create_time, so this holds even for a worker that died at once.
-        write_atomically(
-            self.pid_file(operator, slot),
-            {"operator": operator, "slot": slot, "pid": worker.pid, "create_time": worker.started_at},
-        )
+        record = {"operator": operator, "slot": slot, "pid": worker.pid, "create_time": worker.started_at}
+        try:
+            write_atomically(self.pid_file(operator, slot), record)
+        except OSError:
+            worker.signal(signal.SIGKILL)
+            worker.popen.wait()
+            raise
         return worker
+
+    def rotate_log(self, worker: Worker, max_bytes: int, backups: int) -> None:
+        path = self.log_file(worker.operator, worker.slot)
+        try:
+            rotate_log(path, max_bytes, backups)
+        except OSError as exc:
+            log.warning("%s: truncated without keeping a copy: %s", path, exc)
 
     def forget(self, worker: Worker) -> None:
         self.pid_file(worker.operator, worker.slot).unlink(missing_ok=True)

@@ -17,6 +17,7 @@ from lastream_stream.logs import console, setup_logging
 from lastream_stream.policy.base import CheckpointMismatch
 from lastream_stream.settings import LastreamSettings
 from lastream_stream.supervisor.command import supervisor_command
+from lastream_stream.supervisor.workers import RunDirLocked
 
 log = logging.getLogger("lastream")
 
@@ -27,7 +28,7 @@ class FriendlyErrors(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (MissingTool, BrokerUnreachable, CheckpointMismatch, MetricsPortInUse) as exc:
+        except (MissingTool, BrokerUnreachable, CheckpointMismatch, MetricsPortInUse, RunDirLocked) as exc:
             console.print(f"[red]error:[/] {exc}")
             sys.exit(2)
 
