@@ -14,8 +14,17 @@ def test_compose_runs_the_same_kafka_in_kraft_mode():
     env = kafka["environment"]
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert env["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == "0"
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false", "an auto-created control topic is not compacted"
     assert "healthcheck" in kafka
     assert {"kafka", "topics", "supervisor", "source", "agent"} <= set(compose["services"])
     for name, service in compose["services"].items():
         for dependency in service.get("depends_on", {}):
             assert dependency in compose["services"], f"{name} depends on unknown {dependency}"
+
+
+def test_long_running_services_come_back_after_an_exit():
+    """A supervisor that exits on an error leaves its workers to be adopted: only if it is restarted."""
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    for name in ("kafka", "supervisor", "source", "agent"):
+        assert services[name].get("restart") == "unless-stopped", name
+    assert services["topics"]["restart"] == "no"
