@@ -14,6 +14,7 @@ def test_compose_runs_the_same_kafka_in_kraft_mode():
     env = kafka["environment"]
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert env["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == "0"
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"  # only `topics ensure` makes topics
     assert "healthcheck" in kafka
     assert {"kafka", "topics", "supervisor", "source", "agent"} <= set(compose["services"])
     for name, service in compose["services"].items():

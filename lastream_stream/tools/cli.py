@@ -12,7 +12,7 @@ import click
 
 from lastream_stream.exposition import MetricsPortInUse
 from lastream_stream.kafka.broker import LocalBroker, MissingTool
-from lastream_stream.kafka.clients import BrokerUnreachable, KafkaClients, project_topics
+from lastream_stream.kafka.clients import BrokerUnreachable, KafkaClients, TopicMisconfigured, project_topics
 from lastream_stream.logs import console, setup_logging
 from lastream_stream.policy.base import CheckpointMismatch
 from lastream_stream.settings import LastreamSettings
@@ -27,7 +27,7 @@ class FriendlyErrors(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (MissingTool, BrokerUnreachable, CheckpointMismatch, MetricsPortInUse) as exc:
+        except (MissingTool, BrokerUnreachable, CheckpointMismatch, MetricsPortInUse, TopicMisconfigured) as exc:
             console.print(f"[red]error:[/] {exc}")
             sys.exit(2)
 
@@ -87,7 +87,7 @@ def topics() -> None:
 @topics.command("ensure")
 @click.pass_obj
 def topics_ensure(settings: LastreamSettings) -> None:
-    """Create the metrics, control (compacted), acks, decisions and dead-letter topics if missing."""
+    """Create the metrics, control (compacted), acks, decisions and dead-letter topics if missing; repair existing ones."""
     specs = project_topics(settings.topics)
     created = KafkaClients(settings.kafka).ensure_topics(specs)
     for spec in specs:
