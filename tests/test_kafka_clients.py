@@ -5,8 +5,9 @@ import uuid
 import pytest
 from confluent_kafka.admin import ConfigResource
 
-from lastream_stream.kafka.clients import BrokerUnreachable, KafkaClients, project_topics
-from lastream_stream.settings import KafkaSettings, LastreamSettings, TopicSettings
+from lastream_stream.kafka.broker import LocalBroker
+from lastream_stream.kafka.clients import BrokerUnreachable, KafkaClients, TopicMisconfigured, TopicSpec, project_topics
+from lastream_stream.settings import BrokerSettings, KafkaSettings, LastreamSettings, TopicSettings
 
 
 def test_unreachable_bootstrap_fails_fast_with_a_readable_message():
@@ -66,6 +67,61 @@ def test_topics_ensure_is_idempotent_and_compacts_control(clients):
     resource = ConfigResource(ConfigResource.Type.TOPIC, f"c-{tag}")
     config = admin.describe_configs([resource])[resource].result(timeout=10)
     assert config["cleanup.policy"].value == "compact"
+
+
+def fresh_topics(**partitions: int) -> TopicSettings:
+    tag = uuid.uuid4().hex[:10]
+    names = {kind: f"{kind[:3]}-{tag}" for kind in ("metrics", "control", "acks", "decisions", "deadletter")}
+    return TopicSettings(**names, **partitions)
+
+
+def topic_config(clients: KafkaClients, topic: str) -> dict[str, str]:
+    admin = clients.admin()
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    return {k: e.value for k, e in admin.describe_configs([resource])[resource].result(timeout=10).items()}
+
+
+def test_topics_ensure_compacts_a_control_topic_that_exists_uncompacted(clients, caplog):
+    # As the broker's auto-creation, or a hand-made topic, leaves it: deleted, never compacted.
+    topics = fresh_topics()
+    clients.ensure_topics([TopicSpec(topics.control, 1)])
+    assert topic_config(clients, topics.control)["cleanup.policy"] == "delete"
+
+    with caplog.at_level(logging.WARNING, logger="lastream_stream.kafka.clients"):
+        created = clients.ensure_topics(project_topics(topics))
+
+    assert topics.control not in created
+    assert topic_config(clients, topics.control)["cleanup.policy"] == "compact"
+    assert any(topics.control in r.getMessage() and "cleanup.policy" in r.getMessage() for r in caplog.records)
+
+
+def test_topics_ensure_refuses_with_the_reason_when_the_broker_rejects_the_repair(clients):
+    name = f"r-{uuid.uuid4().hex[:10]}"
+    clients.ensure_topics([TopicSpec(name, 1)])
+    with pytest.raises(TopicMisconfigured, match=rf"{name}.*cleanup.policy.*delete.*bogus"):
+        clients.ensure_topics([TopicSpec(name, 1, config=(("cleanup.policy", "bogus"),))])
+
+
+def test_topics_ensure_grows_the_metrics_topic_but_never_repartitions_the_control_topic(clients, caplog):
+    topics = fresh_topics(metrics_partitions=3, control_partitions=2)
+    clients.ensure_topics([TopicSpec(topics.metrics, 1), TopicSpec(topics.control, 1)])
+
+    with caplog.at_level(logging.WARNING, logger="lastream_stream.kafka.clients"):
+        clients.ensure_topics(project_topics(topics))
+
+    md = clients.metadata()
+    assert len(md.topics[topics.metrics].partitions) == 3
+    # Keyed by app: more partitions would move an app's commands and split its compacted history.
+    assert len(md.topics[topics.control].partitions) == 1
+    warnings = [m for r in caplog.records if topics.control in (m := r.getMessage()) and "partition" in m]
+    assert len(warnings) == 1 and "1 partition(s), fewer than the 2 configured" in warnings[0]
+
+
+def test_the_local_broker_does_not_create_topics_on_first_use(tmp_path):
+    broker = LocalBroker(BrokerSettings(home=tmp_path))
+    broker.run_dir.mkdir(parents=True)
+    lines = broker._write_config().read_text().splitlines()
+    assert "auto.create.topics.enable=false" in lines
 
 
 def test_read_history_reads_every_partition_up_to_the_end_offsets_taken_before(clients, make_topic):

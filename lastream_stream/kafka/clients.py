@@ -24,7 +24,15 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ClusterMetadata,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
 
 from lastream_stream.settings import KafkaSettings, TopicSettings
 
@@ -41,12 +49,20 @@ class BrokerUnreachable(RuntimeError):
     """The cluster did not answer a metadata request in time."""
 
 
+class TopicMisconfigured(RuntimeError):
+    """An existing topic lacks a configuration LaStream needs, and the broker refused to set it."""
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
     partitions: int
     replication_factor: int = 1
+    # Held on an existing topic too: ``ensure_topics`` sets whatever differs.
     config: tuple[tuple[str, str], ...] = ()
+    # Whether an existing topic with fewer partitions may be given more. Only where no reader
+    # needs a key to stay on its partition: new partitions move keys.
+    grow: bool = False
 
 
 def project_topics(topics: TopicSettings) -> list[TopicSpec]:
@@ -54,7 +70,8 @@ def project_topics(topics: TopicSettings) -> list[TopicSpec]:
     per app (its key) is the desired state a restarting supervisor rebuilds from."""
     rf = topics.replication_factor
     return [
-        TopicSpec(topics.metrics, topics.metrics_partitions, rf, (("retention.ms", str(6 * 3600 * 1000)),)),
+        # Reports are samples judged by time, so a key moving to a new partition loses nothing.
+        TopicSpec(topics.metrics, topics.metrics_partitions, rf, (("retention.ms", str(6 * 3600 * 1000)),), grow=True),
         TopicSpec(
             topics.control,
             topics.control_partitions,
@@ -211,8 +228,12 @@ class KafkaClients:
         return sum(max(0, tp.offset) for tp in result.topic_partitions)
 
     def ensure_topics(self, specs: list[TopicSpec]) -> list[str]:
-        """Create the topics that do not exist yet; return the names created. Idempotent."""
-        existing = set(self.metadata().topics)
+        """Create the topics that do not exist yet and bring existing ones to their spec's
+        configuration and, where it may grow, partition count; return the names created.
+        Idempotent. Raises TopicMisconfigured when the broker refuses a needed change."""
+        existing = self.metadata().topics
+        self._configure([s for s in specs if s.name in existing and s.config])
+        self._check_partitions([(s, len(existing[s.name].partitions)) for s in specs if s.name in existing])
         missing = [s for s in specs if s.name not in existing]
         if not missing:
             return []
@@ -231,6 +252,60 @@ class KafkaClients:
                     raise
         self.wait_for_topics([s.name for s in missing])
         return created
+
+    def _configure(self, specs: list[TopicSpec]) -> None:
+        """Set what differs from each spec's configuration on its existing topic: a control
+        topic auto-created by a broker, or made by hand, is not compacted."""
+        if not specs:
+            return
+        admin = self.admin()  # must outlive the futures
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in specs]
+        described = admin.describe_configs(resources, request_timeout=self.settings.timeout_s)
+        for spec, resource in zip(specs, resources, strict=True):
+            current = described[resource].result(timeout=self.settings.timeout_s)
+            wrong = {k: (current[k].value, v) for k, v in spec.config if current[k].value != v}
+            if not wrong:
+                continue
+            changes = ", ".join(f"{k} was {old}, needs {new}" for k, (old, new) in wrong.items())
+            entries = [
+                ConfigEntry(k, new, incremental_operation=AlterConfigOpType.SET) for k, (_, new) in wrong.items()
+            ]
+            alter = ConfigResource(ConfigResource.Type.TOPIC, spec.name, incremental_configs=entries)
+            try:
+                admin.incremental_alter_configs([alter])[alter].result(timeout=self.settings.timeout_s)
+            except KafkaException as exc:
+                raise TopicMisconfigured(
+                    f"topic {spec.name}: {changes}, and the broker refused to change it ({exc.args[0].str()}); "
+                    "set it with kafka-configs.sh --alter, or grant this client AlterConfigs on the topic"
+                ) from exc
+            log.warning("topic %s: %s; changed", spec.name, changes)
+
+    def _check_partitions(self, counts: list[tuple[TopicSpec, int]]) -> None:
+        """Give a topic that may grow its configured partition count; report one that may not."""
+        short = {spec.name: (spec, count) for spec, count in counts if count < spec.partitions}
+        for spec, count in short.values():
+            if not spec.grow:
+                log.warning(
+                    "topic %s has %d partition(s), fewer than the %d configured; left as is because more partitions "
+                    "would move its keys: recreate it, or set its partitions setting to %d",
+                    spec.name,
+                    count,
+                    spec.partitions,
+                    count,
+                )
+        grow = [NewPartitions(spec.name, spec.partitions) for spec, _ in short.values() if spec.grow]
+        if not grow:
+            return
+        admin = self.admin()  # must outlive the futures
+        for name, future in admin.create_partitions(grow, operation_timeout=self.settings.timeout_s).items():
+            future.result(timeout=self.settings.timeout_s)
+            log.warning(
+                "topic %s had %d partition(s): grown to the %d configured",
+                name,
+                short[name][1],
+                short[name][0].partitions,
+            )
+        self.wait_for_topics([g.topic for g in grow])
 
     def wait_for_topics(self, names: list[str], timeout_s: float | None = None) -> None:
         """Block until every topic has leaders for all its partitions, asking the broker."""

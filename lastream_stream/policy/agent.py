@@ -18,11 +18,11 @@ in the same state, their differences: the choice depends only on those.
 
 from __future__ import annotations
 
-import contextlib
+import io
 import json
 import logging
 import math
-import os
+import pickle
 import time
 from collections import defaultdict, deque
 from collections.abc import Sequence
@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
+from lastream_stream.policy import checkpoint as checkpoint_file
 from lastream_stream.policy.base import (
     Candidate,
     CandidateGenerator,
@@ -47,6 +48,7 @@ from lastream_stream.policy.base import (
 )
 from lastream_stream.policy.candidates import AnalyticGenerator, clamp_scheme, dedupe
 from lastream_stream.policy.capacity import CapacityModels
+from lastream_stream.policy.checkpoint import CorruptCheckpoint
 from lastream_stream.policy.ds2 import DS2Plan, ds2_plan, falling_behind
 from lastream_stream.policy.evaluator import Evaluator
 from lastream_stream.policy.features import (
@@ -439,24 +441,35 @@ class LaStreamAgent:
             "numpy_rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
         }
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Written aside and renamed: a reader, or a crash mid-save, never sees half a checkpoint.
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        try:
-            torch.save(checkpoint, partial)
-            os.replace(partial, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                partial.unlink()
-            raise
+        payload = io.BytesIO()
+        torch.save(checkpoint, payload)
+        checkpoint_file.write(Path(path), payload.getvalue())
 
     @classmethod
     def load(
         cls, path: Path | str, generators: Sequence[CandidateGenerator] | None = None, config: AgentConfig | None = None
     ) -> LaStreamAgent:
-        """Restore an agent; ``config`` may change anything but the network's shape."""
-        checkpoint = torch.load(Path(path), weights_only=True)
+        """Restore an agent; ``config`` may change anything but the network's shape. Raises
+        CheckpointMismatch for another version or shape, CorruptCheckpoint for a damaged file."""
+        path = Path(path)
+        payload = checkpoint_file.read(path)
+        try:
+            return cls._restore(torch.load(io.BytesIO(payload), weights_only=True), path, generators, config)
+        except CheckpointMismatch:
+            raise
+        # What a payload that unpickles to the wrong things raises: missing keys, wrong types, wrong shapes.
+        except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, TypeError, ValueError) as exc:
+            reason = " ".join(str(exc).split())  # load_state_dict's message spans lines
+            raise CorruptCheckpoint(f"{path} does not fit its model ({type(exc).__name__}: {reason})") from exc
+
+    @classmethod
+    def _restore(
+        cls,
+        checkpoint: dict,
+        path: Path,
+        generators: Sequence[CandidateGenerator] | None,
+        config: AgentConfig | None,
+    ) -> LaStreamAgent:
         if checkpoint["features_version"] != FEATURES_VERSION:
             raise CheckpointMismatch(
                 f"{path} was written by another LaStream version (features version {checkpoint['features_version']}, this one "
@@ -486,16 +499,30 @@ class LaStreamAgent:
         config: AgentConfig | None = None,
         generators: Sequence[CandidateGenerator] | None = None,
     ) -> LaStreamAgent:
-        """The agent's own checkpoint if it exists, else the shipped pretrained one, else untrained."""
-        if checkpoint is not None and Path(checkpoint).exists():
-            return cls.load(checkpoint, generators, config)
-        try:
-            return cls.load(PRETRAINED_PATH, generators, config)
-        except (FileNotFoundError, ValueError) as exc:
-            log.warning(
-                "no usable pretrained model (%s): starting untrained, candidates ranked by an untrained evaluator", exc
-            )
-            return cls(config, generators)
+        """The agent's own checkpoint if it exists, else the one it replaced, else the shipped
+        pretrained model, else untrained. What was unusable, and what is used instead, is one
+        log line; a checkpoint of another version or shape is refused (CheckpointMismatch),
+        since falling back would start over and overwrite it at the next save."""
+        own = [] if checkpoint is None else [Path(checkpoint), checkpoint_file.previous(Path(checkpoint))]
+        problems = []
+        if own and not own[0].exists() and own[1].exists():  # a save stopped between its two renames
+            problems.append(f"{own[0]} is missing")
+        for path in [p for p in own if p.exists()] + [PRETRAINED_PATH]:
+            try:
+                agent = cls.load(path, generators, config)
+            except CorruptCheckpoint as exc:
+                problems.append(str(exc))
+                continue
+            except CheckpointMismatch as exc:
+                if path != PRETRAINED_PATH:
+                    raise
+                problems.append(str(exc))
+                continue
+            if problems:
+                log.warning("%s: using %s instead", "; ".join(problems), path)
+            return agent
+        log.warning("%s: starting untrained, candidates ranked by an untrained evaluator", "; ".join(problems))
+        return cls(config, generators)
 
 
 def _ms_since(start: float) -> float:

@@ -12,7 +12,7 @@ import click
 
 from lastream_stream.exposition import MetricsPortInUse
 from lastream_stream.kafka.broker import LocalBroker, MissingTool
-from lastream_stream.kafka.clients import BrokerUnreachable, KafkaClients, project_topics
+from lastream_stream.kafka.clients import BrokerUnreachable, KafkaClients, TopicMisconfigured, project_topics
 from lastream_stream.logs import console, setup_logging
 from lastream_stream.policy.base import CheckpointMismatch
 from lastream_stream.settings import LastreamSettings
@@ -28,7 +28,14 @@ class FriendlyErrors(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (MissingTool, BrokerUnreachable, CheckpointMismatch, MetricsPortInUse, RunDirLocked) as exc:
+        except (
+            MissingTool,
+            BrokerUnreachable,
+            CheckpointMismatch,
+            MetricsPortInUse,
+            RunDirLocked,
+            TopicMisconfigured,
+        ) as exc:
             console.print(f"[red]error:[/] {exc}")
             sys.exit(2)
 
@@ -88,7 +95,7 @@ def topics() -> None:
 @topics.command("ensure")
 @click.pass_obj
 def topics_ensure(settings: LastreamSettings) -> None:
-    """Create the metrics, control (compacted), acks, decisions and dead-letter topics if missing."""
+    """Create the metrics, control (compacted), acks, decisions and dead-letter topics if missing; repair existing ones."""
     specs = project_topics(settings.topics)
     created = KafkaClients(settings.kafka).ensure_topics(specs)
     for spec in specs:

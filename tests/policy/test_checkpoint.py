@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 
 import pytest
@@ -9,7 +11,8 @@ import torch
 from click.testing import CliRunner
 from policy_graphs import chain_graph, graph_of, operator_reports
 
-from lastream_stream.policy.agent import AgentConfig, LaStreamAgent
+from lastream_stream.policy import checkpoint as checkpoint_file
+from lastream_stream.policy.agent import PRETRAINED_PATH, AgentConfig, LaStreamAgent
 from lastream_stream.policy.base import CheckpointMismatch
 from lastream_stream.tools.cli import main
 
@@ -77,25 +80,110 @@ def test_own_checkpoint_is_preferred_over_the_shipped_one(tmp_path):
     assert LaStreamAgent.pretrained(path).trained_steps == agent.trained_steps == 20
 
 
-def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path):
+def rewrite(path, state: dict) -> None:
+    """Replace a checkpoint's content, with a hash that matches it."""
+    payload = io.BytesIO()
+    torch.save(state, payload)
+    checkpoint_file.write(path, payload.getvalue())
+
+
+def saved_twice(path) -> LaStreamAgent:
+    """An agent saved at 20 trained steps, then at 23: the first is the previous checkpoint."""
     agent = trained_agent()
-    path = tmp_path / "agent.pt"
     agent.save(path)
-    saved = path.read_bytes()
+    agent.train(3)
+    agent.save(path)
+    return agent
+
+
+def warnings_of(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_failed_save_leaves_the_checkpoint_and_its_previous_one_whole(tmp_path):
+    path = tmp_path / "agent.pt"
+    agent = saved_twice(path)
+    saved, previous = path.read_bytes(), (tmp_path / "agent.prev.pt").read_bytes()
     agent.observe(agent.decide(chain_graph()), 0.9)
     # A directory where the save writes its partial file makes that write fail.
     (tmp_path / f".agent.pt.{os.getpid()}.partial").mkdir()
-    with pytest.raises(RuntimeError):  # torch's error for a file it cannot open
+    with pytest.raises(OSError):
         agent.save(path)
     assert path.read_bytes() == saved
+    assert (tmp_path / "agent.prev.pt").read_bytes() == previous
     assert len(LaStreamAgent.load(path).replay) == 5
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one_in_one_line(tmp_path, caplog):
+    path = tmp_path / "agent.pt"
+    saved_twice(path)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 8] = bytes(b ^ 0xFF for b in data[middle : middle + 8])
+    path.write_bytes(bytes(data))
+
+    with caplog.at_level(logging.WARNING):
+        agent = LaStreamAgent.pretrained(path)
+
+    assert agent.trained_steps == 20
+    [line] = warnings_of(caplog)
+    assert str(path) in line and "SHA-256" in line and f"using {tmp_path / 'agent.prev.pt'} instead" in line
+
+
+def test_a_cut_short_checkpoint_with_no_previous_one_falls_back_to_the_shipped_model(tmp_path, caplog):
+    path = tmp_path / "agent.pt"
+    trained_agent().save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    with caplog.at_level(logging.WARNING):
+        agent = LaStreamAgent.pretrained(path)
+
+    assert agent.normaliser.fitted and agent.trained_steps >= 1000  # the shipped model
+    [line] = warnings_of(caplog)
+    assert str(path) in line and f"using {PRETRAINED_PATH} instead" in line
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_its_model_falls_back(tmp_path, caplog):
+    path = tmp_path / "agent.pt"
+    trained_agent().save(path)
+    small = LaStreamAgent(AgentConfig(gcn_hidden=[8], evaluator_hidden=[8]))
+    state = torch.load(io.BytesIO(checkpoint_file.read(path)), weights_only=True)
+    rewrite(path, state | {"gcn": small.gcn.state_dict(), "evaluator": small.evaluator.state_dict()})
+
+    with caplog.at_level(logging.WARNING):
+        agent = LaStreamAgent.pretrained(path)
+
+    assert agent.trained_steps == 20
+    [line] = warnings_of(caplog)
+    assert str(path) in line and "size mismatch" in line and "\n" not in line
+
+
+def test_a_checkpoint_from_before_the_hash_loads_with_a_warning_and_gets_one_at_its_next_save(tmp_path, caplog):
+    path = tmp_path / "agent.pt"
+    trained_agent().save(path)
+    torch.save(torch.load(io.BytesIO(checkpoint_file.read(path)), weights_only=True), path)  # the old format
+
+    with caplog.at_level(logging.WARNING):
+        agent = LaStreamAgent.pretrained(path)
+    assert agent.trained_steps == 20
+    [line] = warnings_of(caplog)
+    assert str(path) in line and "no content hash" in line
+
+    agent.save(path)
+    assert path.read_bytes().startswith(checkpoint_file.MAGIC)
+
+
+def test_the_shipped_model_loads_without_a_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert LaStreamAgent.pretrained().trained_steps >= 1000
+    assert warnings_of(caplog) == []
 
 
 def old_checkpoint(tmp_path):
     path = tmp_path / "old.pt"
     trained_agent().save(path)
-    state = torch.load(path, weights_only=True)
-    torch.save(state | {"features_version": state["features_version"] - 1}, path)
+    state = torch.load(io.BytesIO(checkpoint_file.read(path)), weights_only=True)
+    rewrite(path, state | {"features_version": state["features_version"] - 1})
     return path
 
 

@@ -154,7 +154,9 @@ class LocalBroker:
             "transaction.state.log.min.isr": "1",
             # A dev broker on one machine: rebalances must not wait for more members to join.
             "group.initial.rebalance.delay.ms": "0",
-            "auto.create.topics.enable": "true",
+            # Topics are made by `lastream topics ensure` with the configuration they need, never
+            # by a first produce with the broker defaults (an uncompacted control topic).
+            "auto.create.topics.enable": "false",
             "log.cleaner.backoff.ms": "1000",
         }
         config = self.run_dir / "server.properties"
