@@ -116,6 +116,30 @@ class BrokerSettings(BaseSettings):
     )
 
 
+class ControlAuthSettings(BaseSettings):
+    """Who may command an app: the keys that sign scaling commands and acks, and how far
+    ahead of its receiver a command may be dated."""
+
+    model_config = SettingsConfigDict(env_prefix="LASTREAM_CONTROL_", extra="ignore")
+
+    keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='Accepted signing keys of commands and acks, key id -> secret, e.g. `{"k2": "..."}`; secrets, never logged. Empty: nothing is signed or checked (the control plane is unauthenticated).',
+    )
+    signing_key_id: str | None = Field(
+        default=None,
+        description="The key of `keys` this process signs with (the agent its commands, a supervisor its acks); required with `keys`.",
+    )
+    max_skew_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="A command dated more than this many seconds ahead of its receiver's clock is dead-lettered.",
+    )
+
+    def secrets(self) -> dict[str, bytes]:
+        return {key_id: secret.get_secret_value().encode() for key_id, secret in self.keys.items()}
+
+
 class LastreamSettings(BaseSettings):
     """Every command's settings; Kafka, the topics and the local broker read their own prefixes."""
 
@@ -124,6 +148,7 @@ class LastreamSettings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    control_auth: ControlAuthSettings = Field(default_factory=ControlAuthSettings)
     log_level: str = Field(default="INFO", description="Log level of every command: DEBUG, INFO or WARNING.")
 
     def process_env(self) -> dict[str, str]:

@@ -211,3 +211,37 @@ def test_an_app_that_misreports_is_scaled_and_told_why(settings, clients, reader
     assert misstated.startswith("work: 3 instances report through the window but say parallelism 1; decided on 3")
     assert silent.startswith("'source' (upstream of work) never reports; taken as an external source of 1")
     assert "MetricsReporter(operator='source', upstreams=[])" in silent
+
+
+def poisoned(generation: int, now: float) -> list[tuple[bytes, bytes]]:
+    """Schema-valid commands for 'flooded' that nobody the agent trusts issued: keyed by
+    another name (so compaction keeps it beside the app's own), dated in a far future, and
+    one well-formed but foreign with a generation far ahead."""
+    forged = {"app": "flooded", "generation": generation + 100, "target": {"work": 1}}
+    return [
+        (b"junk", json.dumps(forged | {"issued_at": 1e300}).encode()),
+        (b"flooded", json.dumps(forged | {"issued_at": 1e300}).encode()),
+        (b"flooded", json.dumps(forged | {"issued_at": now}).encode()),
+    ]
+
+
+def test_a_poisoned_control_topic_stalls_no_decision_across_a_restart(settings, clients, reader, tmp_path):
+    """The issue's attack: commands the agent never issued, awaited for ever (no ack comes, a
+    timeout counted from issued_at=1e300 never fires), replayed at every restart."""
+    with clients.producer() as producer:
+        for key, value in poisoned(1, time.time()):
+            producer.produce(settings.topics.control, key=key, value=value)
+        producer.flush(10)
+    generations = []
+    for _ in range(2):  # the second run replays the poison and the first run's unacknowledged command
+        with running_agent(settings, short_windows(tmp_path)) as (service, published, _):
+            report_until_a_command(clients, settings, published, honest_reports)
+        commands = [m for m in published if isinstance(m, ScalingCommand)]
+        assert commands, "the poisoned control topic stalled the agent"
+        assert commands[0].target == {"work": 4}
+        generations.append(commands[0].generation)
+    # The foreign command the supervisor would accept is continued, not awaited.
+    assert generations == [102, 103]
+    letters = [parse(DeadLetter, m.value()) for m in reader(settings.topics.deadletter, 4)]
+    reasons = " | ".join(letter.error for letter in letters)
+    assert "keyed 'junk'" in reasons and "issued_at" in reasons and "in the future" in reasons

@@ -7,6 +7,7 @@ from pydantic import ValidationError
 from lastream_stream.wire import schemas
 from lastream_stream.wire.contracts import WIRE_MODELS, CommandAck, DecisionRecord, ScalingCommand
 from lastream_stream.wire.deadletter import BadMessage, dead_letter, parse
+from lastream_stream.wire.signing import Signer
 
 MESSAGES = [
     sample_report(),
@@ -14,6 +15,8 @@ MESSAGES = [
         app="wordcount", generation=3, target={"splitter": 3, "counter": 2}, changed=["splitter"], reason="ds2"
     ),
     CommandAck(app="wordcount", decision_id="d1", generation=3, status="partial", applied={"splitter": 3}, error="x"),
+    Signer({"k1": b"secret"}, "k1").sign(ScalingCommand(app="wordcount", generation=4, target={"splitter": 2})),
+    Signer({"k1": b"secret"}, "k1").sign(CommandAck(app="wordcount", decision_id="d2", generation=4, status="stale")),
     DecisionRecord(app="wordcount", decision_id="d1", kind="hold", policy="lastream", chosen={"splitter": 3}),
     dead_letter("t", 0, 7, b"k", b"{", "not JSON", "agent"),
 ]
@@ -106,3 +109,42 @@ def test_absurd_reports_are_rejected(overrides, reason):
 def test_command_needs_positive_targets():
     with pytest.raises(ValidationError, match="out of range"):
         ScalingCommand(app="a", generation=1, target={"x": 0})
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        ({"applied": {"splitter": -1}}, "applied"),
+        ({"applied": {"bad name!": 1}}, "applied"),
+        ({"clamped": {"splitter": 0}}, "clamped"),
+        ({"clamped": {"splitter": 10**9}}, "clamped"),
+        ({"applied": {f"op{i}": 1 for i in range(1001)}}, "applied"),
+        ({"error": "x" * 2001}, "error"),
+    ],
+)
+def test_absurd_acks_are_refused(payload, reason):
+    ack = {"app": "wc", "decision_id": "d1", "generation": 3, "status": "applied"} | payload
+    with pytest.raises(BadMessage, match=reason):
+        parse(CommandAck, json.dumps(ack).encode())
+
+
+def test_an_ack_of_a_stopped_operator_is_read():
+    ack = CommandAck(app="wc", decision_id="d1", generation=3, status="partial", applied={"splitter": 0})
+    assert parse(CommandAck, ack.to_bytes()) == ack
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        ({"target": {"bad name!": 1}}, "target"),
+        ({"target": {"x" * 201: 1}}, "target"),
+        ({"target": {f"op{i}": 1 for i in range(1001)}}, "target"),
+        ({"reason": "x" * 2001}, "reason"),
+        ({"issued_at": -1.0}, "issued_at"),
+        ({"issued_at": float("inf")}, "issued_at"),
+    ],
+)
+def test_absurd_commands_are_refused(payload, reason):
+    command = {"app": "wc", "generation": 3, "target": {"splitter": 2}} | payload
+    with pytest.raises(BadMessage, match=reason):
+        parse(ScalingCommand, json.dumps(command).encode())

@@ -157,7 +157,7 @@ def test_partial_ack_is_not_an_outcome():
 def test_restart_awaits_an_unacknowledged_command_instead_of_reissuing():
     c = make({"splitter": 3})
     earlier = ScalingCommand(app="wordcount", generation=7, target={"splitter": 3}, issued_at=T0)
-    c.on_command(earlier)
+    c.on_command(earlier, now=T0, signed=True)
     feed(c, T0, 6, parallelism=1)
     assert c.tick(T0 + 6) == [] and c.generation == 7
     c.on_ack(CommandAck(app="wordcount", decision_id=earlier.decision_id, generation=7, status="applied"), now=T0 + 6)
@@ -205,7 +205,7 @@ def test_replayed_ack_before_its_command_is_not_awaited_again():
     c = make({"splitter": 3})
     earlier = ScalingCommand(app="wordcount", generation=4, target={"splitter": 1}, issued_at=T0)
     c.on_ack(CommandAck(app="wordcount", decision_id=earlier.decision_id, generation=4, status="applied"), now=T0)
-    c.on_command(earlier)
+    c.on_command(earlier, now=T0, signed=True)
     assert (c.phase, c.pending, c.generation) == (Phase.OBSERVING, None, 4)
 
 
@@ -297,7 +297,7 @@ def test_someone_elses_command_is_not_learnt_as_ours():
     feed(c, T0, 5, parallelism=1)
     ours, _ = (a.message for a in c.tick(T0 + 5))
     theirs = ScalingCommand(app="wordcount", generation=ours.generation + 1, target={"splitter": 3}, issued_at=T0 + 5.5)
-    c.on_command(theirs)
+    c.on_command(theirs, now=T0 + 6)
     c.on_ack(
         CommandAck(
             app="wordcount",
@@ -654,3 +654,30 @@ def test_an_app_whose_expected_instances_never_all_report_is_decided_on_after_th
         "parser: reports say parallelism 2 but only 1 instance(s) report; decided on 2 as reported. "
         "Every instance must run a MetricsReporter, and its parallelism must be the running count"
     ]
+
+
+def test_the_ack_timeout_runs_on_the_agents_clock_whatever_the_command_says():
+    """A replayed signed command dated ahead of the agent (a clock in the future, within the
+    skew the receiver allows) is awaited, but for ack_timeout_s of the agent's own time."""
+    c = make({"splitter": 3}, ack_timeout_s=30, cooldown_s=20)
+    ahead = ScalingCommand(app="wordcount", generation=7, target={"splitter": 3}, issued_at=T0 + 200)
+    c.on_command(ahead, now=T0, signed=True)
+    assert c.phase is Phase.AWAITING_ACK
+    assert c.tick(T0 + 29) == [] and c.phase is Phase.AWAITING_ACK
+    c.tick(T0 + 31)
+    assert c.phase is Phase.OBSERVING and c.pending is None
+    feed(c, T0 + 31, 5, parallelism=1)
+    command = c.tick(T0 + 36)[0].message
+    assert command.generation == 8  # and the cooldown is not held by a date ahead of now
+
+
+def test_a_command_nobody_can_vouch_for_is_not_awaited():
+    """Without a signature a command may come from anyone: its generation is continued (the
+    supervisor accepts it), but the agent does not stop deciding to wait for its ack."""
+    c = make({"splitter": 3})
+    foreign = ScalingCommand(app="wordcount", generation=100, target={"splitter": 1}, issued_at=T0)
+    c.on_command(foreign, now=T0)
+    assert (c.phase, c.pending, c.generation) == (Phase.OBSERVING, None, 100)
+    feed(c, T0 + 2, 5, parallelism=1)  # the warm-up of whatever it changed first
+    command = c.tick(T0 + 7)[0].message
+    assert command.generation == 101

@@ -26,7 +26,7 @@ from rich.text import Text
 from lastream_stream.agent.service import AgentService, AgentServiceSettings, build_agent
 from lastream_stream.kafka.broker import LocalBroker
 from lastream_stream.kafka.clients import KafkaClients, project_topics
-from lastream_stream.kafka.control import latest_commands
+from lastream_stream.kafka.control import control_signer, latest_commands
 from lastream_stream.policy.ds2 import optimal_parallelism
 from lastream_stream.policy.graph import AppGraph
 from lastream_stream.policy.window import keeps_up
@@ -129,7 +129,8 @@ def start_wordcount(
         reason="initial configuration of `up`",
     )
     with clients.producer() as producer:
-        producer.produce(settings.topics.control, key=wc.app.encode(), value=command.to_bytes())
+        signed = control_signer(settings.control_auth).sign(command)
+        producer.produce(settings.topics.control, key=wc.app.encode(), value=signed.to_bytes())
     pipeline = Pipeline(settings, wc, log_dir)
     pipeline.spawn(
         "supervisor",

@@ -9,6 +9,10 @@ the app) drive the very cycle the service runs.
     awaiting_ack --(ack applied)--> observing (warm-up, then the scheme's outcome is measured)
     awaiting_ack --(ack partial/rejected or timeout)--> observing (no outcome recorded)
 
+Only a command the controller knows it issued is awaited (``on_command``), and the ack
+timeout counts on the controller's own clock from when it began to wait, never from the
+command's ``issued_at``: a command anyone else wrote cannot stop the cycle.
+
 Stability is a property of the cycle, not only of the policy's scores:
 
 * an operator's change is not reversed within ``stabilisation_s`` (Flink's scale-down
@@ -381,6 +385,7 @@ class AppController:
     since: float = 0.0  # reports before this are not part of the current window
     last_command_at: float = float("-inf")
     pending: ScalingCommand | None = None  # published, not acknowledged yet
+    awaiting_since: float = 0.0  # when the controller began to await `pending`, on its own clock
     pending_decision: Decision | None = None
     decisions: int = 0
     commands: int = 0  # published by this controller (the generation also counts other runs')
@@ -428,20 +433,31 @@ class AppController:
         if report.interval_start >= self.since:
             self.reports.append(report)
 
-    def on_command(self, command: ScalingCommand) -> None:
-        """A command seen on the control topic (ours or anyone's): the generation to beat,
-        and, when nobody acknowledged it yet, the command to wait for instead of re-issuing."""
-        if command.generation > self.generation:
-            self.generation = command.generation
-            self.last_command_at = command.issued_at
-            # Replayed history interleaves the control and acks topics: the ack may come first.
-            if command.decision_id not in self.acked:
-                if self.pending is not None and self.pending.decision_id != command.decision_id:
-                    # Someone else's command supersedes ours: what runs next is not our decision.
-                    self.pending_decision = None
-                    self.pause = None
-                self.pending = command
-                self.phase = Phase.AWAITING_ACK
+    def on_command(self, command: ScalingCommand, now: float, signed: bool = False) -> None:
+        """A command seen on the control topic (ours or anyone's): the generation to beat.
+
+        Awaited, instead of re-issued, only when nobody acknowledged it yet and ``signed``: a
+        LaStream component issued it (the service says so of a signed command it replays at
+        start-up, this agent's own before a restart). Any other command may come from anyone
+        (an unauthenticated control plane, an operator by hand): its ack may never come, so
+        it is taken as a change of the app, a warm-up, and the cycle goes on. Our own command
+        read back has the generation we gave it: nothing new."""
+        if command.generation <= self.generation:
+            return
+        self.generation = command.generation
+        # Dated by its issuer's clock: one ahead of ours must not hold the cooldown.
+        self.last_command_at = min(command.issued_at, now)
+        if self.pending is not None:
+            # Someone else's command supersedes ours: what runs next is not our decision.
+            self.pending_decision = None
+            self.pause = None
+        # Replayed history interleaves the control and acks topics: the ack may come first.
+        if signed and command.decision_id not in self.acked:
+            self._await(command, now)
+        else:
+            self.pending = None
+            self.phase = Phase.OBSERVING
+            self._open_window(now + self.settings.warmup_s)
 
     def on_ack(self, ack: CommandAck, now: float) -> None:
         self.acked.append(ack.decision_id)
@@ -475,12 +491,12 @@ class AppController:
 
     def tick(self, now: float) -> list[Publish]:
         if self.phase is Phase.AWAITING_ACK:
-            if self.pending is not None and now - self.pending.issued_at > self.settings.ack_timeout_s:
+            if self.pending is not None and now - self.awaiting_since > self.settings.ack_timeout_s:
                 log.warning(
                     "%s: no ack for generation %d after %.0f s; observing again",
                     self.app,
                     self.pending.generation,
-                    now - self.pending.issued_at,
+                    now - self.awaiting_since,
                 )
                 self.pending = self.pending_decision = None
                 self.phase = Phase.OBSERVING
@@ -604,21 +620,23 @@ class AppController:
                 for name, n in changes.items()
                 if n > current[name] or graph.operators[name].reported_parallelism == current[name]
             }
-            self.pending = ScalingCommand(
-                app=self.app,
-                decision_id=decision_id,
-                generation=self.generation,
-                target=scaled,
-                changed=sorted(changes),
-                issued_at=now,
-                reason=f"{source} scheme, predicted reward {predicted:.3g}"
-                if predicted is not None
-                else f"{source} scheme",
+            self._await(
+                ScalingCommand(
+                    app=self.app,
+                    decision_id=decision_id,
+                    generation=self.generation,
+                    target=scaled,
+                    changed=sorted(changes),
+                    issued_at=now,
+                    reason=f"{source} scheme, predicted reward {predicted:.3g}"
+                    if predicted is not None
+                    else f"{source} scheme",
+                ),
+                now,
             )
             self.commands += 1
             self.pending_decision = decision
             self.pause = PauseTimer(now, {name: current[name] for name in timed}, timed) if timed else None
-            self.phase = Phase.AWAITING_ACK
             self.last_command_at = now
             log.info("%s: generation %d -> %s (%s)", self.app, self.generation, changes, self.pending.reason)
         record = Publish(self._record(decision, graph, decision_id, kind, target, predicted, source=source))
@@ -683,6 +701,11 @@ class AppController:
             held_by=decision.held_by,
             timings_ms=decision.timings_ms,
         )
+
+    def _await(self, command: ScalingCommand, now: float) -> None:
+        self.pending = command
+        self.awaiting_since = now
+        self.phase = Phase.AWAITING_ACK
 
     def _open_window(self, since: float) -> None:
         self.since = since

@@ -1,11 +1,14 @@
 """``lastream agent``: the long-running service around the decision cycle.
 
 On start it replays the history of the control and acks topics into each app's controller
-(restart safety: the generation continues, an unacknowledged command is awaited, not
-re-issued). Then one manually assigned consumer (no consumer group, so no rebalance ever
-pauses it) follows all three topics from the end offsets taken before the replay: control
-and acks where the history stopped, metrics from there too (older reports describe a past
-state). Decisions start once the history is replayed.
+(restart safety: the generation continues; an unacknowledged command signed with a
+configured key is awaited, not re-issued). Commands and acks that fail the control plane's
+rule (``wire/signing.py``: keyed by their app, not dated ahead, signed when keys are
+configured) go to the dead-letter topic; the agent signs the commands it publishes. Then
+one manually assigned consumer (no consumer group, so no rebalance ever pauses it) follows
+all three topics from the end offsets taken before the replay: control and acks where the
+history stopped, metrics from there too (older reports describe a past state). Decisions
+start once the history is replayed.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from lastream_stream.agent.controller import AppController, ControllerSettings, 
 from lastream_stream.agent.metrics import AgentMetrics
 from lastream_stream.exposition import MetricsEndpoint, serve_metrics
 from lastream_stream.kafka.clients import KafkaClients, project_topics
+from lastream_stream.kafka.control import control_signer, untrusted
 from lastream_stream.policy.agent import LaStreamAgent
 from lastream_stream.policy.base import Policy
 from lastream_stream.policy.llm import LLMGenerator
@@ -88,6 +92,7 @@ class AgentService:
         self.service = service
         self.agent = agent or build_agent(service)
         self.clients = KafkaClients(settings.kafka)
+        self.signer = control_signer(settings.control_auth)
         self.controllers: dict[str, AppController] = {}
         self.metrics = AgentMetrics()
         self.started_at = time.time()
@@ -169,7 +174,7 @@ class AgentService:
             for msg in self.clients.read_history(history):
                 if stop.is_set():
                     return
-                self._dispatch(decoder, msg)
+                self._dispatch(decoder, msg, replaying=True)
             # Explicit offsets: every message published after end_offsets is read, none twice.
             consumer.assign([TopicPartition(topic, partition, end) for (topic, partition), end in ends.items()])
             self.ready.set()
@@ -197,19 +202,27 @@ class AgentService:
                     log.info("reached %d decision(s): stopping", max_decisions)
                     break
 
-    def _dispatch(self, decoder: DeadLetterDecoder, msg) -> None:
+    def _dispatch(self, decoder: DeadLetterDecoder, msg, replaying: bool = False) -> None:
         topics = self.settings.topics
+
+        def problem(message: ScalingCommand | CommandAck) -> str | None:
+            return untrusted(msg.key(), message, self.signer, self.settings.control_auth)
+
         if msg.topic() == topics.metrics:
             if (report := decoder.decode(MetricsReport, msg)) and (controller := self.controller(report.app)):
                 controller.on_report(report)
         elif msg.topic() == topics.control:
             if msg.value() is None:
                 return  # a tombstone: the app's desired state was deleted, nothing to restore
-            if (command := decoder.decode(ScalingCommand, msg)) and (controller := self.controller(command.app)):
-                controller.on_command(command)
+            if (command := decoder.decode(ScalingCommand, msg, problem)) and (
+                controller := self.controller(command.app)
+            ):
+                # Only a signature vouches that a replayed command is LaStream's (ours before a restart):
+                # without keys, whoever can write the topic could have written it.
+                controller.on_command(command, time.time(), signed=replaying and self.signer.enabled)
         elif (
             msg.topic() == topics.acks
-            and (ack := decoder.decode(CommandAck, msg))
+            and (ack := decoder.decode(CommandAck, msg, problem))
             and (controller := self.controller(ack.app))
         ):
             controller.on_ack(ack, time.time())
@@ -217,6 +230,8 @@ class AgentService:
 
     def _publish(self, producer: Producer, action: Publish) -> None:
         message = action.message
+        if isinstance(message, ScalingCommand):
+            message = self.signer.sign(message)
         topic = self.settings.topics.control if isinstance(message, ScalingCommand) else self.settings.topics.decisions
         producer.produce(topic, key=message.app.encode(), value=message.to_bytes())
         # A command must be on the broker before we wait for its ack.

@@ -11,8 +11,10 @@ tooling, an operator, a thread pool) uses instead of the supervisor::
 The control topic is compacted and keyed by app, so its history holds the app's latest
 command: its whole desired state (``ScalingCommand.target`` names every operator the agent
 scales). ``follow`` yields that first, then every newer command; one not newer than the last
-it yielded is answered ``stale`` for you. Malformed messages keyed by the app go to the
-dead-letter topic with their reason; other apps' messages are skipped.
+it yielded is answered ``stale`` for you. Messages keyed by the app that cannot be used go to
+the dead-letter topic with their reason: malformed, for another app, dated too far ahead, or,
+with keys configured (``LASTREAM_CONTROL_*``), unsigned or wrongly signed; acks are signed.
+Other apps' messages are skipped.
 
 Progress is kept in a consumer group (``lastream-<name>``), committed when a command is
 acknowledged: a restarted client does not acknowledge a command twice nor dead-letter the
@@ -22,8 +24,10 @@ assigned, never subscribed, so a restart always sees the whole history.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -31,11 +35,32 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 
 from lastream_stream.kafka.clients import KafkaClients
-from lastream_stream.settings import LastreamSettings
-from lastream_stream.wire.contracts import AckStatus, CommandAck, ScalingCommand
+from lastream_stream.settings import ControlAuthSettings, LastreamSettings
+from lastream_stream.wire.contracts import AckStatus, CommandAck, ScalingCommand, Signed
 from lastream_stream.wire.deadletter import BadMessage, DeadLetterDecoder, parse
+from lastream_stream.wire.signing import Signer, control_problem
 
 log = logging.getLogger(__name__)
+
+
+def control_signer(auth: ControlAuthSettings) -> Signer:
+    """What signs and checks a process's control messages; without keys, said once per process."""
+    if not auth.keys:
+        _unauthenticated()
+    return Signer(auth.secrets(), auth.signing_key_id)
+
+
+@functools.cache
+def _unauthenticated() -> None:
+    log.warning(
+        "the control plane is unauthenticated: anyone who can write the control and acks topics can scale "
+        "apps and forge acks; set LASTREAM_CONTROL_KEYS and LASTREAM_CONTROL_SIGNING_KEY_ID (README, 'Securing the control plane')"
+    )
+
+
+def untrusted(key: bytes | None, message: Signed, signer: Signer, auth: ControlAuthSettings) -> str | None:
+    """Why a control message read now must not be used, or None (``signing.control_problem``)."""
+    return control_problem(key, message, signer, time.time(), auth.max_skew_s)
 
 
 def latest_commands(clients: KafkaClients, topic: str) -> dict[str, ScalingCommand]:
@@ -78,6 +103,7 @@ class ControlClient:
         self.settings = settings or LastreamSettings()
         self.name = name or f"control-{app}"
         self.clients = clients or KafkaClients(self.settings.kafka)
+        self.signer = control_signer(self.settings.control_auth)
         self._stack = ExitStack()
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
@@ -202,6 +228,7 @@ class ControlClient:
         """Publish an acknowledgement built by the caller (the supervisor builds its own)
         and commit the progress once it is on the broker. An ack not delivered in time is
         not committed (a restart answers the command again): returns False."""
+        ack = self.signer.sign(ack)
         self._producer.produce(self.settings.topics.acks, key=self.app.encode(), value=ack.to_bytes())
         if self._producer.flush(self.settings.kafka.timeout_s):
             log.error("ack of generation %d not delivered within %.0f s", ack.generation, self.settings.kafka.timeout_s)
@@ -222,19 +249,20 @@ class ControlClient:
             log.warning("could not commit control topic offsets: %s", exc)
 
     def _decode(self, msg: Message, already_seen: bool) -> ScalingCommand | None:
-        """This app's command in ``msg``, or None. Messages keyed by another app are that
-        app's client's business (including dead-lettering them); a message a previous run
-        already handled is not dead-lettered again."""
+        """This app's usable command in ``msg``, or None. Messages keyed by another app (or
+        by none) are not this client's business: the agent reads them all and dead-letters
+        the unusable ones. A message a previous run already handled is not dead-lettered again."""
         key = msg.key()
-        if (key is not None and key != self.app.encode()) or msg.value() is None:
+        if key != self.app.encode() or msg.value() is None:
             return None  # another app's business, or a tombstone: nothing to apply
-        if already_seen:
-            try:
-                command = parse(ScalingCommand, msg.value())
-            except BadMessage:
-                return None
-        else:
-            command = self._decoder.decode(ScalingCommand, msg)
-        if command is None or command.app != self.app:
+
+        def problem(command: ScalingCommand) -> str | None:
+            return untrusted(key, command, self.signer, self.settings.control_auth)
+
+        if not already_seen:
+            return self._decoder.decode(ScalingCommand, msg, problem)
+        try:
+            command = parse(ScalingCommand, msg.value())
+        except BadMessage:
             return None
-        return command
+        return None if problem(command) else command

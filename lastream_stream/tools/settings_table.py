@@ -23,6 +23,7 @@ from lastream_stream.kafka.reporter import WorkerSettings
 from lastream_stream.policy.llm import LLMConfig
 from lastream_stream.settings import (
     BrokerSettings,
+    ControlAuthSettings,
     HomeSettings,
     KafkaSettings,
     LastreamSettings,
@@ -42,6 +43,7 @@ LIBRARY_SETTINGS: tuple[type[BaseSettings], ...] = (
     KafkaSettings,
     TopicSettings,
     BrokerSettings,
+    ControlAuthSettings,
     AgentServiceSettings,
     ControllerSettings,
     LLMConfig,

@@ -17,9 +17,9 @@ import re
 import time
 import typing
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 SCHEMA_VERSION = 1  # of every message but ScalingCommand
 
@@ -29,11 +29,14 @@ MAX_LAG = 10_000_000_000
 MAX_LATENCY_MS = 86_400_000.0
 MAX_PARALLELISM = 10_000
 MAX_CLOCK_SKEW_S = 300.0
+MAX_OPERATORS = 1_000  # named in one command or ack
+MAX_TEXT = 2_000  # characters of a command's reason or an ack's error
 
 # App, operator and instance names: safe as Kafka keys, file names and metric labels.
 NAME_CHARS, MAX_NAME = r"[A-Za-z0-9._\-]", 200
 NAME_PATTERN = re.compile(rf"^{NAME_CHARS}{{1,{MAX_NAME}}}$")
 Name = Field(min_length=1, max_length=MAX_NAME, pattern=rf"^{NAME_CHARS}+$")
+OperatorName = Annotated[str, StringConstraints(pattern=NAME_PATTERN.pattern)]
 
 
 class WireMessage(BaseModel):
@@ -98,16 +101,35 @@ class MetricsReport(WireMessage):
         return self
 
 
-class ScalingCommand(WireMessage):
+class Signed(WireMessage):
+    """A control message of one app, which may carry its issuer's signature (``signing.py``)."""
+
+    app: str = Name
+    key_id: str | None = Field(
+        default=None, min_length=1, max_length=MAX_NAME, description="the key of LASTREAM_CONTROL_KEYS that signed it"
+    )
+    signature: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="hex HMAC-SHA256 of the message's canonical JSON: every other field, keys sorted, no whitespace",
+    )
+
+    def to_bytes(self) -> bytes:
+        # Unsigned, the message is byte for byte what consumers from before signing read.
+        unset = {name for name in ("key_id", "signature") if getattr(self, name) is None}
+        return self.model_dump_json(exclude=unset).encode()
+
+
+class ScalingCommand(Signed):
     """The desired parallelism of one app. Keyed by app on the compacted control topic, so
     the latest command per app is its whole desired state."""
 
     schema_version: Literal[1, 2] = 2
-    app: str = Name
-    decision_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1)
+    decision_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=MAX_NAME)
     generation: int = Field(ge=1, description="strictly increasing per app")
-    target: dict[str, int] = Field(
+    target: dict[OperatorName, int] = Field(
         min_length=1,
+        max_length=MAX_OPERATORS,
         description="parallelism of every operator the issuer scales (version 1: only of those that change); "
         "operators it does not name keep theirs",
     )
@@ -116,8 +138,9 @@ class ScalingCommand(WireMessage):
         description="the operators of target whose parallelism this command changes (the others are what the "
         "issuer saw running); absent or on version 1: every operator of target",
     )
-    reason: str = ""
-    issued_at: float = Field(default_factory=time.time)
+    reason: str = Field(default="", max_length=MAX_TEXT)
+    # The skew the receiver allows around its own clock is its business (`LASTREAM_CONTROL_MAX_SKEW_S`).
+    issued_at: float = Field(default_factory=time.time, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -142,18 +165,21 @@ class ScalingCommand(WireMessage):
 AckStatus = Literal["applied", "partial", "rejected", "stale"]
 
 
-class CommandAck(WireMessage):
+class CommandAck(Signed):
     """What the supervisor actually reached for a command."""
 
-    app: str = Name
-    decision_id: str = Field(min_length=1)
+    decision_id: str = Field(min_length=1, max_length=MAX_NAME)
     generation: int = Field(ge=0)
     status: AckStatus
-    applied: dict[str, int] = Field(default_factory=dict, description="parallelism now running")
-    clamped: dict[str, int] = Field(
-        default_factory=dict, description="operators whose target was clamped: requested value"
+    applied: dict[OperatorName, Annotated[int, Field(ge=0, le=MAX_PARALLELISM)]] = Field(
+        default_factory=dict, max_length=MAX_OPERATORS, description="parallelism now running"
     )
-    error: str | None = None
+    clamped: dict[OperatorName, Annotated[int, Field(ge=1, le=MAX_PARALLELISM)]] = Field(
+        default_factory=dict,
+        max_length=MAX_OPERATORS,
+        description="operators whose target was clamped: requested value",
+    )
+    error: str | None = Field(default=None, max_length=MAX_TEXT)
     acked_at: float = Field(default_factory=time.time)
 
 

@@ -88,10 +88,14 @@ class DeadLetterDecoder:
         self.on_dead_letter = on_dead_letter
         self.dead_letters = 0
 
-    def decode(self, model: type[M], msg: Message) -> M | None:
-        """The decoded message, or None when it went to the dead-letter topic."""
+    def decode(self, model: type[M], msg: Message, check: Callable[[M], str | None] | None = None) -> M | None:
+        """The decoded message, or None when it went to the dead-letter topic: undecodable, or
+        valid but refused by ``check`` (which returns why, or None)."""
         try:
-            return parse(model, msg.value())
+            message = parse(model, msg.value())
+            if check is not None and (problem := check(message)):
+                raise BadMessage(problem)
+            return message
         except BadMessage as exc:
             self.send(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), str(exc))
             return None
