@@ -70,6 +70,7 @@ def test_an_absurd_interval_is_dead_lettered_at_decode(interval_s):
 
 
 def test_a_busy_time_of_almost_nothing_with_records_is_dead_lettered():
+    """100 records in 1e-300 busy seconds: the true rate would overflow."""
     payload = json.loads(splitter("s", T0).to_bytes()) | {"useful_time_s": 1e-300}
     with pytest.raises(BadMessage, match="useful_time_s"):
         parse(MetricsReport, json.dumps(payload).encode())

@@ -29,9 +29,11 @@ MAX_LAG = 10_000_000_000
 MAX_LATENCY_MS = 86_400_000.0
 MAX_PARALLELISM = 10_000
 MAX_CLOCK_SKEW_S = 300.0
-# Lower bounds: below them a rate computed from a report is noise or overflows (1e-300 s did).
+# Below this interval a rate computed from a report is noise, or overflows (1e-300 s did).
 MIN_INTERVAL_S = 0.01
-MIN_USEFUL_S = 1e-6
+# Records per busy second no instance reaches (one record in a picosecond): a busy time of
+# almost nothing with records would make the true rate overflow.
+MAX_TRUE_RATE = 1e12
 
 # App, operator and instance names: safe as Kafka keys, file names and metric labels.
 NAME_CHARS, MAX_NAME = r"[A-Za-z0-9._\-]", 200
@@ -93,8 +95,8 @@ class MetricsReport(WireMessage):
         # A little slack: busy time is measured with a different clock than the interval.
         if self.useful_time_s > self.interval_s * 1.1 + 0.05:
             raise ValueError("useful_time_s exceeds the interval length")
-        if 0 < self.useful_time_s < MIN_USEFUL_S and (self.records_in or self.records_out):
-            raise ValueError(f"useful_time_s below {MIN_USEFUL_S} s with records: not a measurement")
+        if max(self.records_in, self.records_out) > MAX_TRUE_RATE * self.useful_time_s > 0:
+            raise ValueError(f"useful_time_s too short for its records: above {MAX_TRUE_RATE:g} records/s busy")
         if self.operator in self.upstreams:
             raise ValueError("an operator cannot be its own upstream")
         # A report from the future would never leave a sliding window.
