@@ -27,12 +27,15 @@ Stability is a property of the cycle, not only of the policy's scores:
   needs of each operator are part of the controller's saved state (``StabilityState``), so
   a restarted agent does not forget what it just did.
 
-"Stable" means every operator's expected instances (its parallelism, or the instances that
-report when more do) have all reported for a full window that started after the warm-up
+"Stable" means every operator's expected instances (the parallelism the supervisor last
+acknowledged, else the median its reports claim; or the instances that report when more
+do) have all reported for a full window that started after the warm-up
 and after the restart (below) ended, so a rebalance in progress is never read as slowness:
 an instance can report while it waits for its partitions. An app whose expected instances
 never all report is decided on after ``restart_timeout_s`` anyway, and what is wrong with
 its reporting (``policy/diagnose.py``) is logged once and recorded with every decision.
+Reports are timed on the agent's clock when the service says when they arrived
+(``ProducerClocks``); beyond ``max_operators`` / ``max_instances`` they are refused.
 
 Each decision's outcome is measured as pretraining labels it (``policy/outcomes.py``): over
 ``outcome_s`` of windows of its scheme, the rest of the learner's horizon taken to go on as
@@ -64,11 +67,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from lastream_stream.policy.base import Decision, DecisionContext, LearningPolicy, PastDecision, Policy
 from lastream_stream.policy.diagnose import diagnose
 from lastream_stream.policy.ds2 import ds2_plan, falling_behind, required_instances
-from lastream_stream.policy.graph import AppGraph, build_graph, covers
+from lastream_stream.policy.graph import AppGraph, build_graph, covers, expected_parallelism
 from lastream_stream.policy.measure import observed
 from lastream_stream.policy.outcomes import Outcomes
 from lastream_stream.policy.reward import RewardParams, log_reward
-from lastream_stream.policy.window import recent
+from lastream_stream.policy.window import ProducerClocks, recent
 from lastream_stream.wire.contracts import (
     MAX_PARALLELISM,
     CommandAck,
@@ -145,6 +148,12 @@ class ControllerSettings(BaseSettings):
         default=120.0,
         gt=0,
         description="Seconds of windows a decision is judged on; one replaced sooner, on those it ran for.",
+    )
+    max_operators: int = Field(
+        default=1000, ge=1, description="Most operators of one app in a window; reports of more are refused."
+    )
+    max_instances: int = Field(
+        default=1000, ge=1, description="Most instances of one operator in a window; reports of more are refused."
     )
 
     def model_post_init(self, context: object) -> None:
@@ -405,9 +414,13 @@ class AppController:
     )  # judged when replaced, recorded at the next tick
     warned: set[str] = field(default_factory=set)  # problems of the app's reporting logged and not gone since
     operators_seen: set[str] = field(default_factory=set)  # every operator that ever reported
+    running: dict[str, int] = field(default_factory=dict)  # parallelism the supervisor last acknowledged
+    producers: dict[str, set[str]] = field(default_factory=dict)  # each operator's instances in the window
+    clocks: ProducerClocks = field(init=False)
     outcomes: Outcomes = field(init=False)
 
     def __post_init__(self) -> None:
+        self.clocks = ProducerClocks(self.app)
         horizon_s = self.policy.horizon_s if isinstance(self.policy, LearningPolicy) else self.settings.outcome_s
         self.outcomes = Outcomes(self.settings.window_s, self.settings.outcome_s, horizon_s)
 
@@ -422,7 +435,13 @@ class AppController:
 
     # -- inputs ------------------------------------------------------------------------
 
-    def on_report(self, report: MetricsReport) -> None:
+    def on_report(self, report: MetricsReport, received_at: float | None = None) -> str | None:
+        """Take a report, timed by the agent's clock when ``received_at`` says when it
+        arrived; the reason when it is refused (beyond the caps on operators and instances)."""
+        if received_at is not None:
+            report = self.clocks.retime(report, received_at)
+        if (refused := self._beyond_caps(report)) is not None:
+            return refused
         # Before the warm-up filter: warm-up reports are what show the restart ending.
         if self.pause is not None and (seconds := self.pause.seen(report)) is not None:
             self.restarts_s.append(seconds)
@@ -432,6 +451,19 @@ class AppController:
                 self._open_window(max(self.since, report.interval_end))
         if report.interval_start >= self.since:
             self.reports.append(report)
+        return None
+
+    def _beyond_caps(self, report: MetricsReport) -> str | None:
+        instances = self.producers.get(report.operator)
+        if instances is None:
+            if len(self.producers) >= self.settings.max_operators:
+                return f"{self.app} has {len(self.producers)} operators in the window, the most allowed (LASTREAM_CONTROLLER_MAX_OPERATORS)"
+            instances = self.producers[report.operator] = set()
+        if report.instance_id not in instances:
+            if len(instances) >= self.settings.max_instances:
+                return f"{report.operator} has {len(instances)} instances in the window, the most allowed (LASTREAM_CONTROLLER_MAX_INSTANCES)"
+            instances.add(report.instance_id)
+        return None
 
     def on_command(self, command: ScalingCommand, now: float, signed: bool = False) -> None:
         """A command seen on the control topic (ours or anyone's): the generation to beat.
@@ -461,6 +493,8 @@ class AppController:
 
     def on_ack(self, ack: CommandAck, now: float) -> None:
         self.acked.append(ack.decision_id)
+        if ack.status in ("applied", "partial"):
+            self.running.update(ack.applied)
         pending = self.pending
         if pending is None or ack.decision_id != pending.decision_id:
             return
@@ -550,29 +584,31 @@ class AppController:
         self.reports = recent(self.reports, self.settings.window_s, end=now, slack_s=1.0)
         if not self.reports or now - self.since < self.settings.window_s:
             return None
-        covered: dict[tuple[str, str], float] = {}
-        parallelism: dict[str, int] = {}
+        covered: dict[str, dict[str, float]] = {}  # operator: instance: seconds reported
+        claims: dict[str, list[int]] = {}  # operator: the parallelism each report says
         for r in self.reports:
-            covered[(r.operator, r.instance_id)] = covered.get((r.operator, r.instance_id), 0.0) + r.interval_s
-            parallelism[r.operator] = r.parallelism
+            seconds = covered.setdefault(r.operator, {})
+            seconds[r.instance_id] = seconds.get(r.instance_id, 0.0) + r.interval_s
+            claims.setdefault(r.operator, []).append(r.parallelism)
+        self.producers = {op: set(seconds) for op, seconds in covered.items()}
+        self.clocks.keep((op, instance) for op, seconds in covered.items() for instance in seconds)
         # Expected instances that never report (a wrong parallelism) must not stall the app for good.
         waited_out = now - self.since >= self.settings.restart_timeout_s
-        self.operators_seen.update(parallelism)
+        self.operators_seen.update(covered)
         declared = {u for r in self.reports for u in r.upstreams}
-        if declared & self.operators_seen - parallelism.keys() and not waited_out:
+        if declared & self.operators_seen - covered.keys() and not waited_out:
             return None  # an upstream that reported before is late (a restart): not an external source yet
-        for operator, reported in parallelism.items():
-            instances = [seconds for (op, _), seconds in covered.items() if op == operator]
-            full = sum(covers(seconds, self.settings.window_s) for seconds in instances)
+        for operator, seconds in covered.items():
+            full = sum(covers(s, self.settings.window_s) for s in seconds.values())
             # An instance that reports but has not covered the window starts or rebalances; only
             # one that keeps restarting is waited out, twice as long.
-            if full < len(instances) and now - self.since < 2 * self.settings.restart_timeout_s:
+            if full < len(seconds) and now - self.since < 2 * self.settings.restart_timeout_s:
                 return None
-            if full < reported and not waited_out:
+            if full < expected_parallelism(claims[operator], self.running.get(operator)) and not waited_out:
                 return None
         try:
-            return build_graph(self.reports)
-        except ValueError as exc:  # e.g. upstreams that form a cycle: valid messages, unusable graph
+            return build_graph(self.reports, self.running)
+        except ValueError as exc:  # e.g. every operator in a cycle: valid messages, unusable graph
             log.error("%s: cannot build the operator graph (%s); waiting for a new window", self.app, exc)
             self._open_window(now)
             return None

@@ -63,6 +63,9 @@ class AgentServiceSettings(BaseSettings, MetricsEndpoint):
         ge=0,
         description="Seconds a rescaled operator pauses (start, rebalance), assumed until one is measured: what a change costs.",
     )
+    max_apps: int = Field(
+        default=200, ge=1, description="Most apps the agent scales; messages of more are dead-lettered."
+    )
     controller: ControllerSettings = Field(default_factory=ControllerSettings)
 
 
@@ -99,7 +102,7 @@ class AgentService:
         self.ready = threading.Event()  # set once assigned and the control/acks history is replayed
 
     def controller(self, app: str) -> AppController | None:
-        if self.service.apps and app not in self.service.apps:
+        if self.service.apps and app not in self.service.apps or self._beyond_max_apps(app):
             return None
         if app not in self.controllers:
             log.info("now scaling app %r", app)
@@ -114,6 +117,18 @@ class AgentService:
                 stability=self._saved_stability(app),
             )
         return self.controllers[app]
+
+    def _beyond_max_apps(self, app: str) -> str | None:
+        if app in self.controllers or len(self.controllers) < self.service.max_apps:
+            return None
+        return f"the agent scales {len(self.controllers)} apps, the most allowed (LASTREAM_AGENT_MAX_APPS); not {app!r}"
+
+    def _controller_for(self, decoder: DeadLetterDecoder, msg, app: str) -> AppController | None:
+        """``app``'s controller; a message of an app beyond ``max_apps`` is dead-lettered."""
+        if (refused := self._beyond_max_apps(app)) is not None:
+            decoder.send(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), refused)
+            return None
+        return self.controller(app)
 
     def serve_metrics(self) -> AbstractContextManager[str | None]:
         """The agent's metrics served over HTTP for the duration of a ``with`` block (its URL, or None when off)."""
@@ -204,28 +219,32 @@ class AgentService:
 
     def _dispatch(self, decoder: DeadLetterDecoder, msg, replaying: bool = False) -> None:
         topics = self.settings.topics
+        # Windows are judged on the agent's clock: a worker's may be off (the message timestamp is the worker's too).
+        received_at = time.time()
 
         def problem(message: ScalingCommand | CommandAck) -> str | None:
             return untrusted(msg.key(), message, self.signer, self.settings.control_auth)
 
         if msg.topic() == topics.metrics:
-            if (report := decoder.decode(MetricsReport, msg)) and (controller := self.controller(report.app)):
-                controller.on_report(report)
+            report = decoder.decode(MetricsReport, msg)
+            controller = report and self._controller_for(decoder, msg, report.app)
+            if controller and (refused := controller.on_report(report, received_at)) is not None:
+                decoder.send(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), refused)
         elif msg.topic() == topics.control:
             if msg.value() is None:
                 return  # a tombstone: the app's desired state was deleted, nothing to restore
             if (command := decoder.decode(ScalingCommand, msg, problem)) and (
-                controller := self.controller(command.app)
+                controller := self._controller_for(decoder, msg, command.app)
             ):
                 # Only a signature vouches that a replayed command is LaStream's (ours before a restart):
                 # without keys, whoever can write the topic could have written it.
-                controller.on_command(command, time.time(), signed=replaying and self.signer.enabled)
+                controller.on_command(command, received_at, signed=replaying and self.signer.enabled)
         elif (
             msg.topic() == topics.acks
             and (ack := decoder.decode(CommandAck, msg, problem))
-            and (controller := self.controller(ack.app))
+            and (controller := self._controller_for(decoder, msg, ack.app))
         ):
-            controller.on_ack(ack, time.time())
+            controller.on_ack(ack, received_at)
             self._save_stability()  # an applied change starts a stabilisation interval
 
     def _publish(self, producer: Producer, action: Publish) -> None:

@@ -35,7 +35,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.settings import LastreamSettings
-from lastream_stream.wire.contracts import MetricsReport
+from lastream_stream.wire.contracts import MIN_INTERVAL_S, MetricsReport
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class MetricsReporter:
             useful, self._useful_s = self._useful_s, 0.0
             latencies, self._latencies = sorted(self._latencies), []
             self._latency_seen = 0
-        interval = max(now - started, 1e-3)
+        interval = max(now - started, MIN_INTERVAL_S)
         lag = self._read_lag()
         parallelism = self._parallelism() if callable(self._parallelism) else self._parallelism
         return MetricsReport(

@@ -20,7 +20,7 @@ class Problem:
 
 
 def diagnose(graph: AppGraph) -> list[Problem]:
-    return [*_parallelism(graph), *_unreported(graph), *_latency(graph)]
+    return [*_parallelism(graph), *_unreported(graph), *_isolated(graph), *_latency(graph)]
 
 
 def _parallelism(graph: AppGraph) -> list[Problem]:
@@ -71,6 +71,19 @@ def _unreported(graph: AppGraph) -> list[Problem]:
             )
         )
     return problems
+
+
+def _isolated(graph: AppGraph) -> list[Problem]:
+    if not graph.isolated:
+        return []
+    names = ", ".join(repr(name) for name in graph.isolated)
+    return [
+        Problem(
+            f"cycle:{','.join(graph.isolated)}",
+            f"{names}: in or downstream of a cycle of declared upstreams; left out of the decision, kept as they "
+            "run. Each report's upstreams must name only the operators feeding it",
+        )
+    ]
 
 
 def _latency(graph: AppGraph) -> list[Problem]:

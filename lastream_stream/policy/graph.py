@@ -4,25 +4,33 @@ Quantities follow DS2 (Kalavri et al., OSDI'18):
 
 * observed rate: records per wall-clock second, summed over an operator's instances;
 * true rate: records per second of *useful* time (busy time, excluding waiting for input),
-  i.e. what the operator could do if it were never idle. We keep it per instance, as the
-  mean over instances that did any work.
+  i.e. what the operator could do if it were never idle. We keep it per instance: the
+  records of its working instances over their useful time, so each instance weighs by the
+  records it did, and one that did almost nothing (less than ``ALMOST_NO_WORK`` of the
+  operator's mean: it only dead-lettered, or its busy time is wrong) is left out.
 
 Assumptions: instances of one operator are interchangeable, so the per-instance true rate
 is the same for all of them; the topology is a DAG declared through ``upstreams``.
 
 Two things the reports can get wrong are read around here, and ``diagnose.py`` says so:
 
-* an operator's parallelism is what its instances report, or the number of instances that
+* an operator's parallelism is what the supervisor last acknowledged running, or else what
+  its reports say (their median: one report cannot steer it); the number of instances that
   covered the window when more did (a reporter left at parallelism 1 must not hide them);
 * a declared upstream that never reports is taken as an external source emitting what its
   downstream operators take in plus how fast their lag grows: what arrives in their input
   topic. Otherwise the first operator would look like the source, which DS2 never rescales.
+
+Operators in a cycle of declared upstreams, and those downstream of one, are left out of
+the graph (``isolated``): the rest is decided on.
 """
 
 from __future__ import annotations
 
+import heapq
+import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from lastream_stream.wire.contracts import MetricsReport
@@ -30,6 +38,9 @@ from lastream_stream.wire.contracts import MetricsReport
 # An instance that reported for this share of a window ran through it: report intervals
 # that straddle the window's edges take the rest.
 COVERED_SHARE = 0.8
+# An instance with fewer records than this share of its operator's mean did almost no work:
+# its busy time says nothing of the operator's true rate.
+ALMOST_NO_WORK = 0.05
 
 
 def covers(reported_s: float, window_s: float) -> bool:
@@ -78,6 +89,8 @@ class AppGraph:
     downstreams: dict[str, list[str]] = field(default_factory=dict)
     # Declared upstreams that never reported, taken as external sources: the operators declaring each.
     unreported: dict[str, list[str]] = field(default_factory=dict)
+    # Reporting operators left out: in a cycle of declared upstreams, or downstream of one.
+    isolated: list[str] = field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
@@ -105,26 +118,39 @@ class AppGraph:
 
 def topological_order(upstreams: dict[str, list[str]]) -> list[str]:
     """Kahn's algorithm; upstreams not in ``upstreams`` are ignored. Raises on a cycle."""
-    known = set(upstreams)
-    pending = {name: {u for u in ups if u in known} for name, ups in upstreams.items()}
-    order: list[str] = []
-    ready = sorted(name for name, ups in pending.items() if not ups)
-    while ready:
-        name = ready.pop(0)
-        order.append(name)
-        for other, ups in pending.items():
-            if name in ups:
-                ups.discard(name)
-                if not ups and other not in order and other not in ready:
-                    ready.append(other)
-        ready.sort()
-    if len(order) != len(upstreams):
-        raise ValueError(f"operator graph has a cycle among {sorted(set(upstreams) - set(order))}")
+    order, cyclic = partial_order(upstreams)
+    if cyclic:
+        raise ValueError(f"operator graph has a cycle among {cyclic}")
     return order
 
 
-def build_graph(reports: Iterable[MetricsReport]) -> AppGraph:
-    """Aggregate a window of reports (one app) into per-operator statistics.
+def partial_order(upstreams: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+    """Kahn's algorithm, the smallest name first among the ready; upstreams not in
+    ``upstreams`` are ignored. Also returns, sorted, the operators it cannot order: those
+    in a cycle or downstream of one."""
+    downstreams: dict[str, list[str]] = defaultdict(list)
+    waiting: dict[str, int] = {}
+    for name, ups in upstreams.items():
+        known = {u for u in ups if u in upstreams}
+        waiting[name] = len(known)
+        for up in known:
+            downstreams[up].append(name)
+    ready = [name for name, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        name = heapq.heappop(ready)
+        order.append(name)
+        for other in downstreams[name]:
+            waiting[other] -= 1
+            if waiting[other] == 0:
+                heapq.heappush(ready, other)
+    return order, sorted(set(upstreams) - set(order))
+
+
+def build_graph(reports: Iterable[MetricsReport], running: Mapping[str, int] | None = None) -> AppGraph:
+    """Aggregate a window of reports (one app) into per-operator statistics; ``running``:
+    the parallelism the supervisor acknowledged, when known.
 
     Instances with zero useful time contribute to observed rates but not to true rates,
     so an idle or just-started instance does not divide by zero or drag the mean to 0.
@@ -140,20 +166,26 @@ def build_graph(reports: Iterable[MetricsReport]) -> AppGraph:
         raise ValueError("no reports in the window")
 
     upstreams = {op: sorted({u for r in rs for u in r.upstreams}) for op, rs in by_op.items()}
+    order, isolated = partial_order(upstreams | {up: [] for ups in upstreams.values() for up in ups if up not in by_op})
+    for name in isolated:
+        del by_op[name], upstreams[name]
+    if not by_op:
+        raise ValueError(f"every operator is in or downstream of a cycle: {isolated}")
     unreported: dict[str, list[str]] = defaultdict(list)
     for name, ups in upstreams.items():
         for up in ups:
             if up not in by_op:
                 unreported[up].append(name)
-    order = topological_order(upstreams | {up: [] for up in unreported})
+    order = [name for name in order if name in by_op or name in unreported]
     window_s = max(r.interval_end for rs in by_op.values() for r in rs) - min(
         r.interval_start for rs in by_op.values() for r in rs
     )
 
+    running = running or {}
     operators: dict[str, OperatorStats] = {}
     for name in order:
         if name in by_op:
-            operators[name] = _aggregate(name, upstreams[name], by_op[name], window_s)
+            operators[name] = _aggregate(name, upstreams[name], by_op[name], window_s, running.get(name))
     for name, fed in unreported.items():
         operators[name] = _external_source(name, [operators[d] for d in fed], operators, set(unreported))
     operators = {name: operators[name] for name in order}
@@ -162,8 +194,21 @@ def build_graph(reports: Iterable[MetricsReport]) -> AppGraph:
         for up in op.upstreams:
             downstreams[up].append(name)
     return AppGraph(
-        app=apps.pop(), operators=operators, window_s=window_s, downstreams=downstreams, unreported=dict(unreported)
+        app=apps.pop(),
+        operators=operators,
+        window_s=window_s,
+        downstreams=downstreams,
+        unreported=dict(unreported),
+        isolated=isolated,
     )
+
+
+def expected_parallelism(claims: Iterable[int], running: int | None) -> int:
+    """The instances an operator runs: what the supervisor acknowledged, or else the median
+    of the parallelism its reports say (a single report cannot steer it)."""
+    if running is not None:
+        return running
+    return statistics.median_low(claims)
 
 
 def _external_source(
@@ -196,7 +241,9 @@ def _external_source(
     )
 
 
-def _aggregate(name: str, upstreams: list[str], reports: list[MetricsReport], window_s: float) -> OperatorStats:
+def _aggregate(
+    name: str, upstreams: list[str], reports: list[MetricsReport], window_s: float, running: int | None
+) -> OperatorStats:
     latest = max(reports, key=lambda r: r.interval_end)
     by_instance: dict[str, list[MetricsReport]] = defaultdict(list)
     for r in reports:
@@ -204,8 +251,7 @@ def _aggregate(name: str, upstreams: list[str], reports: list[MetricsReport], wi
 
     # Observed rates: per instance, records over the time it covered; then summed.
     observed_in = observed_out = 0.0
-    true_in: list[float] = []
-    true_out: list[float] = []
+    working: list[tuple[int, int, float]] = []  # records in, records out, useful seconds
     busy: list[float] = []
     for rs in by_instance.values():
         wall = sum(r.interval_s for r in rs)
@@ -216,8 +262,8 @@ def _aggregate(name: str, upstreams: list[str], reports: list[MetricsReport], wi
         observed_out += records_out / wall
         busy.append(min(1.0, useful / wall))
         if useful > 0 and (records_in > 0 or records_out > 0):
-            true_in.append(records_in / useful)
-            true_out.append(records_out / useful)
+            working.append((records_in, records_out, useful))
+    true_in, true_out = _true_rates(working)
 
     # Each instance reports the lag of the partitions assigned to it: the latest of each sums up.
     lags = [lag for rs in by_instance.values() if (lag := max(rs, key=lambda r: r.interval_end).lag) is not None]
@@ -229,20 +275,30 @@ def _aggregate(name: str, upstreams: list[str], reports: list[MetricsReport], wi
     return OperatorStats(
         name=name,
         upstreams=upstreams,
-        parallelism=max(latest.parallelism, covering),
+        parallelism=max(expected_parallelism((r.parallelism for r in reports), running), covering),
         partitions=latest.input_partitions,
         observed_input_rate=observed_in,
         observed_output_rate=observed_out,
-        true_input_rate=sum(true_in) / len(true_in) if true_in else 0.0,
-        true_output_rate=sum(true_out) / len(true_out) if true_out else 0.0,
+        true_input_rate=true_in,
+        true_output_rate=true_out,
         busy_ratio=sum(busy) / len(busy),
         lag=sum(lags),
         latency_p50_ms=sorted(p50)[len(p50) // 2] if p50 else None,
         latency_p99_ms=max(p99) if p99 else None,
         instances_reporting=len(by_instance),
-        reported_parallelism=latest.parallelism,
+        reported_parallelism=expected_parallelism((r.parallelism for r in reports), None),
         lag_growth=sum(growth) if growth else None,
     )
+
+
+def _true_rates(working: list[tuple[int, int, float]]) -> tuple[float, float]:
+    """Records in and out per useful second of the instances that did more than almost no work; 0 when none did."""
+    if not working:
+        return 0.0, 0.0
+    mean = sum(records_in + records_out for records_in, records_out, _ in working) / len(working)
+    kept = [w for w in working if w[0] + w[1] >= ALMOST_NO_WORK * mean]  # the busiest is always kept
+    useful = sum(w[2] for w in kept)
+    return sum(w[0] for w in kept) / useful, sum(w[1] for w in kept) / useful
 
 
 def _lag_growth(reports: list[MetricsReport]) -> float | None:

@@ -31,6 +31,11 @@ MAX_PARALLELISM = 10_000
 MAX_CLOCK_SKEW_S = 300.0
 MAX_OPERATORS = 1_000  # named in one command or ack
 MAX_TEXT = 2_000  # characters of a command's reason or an ack's error
+# Below this interval a rate computed from a report is noise, or overflows (1e-300 s did).
+MIN_INTERVAL_S = 0.01
+# Records per busy second no instance reaches (one record in a picosecond): a busy time of
+# almost nothing with records would make the true rate overflow.
+MAX_TRUE_RATE = 1e12
 
 # App, operator and instance names: safe as Kafka keys, file names and metric labels.
 NAME_CHARS, MAX_NAME = r"[A-Za-z0-9._\-]", 200
@@ -69,7 +74,7 @@ class MetricsReport(WireMessage):
     operator: str = Name
     instance_id: str = Field(min_length=1, max_length=200)
     interval_end: float = Field(gt=0, description="end of the interval, epoch seconds")
-    interval_s: float = Field(gt=0, le=3600, description="length of the interval, seconds")
+    interval_s: float = Field(ge=MIN_INTERVAL_S, le=3600, description="length of the interval, seconds")
     records_in: int = Field(ge=0, le=MAX_RECORDS_PER_INTERVAL)
     records_out: int = Field(ge=0, le=MAX_RECORDS_PER_INTERVAL)
     useful_time_s: float = Field(ge=0, description="busy seconds in the interval")
@@ -93,6 +98,8 @@ class MetricsReport(WireMessage):
         # A little slack: busy time is measured with a different clock than the interval.
         if self.useful_time_s > self.interval_s * 1.1 + 0.05:
             raise ValueError("useful_time_s exceeds the interval length")
+        if max(self.records_in, self.records_out) > MAX_TRUE_RATE * self.useful_time_s > 0:
+            raise ValueError(f"useful_time_s too short for its records: above {MAX_TRUE_RATE:g} records/s busy")
         if self.operator in self.upstreams:
             raise ValueError("an operator cannot be its own upstream")
         # A report from the future would never leave a sliding window.
@@ -242,7 +249,7 @@ class DecisionRecord(WireMessage):
     )
     warnings: list[str] = Field(
         default_factory=list,
-        description="what is wrong with the app's reporting, what the decision assumed around it and how to fix it: an operator whose instances misstate its parallelism, a declared upstream that never reports, no latency at any sink",
+        description="what is wrong with the app's reporting, what the decision assumed around it and how to fix it: an operator whose instances misstate its parallelism, a declared upstream that never reports, operators left out for a cycle of upstreams, no latency at any sink",
     )
     held_by: list[HoldReason] = Field(
         default_factory=list,
