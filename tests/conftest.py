@@ -11,10 +11,11 @@ from collections.abc import Callable, Iterator
 import pytest
 from chat_server import ChatServer
 from confluent_kafka import Consumer, Message
+from scrape import free_port
 
 from lastream_stream.kafka.broker import LocalBroker, MissingTool
 from lastream_stream.kafka.clients import KafkaClients, TopicSpec, project_topics
-from lastream_stream.settings import KafkaSettings, LastreamSettings, TopicSettings
+from lastream_stream.settings import BrokerSettings, KafkaSettings, LastreamSettings, TopicSettings
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +29,34 @@ def kafka_settings() -> KafkaSettings:
     settings = KafkaSettings(bootstrap=bootstrap, timeout_s=15.0)
     KafkaClients(settings).metadata()
     return settings
+
+
+@pytest.fixture
+def private_broker(tmp_path) -> Iterator[Callable[[], LocalBroker]]:
+    """Factory of started brokers of the test's own (free ports, data under ``tmp_path``), for
+    tests that stop and restart a broker: the shared one at ``kafka_settings`` stays up for the
+    other tests. All are stopped at the end."""
+    shared = LocalBroker()
+    started: list[LocalBroker] = []
+
+    def make() -> LocalBroker:
+        home = tmp_path / f"broker-{len(started)}"
+        home.mkdir()
+        settings = BrokerSettings(home=home, port=free_port(), controller_port=free_port(), heap="384m")
+        broker = LocalBroker(settings)
+        try:
+            shared.resolve_jars()
+            # The jars are shared (read-only); the config, data and log are the test's own.
+            broker.libs.parent.symlink_to(shared.libs.parent, target_is_directory=True)
+            started.append(broker)
+            broker.start()
+        except (MissingTool, RuntimeError) as exc:
+            pytest.fail(f"cannot start a private Kafka broker on {broker.bootstrap}: {exc}", pytrace=False)
+        return broker
+
+    yield make
+    for broker in started:
+        broker.stop()
 
 
 @pytest.fixture

@@ -42,6 +42,11 @@ class WordCountSettings(BaseSettings):
     )
     # Gives tests a finite input.
     repeat: int = Field(default=0, ge=0, description="Send the corpus this many times, then stop; 0 sends forever.")
+    source_queue_max: int = Field(
+        default=100_000,
+        ge=1,
+        description="Sentences the source holds while the broker does not take them (an outage), about 300 bytes each; when full, the source waits instead of dropping one.",
+    )
     cost_splitter_ms: float = Field(default=150.0, ge=0, description="Splitter's cost per sentence, ms (a wait).")
     cost_counter_ms: float = Field(default=20.0, ge=0, description="Counter's cost per word, ms (a wait).")
     cost_sink_ms: float = Field(default=1.0, ge=0, description="Sink's cost per count update, ms (a wait).")
