@@ -21,6 +21,7 @@ import faust
 from faust.types import TP, EventT, StreamT
 
 from lastream_stream.kafka.reporter import MetricsReporter, parallelism_from_state
+from lastream_stream.logs import logging_config
 from lastream_stream.settings import KafkaSettings, LastreamSettings
 from lastream_stream.wire.deadletter import dead_letter
 from wordcount_app import topics
@@ -253,7 +254,10 @@ def _run_worker(
         sensor = ReporterSensor(reporter, output_topic(operator, wc))
         app.sensors.add(sensor)
         reporter.start()
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    # The supervisor rotates this worker's output; the filter keeps an outage's error flood out of it.
+    worker = faust.Worker(
+        app, loglevel="WARNING", quiet=True, redirect_stdouts=False, logging_config=logging_config("WARNING")
+    )
     try:
         worker.execute_from_commandline()
     finally:

@@ -52,7 +52,7 @@ def main(ctx: click.Context, log_level: str | None) -> None:
     LASTREAM_KAFKA_BOOTSTRAP=127.0.0.1:9092.
     """
     settings = LastreamSettings()
-    setup_logging(log_level or settings.log_level)
+    setup_logging(log_level or settings.log_level, settings.log_file, settings.log_max_bytes, settings.log_backups)
     ctx.obj = settings
 
 
