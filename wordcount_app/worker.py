@@ -26,6 +26,7 @@ from lastream_stream.settings import KafkaSettings, LastreamSettings
 from lastream_stream.wire.deadletter import dead_letter
 from wordcount_app import topics
 from wordcount_app.settings import UPSTREAMS, WordCountSettings
+from wordcount_app.topk import LatestCounts
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ def build_app(operator: str, wc: WordCountSettings, settings: LastreamSettings, 
                 await counts_out.send(key=event.key, value=value, timestamp=event.message.timestamp)
 
     elif operator == "sink":
-        latest: dict[str, int] = {}
+        latest = LatestCounts(wc.sink_max_words)
         topk_out = topic(wc.topk_topic)
 
         @app.agent(counts_out)
@@ -209,12 +210,12 @@ def build_app(operator: str, wc: WordCountSettings, settings: LastreamSettings, 
                     await reject(event, exc)
                     continue
                 await asyncio.sleep(cost)
-                latest[word] = max(latest.get(word, 0), count)
+                latest.update(word, count)
 
         @app.timer(interval=wc.topk_interval_s)
         async def publish_topk() -> None:
             if latest:
-                top = sorted(latest.items(), key=lambda kv: (-kv[1], kv[0]))[: wc.topk]
+                top = latest.top(wc.topk)
                 await topk_out.send(key=b"topk", value=json.dumps(top).encode())
 
     else:
