@@ -31,5 +31,5 @@ class LatestCounts:
     def top(self, k: int) -> list[tuple[str, int]]:
         return sorted(self._counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
 
-    def __bool__(self) -> bool:
-        return bool(self._counts)
+    def __len__(self) -> int:
+        return len(self._counts)
