@@ -52,41 +52,43 @@ class DS2:
         return Decision.single(self.name, graph, optimal_parallelism(graph))
 
 
+def report(app: int, operator: str, instance_id: str, now: float, records: float, useful_s: float, **fields):
+    return MetricsReport(
+        app=f"app{app}",
+        operator=operator,
+        instance_id=instance_id,
+        interval_end=now,
+        interval_s=1.0,
+        records_in=int(records),
+        records_out=int(records),
+        useful_time_s=useful_s,
+        **fields,
+    )
+
+
 def reports(app: int, now: float, t0: float, instances: int, parallelism: int) -> list[MetricsReport]:
     """A source at a rate that swings over 10 minutes, and a worker operator of ``parallelism``
     instances (at most ``instances`` report) taking ``CAPACITY`` records per busy second each."""
     rate = 100 + 80 * math.sin(2 * math.pi * (now - t0) / 600 + app)
     epoch = int((now - t0 + app) // RESTART_EVERY_S)  # a restart gives every instance a new id
-    source = MetricsReport(
-        app=f"app{app}",
-        operator="source",
-        instance_id=f"src-{epoch}",
-        interval_end=now,
-        interval_s=1.0,
-        records_in=int(rate),
-        records_out=int(rate),
-        useful_time_s=0.1,
-        parallelism=1,
-        upstreams=[],
-    )
-    processed = min(rate / min(parallelism, instances), CAPACITY)
+    source = report(app, "source", f"src-{epoch}", now, rate, 0.1, parallelism=1, upstreams=[])
+    reporting = min(parallelism, instances)
+    processed = min(rate / reporting, CAPACITY)
     work = [
-        MetricsReport(
-            app=f"app{app}",
-            operator="work",
-            instance_id=f"w{k}-{epoch}",
-            interval_end=now,
-            interval_s=1.0,
-            records_in=int(processed),
-            records_out=int(processed),
-            useful_time_s=processed / CAPACITY,
+        report(
+            app,
+            "work",
+            f"w{k}-{epoch}",
+            now,
+            processed,
+            processed / CAPACITY,
             lag=0,
             latency_p50_ms=20.0,
             parallelism=parallelism,
             upstreams=["source"],
             input_partitions=instances,
         )
-        for k in range(min(parallelism, instances))
+        for k in range(reporting)
     ]
     return [source, *work]
 
@@ -122,14 +124,8 @@ def soak(minutes: float, n_apps: int, instances: int, seed: int) -> list[dict]:
         acks = [(at, command) for at, command in acks if at > now]
         for command in due:
             parallelism[int(command.app.removeprefix("app"))] = command.target.get("work", 1)
-            ack = CommandAck(
-                app=command.app,
-                decision_id=command.decision_id,
-                generation=command.generation,
-                status="applied",
-                applied=command.target,
-            )
-            service.controllers[command.app].on_ack(ack, now)
+            applied = {"decision_id": command.decision_id, "generation": command.generation, "applied": command.target}
+            service.controllers[command.app].on_ack(CommandAck(app=command.app, status="applied", **applied), now)
         for _ in range(100):
             words += 1
             sink.update(f"word{words}", rng.randint(1, 1000))
