@@ -150,6 +150,18 @@ class LastreamSettings(BaseSettings):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     control_auth: ControlAuthSettings = Field(default_factory=ControlAuthSettings)
     log_level: str = Field(default="INFO", description="Log level of every command: DEBUG, INFO or WARNING.")
+    log_file: Path | None = Field(
+        default=None,
+        description="Log to this file, rotated by size, instead of stderr; unset: stderr. One file per process: "
+        "two processes must not share it.",
+    )
+    log_max_bytes: int = Field(default=10_000_000, ge=1000, description="Size at which the log file is rotated, bytes.")
+    log_backups: int = Field(
+        default=3,
+        ge=1,
+        description="Older parts of the log file kept (`.1` the newest); the log takes at most "
+        "`LOG_MAX_BYTES` x (`LOG_BACKUPS` + 1).",
+    )
 
     def process_env(self) -> dict[str, str]:
         """The variables that point a child process at this cluster and these topics, with

@@ -57,6 +57,10 @@ class Pipeline:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = os.environ | worker_env(self.settings, self.wc) | extra_env
         log_path = self.log_dir / f"{name}.log"
+        if self.settings.log_file is not None:
+            # Never the file of `up` itself: each process rotates its own, with the same bounds.
+            # What a child writes outside logging (a crash's traceback) follows its rotated part.
+            env["LASTREAM_LOG_FILE"] = str(log_path)
         process = spawn(name, 0, command, env, log_path)  # the single instance of each part
         log.info("started %s (pid %d, log %s)", name, process.pid, log_path)
         self.processes.append(process)

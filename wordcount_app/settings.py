@@ -57,6 +57,11 @@ class WordCountSettings(BaseSettings):
         default=True, description="Workers publish metrics reports; off only to measure what the reporting costs."
     )
     topk: int = Field(default=10, ge=1, description="Number of top words the sink publishes.")
+    sink_max_words: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most words the sink keeps a count of; beyond, the least recently updated is forgotten (logged).",
+    )
     topk_interval_s: float = Field(
         default=5.0, gt=0, description="How often the sink publishes the top words, seconds."
     )

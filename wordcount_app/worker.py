@@ -21,10 +21,12 @@ import faust
 from faust.types import TP, EventT, StreamT
 
 from lastream_stream.kafka.reporter import MetricsReporter, parallelism_from_state
+from lastream_stream.logs import logging_config
 from lastream_stream.settings import KafkaSettings, LastreamSettings
 from lastream_stream.wire.deadletter import dead_letter
 from wordcount_app import topics
 from wordcount_app.settings import UPSTREAMS, WordCountSettings
+from wordcount_app.topk import LatestCounts
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +197,7 @@ def build_app(operator: str, wc: WordCountSettings, settings: LastreamSettings, 
                 await counts_out.send(key=event.key, value=value, timestamp=event.message.timestamp)
 
     elif operator == "sink":
-        latest: dict[str, int] = {}
+        latest = LatestCounts(wc.sink_max_words)
         topk_out = topic(wc.topk_topic)
 
         @app.agent(counts_out)
@@ -208,12 +210,12 @@ def build_app(operator: str, wc: WordCountSettings, settings: LastreamSettings, 
                     await reject(event, exc)
                     continue
                 await asyncio.sleep(cost)
-                latest[word] = max(latest.get(word, 0), count)
+                latest.update(word, count)
 
         @app.timer(interval=wc.topk_interval_s)
         async def publish_topk() -> None:
             if latest:
-                top = sorted(latest.items(), key=lambda kv: (-kv[1], kv[0]))[: wc.topk]
+                top = latest.top(wc.topk)
                 await topk_out.send(key=b"topk", value=json.dumps(top).encode())
 
     else:
@@ -253,7 +255,10 @@ def _run_worker(
         sensor = ReporterSensor(reporter, output_topic(operator, wc))
         app.sensors.add(sensor)
         reporter.start()
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    # The supervisor rotates this worker's output; the filter keeps an outage's error flood out of it.
+    worker = faust.Worker(
+        app, loglevel="WARNING", quiet=True, redirect_stdouts=False, logging_config=logging_config("WARNING")
+    )
     try:
         worker.execute_from_commandline()
     finally:

@@ -155,6 +155,11 @@ class ControllerSettings(BaseSettings):
     max_instances: int = Field(
         default=1000, ge=1, description="Most instances of one operator in a window; reports of more are refused."
     )
+    max_reports: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most reports of one app kept for its window; beyond, the oldest are dropped (logged).",
+    )
 
     def model_post_init(self, context: object) -> None:
         if renamed := [
@@ -451,6 +456,13 @@ class AppController:
                 self._open_window(max(self.since, report.interval_end))
         if report.interval_start >= self.since:
             self.reports.append(report)
+            if len(self.reports) > self.settings.max_reports:
+                log.warning(
+                    "%s: more reports in the window than the %d allowed (LASTREAM_CONTROLLER_MAX_REPORTS); dropping the oldest",
+                    self.app,
+                    self.settings.max_reports,
+                )
+                del self.reports[0]
         return None
 
     def _beyond_caps(self, report: MetricsReport) -> str | None:
@@ -524,6 +536,8 @@ class AppController:
     # -- the cycle ---------------------------------------------------------------------
 
     def tick(self, now: float) -> list[Publish]:
+        # Awaiting an ack, or a restart, no window is decided on, but reports still come.
+        self._keep_last_window(now)
         if self.phase is Phase.AWAITING_ACK:
             if self.pending is not None and now - self.awaiting_since > self.settings.ack_timeout_s:
                 log.warning(
@@ -580,8 +594,7 @@ class AppController:
 
     def stable_graph(self, now: float) -> AppGraph | None:
         """The graph of the last ``window_s`` once every expected instance covered all of it."""
-        # Only the last window counts: older reports (and instances that have since gone) drop out.
-        self.reports = recent(self.reports, self.settings.window_s, end=now, slack_s=1.0)
+        self._keep_last_window(now)
         if not self.reports or now - self.since < self.settings.window_s:
             return None
         covered: dict[str, dict[str, float]] = {}  # operator: instance: seconds reported
@@ -742,6 +755,10 @@ class AppController:
         self.pending = command
         self.awaiting_since = now
         self.phase = Phase.AWAITING_ACK
+
+    def _keep_last_window(self, now: float) -> None:
+        """Only the last window counts: older reports (and instances that have since gone) drop out."""
+        self.reports = recent(self.reports, self.settings.window_s, end=now, slack_s=1.0)
 
     def _open_window(self, since: float) -> None:
         self.since = since

@@ -207,7 +207,7 @@ class AgentService:
                     except Exception:  # one app's failure must not stop the others being scaled
                         log.exception("%s: decision cycle failed; retrying next tick", controller.app)
                         continue
-                    for action in actions:
+                    for action in records_first(actions):
                         self._publish(producer, action)
                         if on_publish is not None:
                             on_publish(action)
@@ -216,6 +216,9 @@ class AgentService:
                 if max_decisions is not None and sum(c.decisions for c in self.controllers.values()) >= max_decisions:
                     log.info("reached %d decision(s): stopping", max_decisions)
                     break
+            # The step in progress finished and published (the producer flushes as it closes);
+            # what it changed must be there when the agent starts again.
+            self._save_stability()
 
     def _dispatch(self, decoder: DeadLetterDecoder, msg, replaying: bool = False) -> None:
         topics = self.settings.topics
@@ -261,6 +264,12 @@ class AgentService:
         self.metrics.observe(message)
         if message.kind == "outcome" and isinstance(self.agent, LaStreamAgent):
             self.agent.save(self.service.checkpoint)
+
+
+def records_first(actions: list[Publish]) -> list[Publish]:
+    """A step's decision records before its command: an agent killed between the two
+    leaves a record whose command never went out, never a command nobody recorded."""
+    return sorted(actions, key=lambda action: isinstance(action.message, ScalingCommand))
 
 
 def run(

@@ -9,7 +9,8 @@ from lastream_stream.settings import LastreamSettings
 from lastream_stream.supervisor.command import supervisor_command
 from lastream_stream.supervisor.workers import RunDirLocked
 
-setup_logging(LastreamSettings().log_level)
+settings = LastreamSettings()
+setup_logging(settings.log_level, settings.log_file, settings.log_max_bytes, settings.log_backups)
 try:
     supervisor_command(prog_name="python -m lastream_stream.supervisor")
 except (BrokerUnreachable, RunDirLocked) as exc:

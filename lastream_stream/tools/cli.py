@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from importlib.metadata import entry_points
 
@@ -17,6 +18,7 @@ from lastream_stream.logs import console, setup_logging
 from lastream_stream.policy.base import CheckpointMismatch
 from lastream_stream.settings import LastreamSettings
 from lastream_stream.supervisor.command import supervisor_command
+from lastream_stream.supervisor.service import stop_on_signals
 from lastream_stream.supervisor.workers import RunDirLocked
 
 log = logging.getLogger("lastream")
@@ -50,7 +52,7 @@ def main(ctx: click.Context, log_level: str | None) -> None:
     LASTREAM_KAFKA_BOOTSTRAP=127.0.0.1:9092.
     """
     settings = LastreamSettings()
-    setup_logging(log_level or settings.log_level)
+    setup_logging(log_level or settings.log_level, settings.log_file, settings.log_max_bytes, settings.log_backups)
     ctx.obj = settings
 
 
@@ -209,10 +211,11 @@ def agent(
         overrides["checkpoint"] = Path(checkpoint)
     if dry_run:
         overrides["controller"] = agent_settings.controller.model_copy(update={"dry_run": True})
-    try:
-        service.run(settings, agent_settings.model_copy(update=overrides), max_decisions=max_decisions)
-    except KeyboardInterrupt:
-        log.info("agent stopped")
+    stop = threading.Event()
+    # SIGTERM (a container stop) like Ctrl-C: the step in progress finishes and is published first.
+    with stop_on_signals(stop):
+        service.run(settings, agent_settings.model_copy(update=overrides), stop=stop, max_decisions=max_decisions)
+    log.info("agent stopped")
 
 
 @main.command("bench")
