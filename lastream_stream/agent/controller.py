@@ -8,6 +8,7 @@ the app) drive the very cycle the service runs.
     observing --(stable window, cooldown over, best != current)--> awaiting_ack
     awaiting_ack --(ack applied)--> observing (warm-up, then the scheme's outcome is measured)
     awaiting_ack --(ack partial/rejected or timeout)--> observing (no outcome recorded)
+    observing --(the timed-out command's ack, applied)--> observing (warm-up; no outcome)
 
 Only a command the controller knows it issued is awaited (``on_command``), and the ack
 timeout counts on the controller's own clock from when it began to wait, never from the
@@ -31,7 +32,10 @@ Stability is a property of the cycle, not only of the policy's scores:
 acknowledged, else the median its reports claim; or the instances that report when more
 do) have all reported for a full window that started after the warm-up
 and after the restart (below) ended, so a rebalance in progress is never read as slowness:
-an instance can report while it waits for its partitions. An app whose expected instances
+an instance can report while it waits for its partitions. A window in which any instance
+said it was not ready (waiting for partitions, replaying its state: it processes nothing and
+its window looks calm) is neither decided on nor counted in any outcome, only recorded as a
+hold by ``recovering`` (``not_ready``, in ``tick``). An app whose expected instances
 never all report is decided on after ``restart_timeout_s`` anyway, and what is wrong with
 its reporting (``policy/diagnose.py``) is logged once and recorded with every decision.
 Reports are timed on the agent's clock when the service says when they arrived
