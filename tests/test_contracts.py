@@ -11,6 +11,7 @@ from lastream_stream.wire.signing import Signer
 
 MESSAGES = [
     sample_report(),
+    sample_report(ready=False),
     ScalingCommand(
         app="wordcount", generation=3, target={"splitter": 3, "counter": 2}, changed=["splitter"], reason="ds2"
     ),
@@ -148,3 +149,8 @@ def test_absurd_commands_are_refused(payload, reason):
     command = {"app": "wc", "generation": 3, "target": {"splitter": 2}} | payload
     with pytest.raises(BadMessage, match=reason):
         parse(ScalingCommand, json.dumps(command).encode())
+
+
+def test_a_ready_report_is_what_consumers_from_before_read():
+    assert "ready" not in json.loads(sample_report().to_bytes())
+    assert json.loads(sample_report(ready=False).to_bytes())["ready"] is False

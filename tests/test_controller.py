@@ -28,10 +28,11 @@ class FixedPolicy:
         return Decision.single(self.name, graph, {**graph.parallelism, **self.scheme})
 
 
-def feed(controller, start, seconds, parallelism, lag=0, latency=20.0, source_rate=100, sinks=0):
+def feed(controller, start, seconds, parallelism, lag=0, latency=20.0, source_rate=100, sinks=0, recovering=()):
     """One report per instance per second over [start, start + seconds). A splitter instance
     takes 200 records/s when busy; the source emits ``source_rate``; ``sinks`` instances of
-    a sink follow the splitter when given."""
+    a sink follow the splitter when given; the instances named in ``recovering`` say they are
+    not ready."""
     operators = [("source", 1, [], source_rate), ("splitter", parallelism, ["source"], 100)]
     if sinks:
         operators.append(("sink", sinks, ["splitter"], 100))
@@ -53,6 +54,7 @@ def feed(controller, start, seconds, parallelism, lag=0, latency=20.0, source_ra
                         parallelism=p,
                         upstreams=ups,
                         input_partitions=8 if ups else None,
+                        ready=f"{op}-{i}" not in recovering,
                     )
                 )
 
@@ -681,3 +683,52 @@ def test_a_command_nobody_can_vouch_for_is_not_awaited():
     feed(c, T0 + 2, 5, parallelism=1)  # the warm-up of whatever it changed first
     command = c.tick(T0 + 7)[0].message
     assert command.generation == 101
+
+
+def test_no_decision_and_no_outcome_on_a_window_with_an_instance_recovering():
+    """A restarted worker replaying its changelog processes nothing and reports no lag it
+    cannot read yet: its window looks calm. The agent holds, says why, and learns nothing
+    from it; once the worker is ready, the cycle goes on."""
+    c = make({})
+    feed(c, T0, 5, parallelism=1)
+    (hold,) = (a.message for a in c.tick(T0 + 5))
+    assert hold.kind == "hold" and len(c.outcomes.open) == 1  # a hold's outcome is open
+    c.policy = FixedPolicy({"splitter": 3})
+    feed(c, T0 + 5, 5, parallelism=1, recovering={"splitter-0"})
+    (record,) = (a.message for a in c.tick(T0 + 10))
+    assert record.kind == "hold" and record.held_by == ["recovering"]
+    assert record.chosen == {"source": 1, "splitter": 1}
+    assert any("splitter-0" in note for note in record.notes)
+    assert c.outcomes.open[0].log_rewards == [] and len(c.window_rewards) == 1  # not learnt from
+    assert len(c.outcomes.open) == 1  # and no outcome of its own
+    feed(c, T0 + 10, 5, parallelism=1)
+    outcome, command, _ = (a.message for a in c.tick(T0 + 15))
+    assert outcome.kind == "outcome" and outcome.chosen == hold.chosen  # on its ready window only
+    assert outcome.measured_reward == pytest.approx(c.window_rewards[0])
+    assert command.target == {"splitter": 3}
+
+
+def test_an_ack_after_the_timeout_is_still_applied_with_its_warm_up():
+    """The supervisor may answer after the ack timeout (both restarted): what it applied
+    is a change all the same. The next decision waits for its warm-up, and stabilisation
+    counts from it; no outcome is recorded for a command whose windows nobody watched."""
+    c = make({"splitter": 3}, ack_timeout_s=30, warmup_s=4)
+    feed(c, T0, 5, parallelism=1)
+    command, _ = (a.message for a in c.tick(T0 + 5))
+    c.tick(T0 + 36)
+    assert c.phase is Phase.OBSERVING
+    feed(c, T0 + 36, 4, parallelism=1)
+    c.on_ack(
+        CommandAck(
+            app="wordcount", decision_id=command.decision_id, generation=1, status="applied", applied={"splitter": 3}
+        ),
+        now=T0 + 40,
+    )
+    assert c.running == {"splitter": 3}
+    assert c.stability.last_change["splitter"] == (1, T0 + 40)
+    feed(c, T0 + 40, 5, parallelism=3)  # the rebalance: within the warm-up
+    assert c.tick(T0 + 45) == []  # a window that includes the rebalance is not decided on
+    feed(c, T0 + 45, 4, parallelism=3)
+    (hold,) = (a.message for a in c.tick(T0 + 49))
+    assert hold.kind == "hold" and hold.chosen == {"source": 1, "splitter": 3}
+    assert not c.rewards and all(o.decision is not None and o.decision.chosen == hold.chosen for o in c.outcomes.open)

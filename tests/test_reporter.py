@@ -2,7 +2,9 @@ import json
 import logging
 import time
 
-from lastream_stream.kafka.reporter import MetricsReporter, consumer_lag
+from confluent_kafka import TopicPartition
+
+from lastream_stream.kafka.reporter import BrokerLag, MetricsReporter, consumer_lag
 from lastream_stream.wire.contracts import MetricsReport
 from lastream_stream.wire.deadletter import parse
 
@@ -94,3 +96,41 @@ def test_reporter_that_cannot_know_its_parallelism_says_so_once(settings, monkey
         MetricsReporter(app="demo", operator="parser", parallelism=lambda: 4, settings=settings).snapshot().parallelism
         == 4
     )
+
+
+def test_an_interval_any_part_of_which_the_app_was_not_ready_is_reported_not_ready(settings, reader):
+    """An app replaying its state or waiting for partitions says so; a report covers an
+    interval, so a rebalance that starts and ends within one still shows."""
+    reporter = MetricsReporter(app="demo", operator="counter", parallelism=1, ready=False, settings=settings)
+    reporter.flush_once()  # waiting for partitions
+    reporter.set_ready(True)
+    reporter.flush_once()  # began not ready
+    reporter.flush_once()
+    reporter.set_ready(False)
+    reporter.set_ready(True)
+    reporter.flush_once()  # a rebalance within the interval
+    reporter.flush_once()
+    reporter.stop()
+    reports = [parse(MetricsReport, m.value()) for m in reader(settings.topics.metrics, 5)]
+    assert [r.ready for r in reports] == [False, False, True, False, True]
+
+
+def test_the_lag_from_the_broker_counts_partitions_the_app_has_not_read_yet(
+    clients, make_topic, group_id, consumer_factory
+):
+    """Before its first record of a partition (recovering, or just assigned) an app knows no
+    position there: the group's committed offset, or the log start, is where it stands."""
+    topic = make_topic(partitions=2)
+    with clients.producer() as producer:
+        for partition, records in ((0, 10), (1, 6)):
+            for _ in range(records):
+                producer.produce(topic, value=b"x", partition=partition)
+    committer = consumer_factory(group_id, [])
+    committer.commit(offsets=[TopicPartition(topic, 0, 4)], asynchronous=False)
+    lag = BrokerLag(group_id, clients.settings)
+    try:
+        assert lag([(topic, 0), (topic, 1)]) == 6 + 6
+        assert lag([(topic, 0), (topic, 1)], positions={(topic, 1): 5, (topic, 0): 2}) == 6 + 1
+        assert lag([]) == 0
+    finally:
+        lag.close()

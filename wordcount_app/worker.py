@@ -20,7 +20,7 @@ from pathlib import Path
 import faust
 from faust.types import TP, EventT, StreamT
 
-from lastream_stream.kafka.reporter import MetricsReporter, parallelism_from_state
+from lastream_stream.kafka.reporter import BrokerLag, MetricsReporter, parallelism_from_state
 from lastream_stream.logs import logging_config
 from lastream_stream.settings import KafkaSettings, LastreamSettings
 from lastream_stream.wire.deadletter import dead_letter
@@ -39,13 +39,26 @@ BAD_RECORD = (ValueError, KeyError, TypeError, AttributeError)
 
 class ReporterSensor(faust.Sensor):
     """Feeds a ``MetricsReporter`` from inside Faust, DS2-style: useful time runs from
-    ``on_stream_event_in`` to ``on_stream_event_out``, so waiting for input never counts."""
+    ``on_stream_event_in`` to ``on_stream_event_out``, so waiting for input never counts.
 
-    def __init__(self, reporter: MetricsReporter, output_topic: str | None, **kwargs) -> None:
+    From the start of a rebalance to its end, which Faust signals only once the tables are
+    recovered from their changelogs and the streams resume, the worker is not ready: it
+    processes nothing, and its reports say why."""
+
+    def __init__(self, reporter: MetricsReporter, input_topic: str, output_topic: str | None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.reporter = reporter
+        self.input_topic = input_topic
         self.output_topic = output_topic
         self.next_offsets: dict[TP, int] = {}
+
+    def on_rebalance_start(self, app: faust.App) -> dict:
+        self.reporter.set_ready(False)
+        return super().on_rebalance_start(app)
+
+    def on_rebalance_end(self, app: faust.App, state: dict) -> None:
+        super().on_rebalance_end(app, state)
+        self.reporter.set_ready(True)
 
     def on_stream_event_in(self, tp: TP, offset: int, stream: StreamT, event: EventT) -> dict:
         self.next_offsets[tp] = offset + 1
@@ -65,16 +78,12 @@ class ReporterSensor(faust.Sensor):
         if topic == self.output_topic:
             self.reporter.record_out()
 
-    def lag(self, app: faust.App) -> int:
-        """Records behind the high watermark on this worker's assigned partitions."""
-        consumer = app.consumer
-        total = 0
-        for tp in list(consumer.assignment()):
-            high = consumer.highwater(tp)
-            position = self.next_offsets.get(tp)
-            if high is not None and position is not None:
-                total += max(0, high - position)
-        return total
+    def lag(self, app: faust.App, broker: BrokerLag) -> int:
+        """Records behind the log end on this worker's assigned input partitions, those it
+        has not read from yet (recovering, just assigned) included."""
+        assigned = [tp for tp in list(app.consumer.assignment()) if tp.topic == self.input_topic]
+        # A TP is a (topic, partition) tuple: the positions are keyed as the broker's are.
+        return broker(assigned, self.next_offsets)
 
 
 # The SASL mechanisms aiokafka speaks with a user name and password.
@@ -223,6 +232,10 @@ def build_app(operator: str, wc: WordCountSettings, settings: LastreamSettings, 
     return app
 
 
+def input_topic(operator: str, wc: WordCountSettings) -> str:
+    return {"splitter": wc.sentences_topic, "counter": wc.words_topic, "sink": wc.counts_topic}[operator]
+
+
 def output_topic(operator: str, wc: WordCountSettings) -> str | None:
     return {"splitter": wc.words_topic, "counter": wc.counts_topic, "sink": wc.topk_topic}.get(operator)
 
@@ -240,19 +253,21 @@ def _run_worker(
     operator: str, settings: LastreamSettings, wc: WordCountSettings, index: int, state_file: str | None, datadir: Path
 ) -> None:
     app = build_app(operator, wc, settings, datadir)
+    broker = BrokerLag(app.conf.id, settings.kafka, timeout_s=wc.metrics_interval_s)
     reporter = MetricsReporter(
         app=wc.app,
         operator=operator,
         upstreams=UPSTREAMS[operator],
         input_partitions=wc.partitions,
         parallelism=lambda: parallelism_from_state(state_file),
-        lag=lambda: sensor.lag(app),
+        lag=lambda: sensor.lag(app, broker),
         instance_id=f"{socket.gethostname()}/{operator}-{index}/{os.getpid()}",
         interval_s=wc.metrics_interval_s,
         settings=settings,
+        ready=False,  # until its first rebalance, with its recovery, ends
     )
     if wc.metrics_enabled:
-        sensor = ReporterSensor(reporter, output_topic(operator, wc))
+        sensor = ReporterSensor(reporter, input_topic(operator, wc), output_topic(operator, wc))
         app.sensors.add(sensor)
         reporter.start()
     # The supervisor rotates this worker's output; the filter keeps an outage's error flood out of it.
@@ -264,6 +279,7 @@ def _run_worker(
     finally:
         if wc.metrics_enabled:
             reporter.stop()
+        broker.close()
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ the app) drive the very cycle the service runs.
     observing --(stable window, cooldown over, best != current)--> awaiting_ack
     awaiting_ack --(ack applied)--> observing (warm-up, then the scheme's outcome is measured)
     awaiting_ack --(ack partial/rejected or timeout)--> observing (no outcome recorded)
+    observing --(the timed-out command's ack, applied)--> observing (warm-up; no outcome)
 
 Only a command the controller knows it issued is awaited (``on_command``), and the ack
 timeout counts on the controller's own clock from when it began to wait, never from the
@@ -31,7 +32,10 @@ Stability is a property of the cycle, not only of the policy's scores:
 acknowledged, else the median its reports claim; or the instances that report when more
 do) have all reported for a full window that started after the warm-up
 and after the restart (below) ended, so a rebalance in progress is never read as slowness:
-an instance can report while it waits for its partitions. An app whose expected instances
+an instance can report while it waits for its partitions. A window in which any instance
+said it was not ready (waiting for partitions, replaying its state: it processes nothing and
+its window looks calm) is neither decided on nor counted in any outcome, only recorded as a
+hold by ``recovering`` (``not_ready``, in ``tick``). An app whose expected instances
 never all report is decided on after ``restart_timeout_s`` anyway, and what is wrong with
 its reporting (``policy/diagnose.py``) is logged once and recorded with every decision.
 Reports are timed on the agent's clock when the service says when they arrived
@@ -254,6 +258,11 @@ def rate_shift(reports: list[MetricsReport], middle: float) -> float | None:
     return shift if abs(shift) > max(RATE_SHIFT, noise) else None
 
 
+def not_ready(reports: list[MetricsReport]) -> list[str]:
+    """The instances that said, in any of ``reports``, that they are not ready."""
+    return sorted({f"{r.operator}/{r.instance_id}" for r in reports if not r.ready})
+
+
 @dataclass(frozen=True)
 class Held:
     """One operator kept where it runs against a proposed change: by which rule, and the note saying so."""
@@ -387,6 +396,14 @@ class PauseTimer:
         return bool(self.expected)
 
 
+@dataclass(frozen=True)
+class TimedOut:
+    """A command whose ack did not come in time: its id, and the parallelism it was issued on."""
+
+    decision_id: str
+    before: dict[str, int]
+
+
 @dataclass
 class AppController:
     app: str
@@ -401,6 +418,7 @@ class AppController:
     pending: ScalingCommand | None = None  # published, not acknowledged yet
     awaiting_since: float = 0.0  # when the controller began to await `pending`, on its own clock
     pending_decision: Decision | None = None
+    timed_out: TimedOut | None = None  # the last command whose ack did not come in time
     decisions: int = 0
     commands: int = 0  # published by this controller (the generation also counts other runs')
     rewards: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_KEPT))  # measured outcomes of decisions
@@ -508,6 +526,8 @@ class AppController:
         if ack.status in ("applied", "partial"):
             self.running.update(ack.applied)
         pending = self.pending
+        if self.timed_out is not None and ack.decision_id == self.timed_out.decision_id:
+            self._late_ack(ack, now)
         if pending is None or ack.decision_id != pending.decision_id:
             return
         self.pending = None
@@ -533,6 +553,21 @@ class AppController:
             )
         self.pending_decision = None
 
+    def _late_ack(self, ack: CommandAck, now: float) -> None:
+        """The ack of a command the controller stopped waiting for: what it applied is a
+        change all the same, so stabilisation counts from it and the next window starts
+        after its warm-up. No outcome: nobody watched its windows as its own."""
+        timed_out, self.timed_out = self.timed_out, None
+        if ack.status not in ("applied", "partial") or timed_out is None:
+            return
+        log.warning(
+            "%s: generation %d %s after the ack timeout; warming up again", self.app, ack.generation, ack.status
+        )
+        self.stability.applied(timed_out.before, ack.applied, now)
+        self.replaced_outcomes += self.outcomes.replaced()
+        if self.phase is Phase.OBSERVING:
+            self._open_window(now + self.settings.warmup_s)
+
     # -- the cycle ---------------------------------------------------------------------
 
     def tick(self, now: float) -> list[Publish]:
@@ -546,6 +581,8 @@ class AppController:
                     self.pending.generation,
                     now - self.awaiting_since,
                 )
+                issued_on = self.pending_decision.graph if self.pending_decision is not None else None
+                self.timed_out = TimedOut(self.pending.decision_id, dict(issued_on.parallelism) if issued_on else {})
                 self.pending = self.pending_decision = None
                 self.phase = Phase.OBSERVING
                 self._open_window(now)
@@ -571,6 +608,8 @@ class AppController:
         window_reports = list(self.reports)
         # This window is counted now, once: the next must not overlap it, even if deciding fails.
         self._open_window(now)
+        if recovering := not_ready(window_reports):
+            return [*actions, self._hold_recovering(graph, recovering)]
         shift = rate_shift(window_reports, now - self.settings.window_s / 2)
         if shift is not None and not self.skipped_shift:
             # Once only: a rate that keeps moving (a steep ramp) must not stall every decision.
@@ -625,6 +664,18 @@ class AppController:
             log.error("%s: cannot build the operator graph (%s); waiting for a new window", self.app, exc)
             self._open_window(now)
             return None
+
+    def _hold_recovering(self, graph: AppGraph, recovering: list[str]) -> Publish:
+        """A window with an instance not ready: its rates and lag say nothing of the scheme
+        (a worker replaying its changelog processes nothing), so it is neither decided on
+        nor counted in any outcome; the record says why."""
+        self.decisions += 1
+        note = f"held: {', '.join(recovering)} not ready (waiting for partitions or replaying state)"
+        log.info("%s: holding %s: %s", self.app, graph.parallelism, note)
+        decision = Decision(
+            self.policy.name, self.app, dict(graph.parallelism), [], graph=graph, notes=[note], held_by=["recovering"]
+        )
+        return Publish(self._record(decision, graph, uuid.uuid4().hex, "hold", decision.chosen, None))
 
     def _decide(self, graph: AppGraph, now: float) -> list[Publish]:
         context = DecisionContext(

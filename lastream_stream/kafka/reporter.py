@@ -24,17 +24,17 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lastream_stream.kafka.clients import KafkaClients
-from lastream_stream.settings import LastreamSettings
+from lastream_stream.settings import KafkaSettings, LastreamSettings
 from lastream_stream.wire.contracts import MIN_INTERVAL_S, MetricsReport
 
 log = logging.getLogger(__name__)
@@ -82,11 +82,46 @@ def consumer_lag(consumer: Consumer) -> int | None:
     return lag
 
 
+class BrokerLag:
+    """Records behind the log end on given partitions, asked of the broker by a client of its
+    own that never joins the group: from where the app stands (its position when it knows
+    one, else the group's committed offset, else the log start) to the high watermark.
+
+    For apps whose own consumer cannot say while it rebalances or replays its state (Faust
+    pauses its input partitions then, and knows no position before a partition's first
+    record): the true backlog, not the zero of partitions not read yet. Each call asks the
+    broker, so it belongs on the reporter's thread, never on the app's.
+    """
+
+    def __init__(self, group_id: str, settings: KafkaSettings, timeout_s: float | None = None) -> None:
+        self.timeout_s = settings.timeout_s if timeout_s is None else timeout_s
+        self._consumer = Consumer(KafkaClients(settings).config(**{"group.id": group_id, "enable.auto.commit": False}))
+
+    def __call__(
+        self, partitions: Iterable[tuple[str, int]], positions: Mapping[tuple[str, int], int] | None = None
+    ) -> int:
+        tps = [TopicPartition(topic, p) for topic, p in partitions]
+        if not tps:
+            return 0
+        positions = positions or {}
+        lag = 0
+        for tp in self._consumer.committed(tps, timeout=self.timeout_s):
+            low, high = self._consumer.get_watermark_offsets(tp, timeout=self.timeout_s)
+            at = max(tp.offset, positions.get((tp.topic, tp.partition), low), low)
+            lag += max(0, high - at)
+        return lag
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
 class MetricsReporter:
     """Counts one operator instance's work and publishes a ``MetricsReport`` every interval.
 
     ``parallelism``: the operator's running instances, or a callable returning them; by
     default read from the supervisor's state file. A source reports too, with ``upstreams=[]``.
+    ``ready``: whether the instance processes its input at start; an app that first waits for
+    partitions or replays state starts not ready and says when it is (``set_ready``).
     """
 
     def __init__(
@@ -102,6 +137,7 @@ class MetricsReporter:
         interval_s: float = 2.0,
         settings: LastreamSettings | None = None,
         max_pending: int = 1000,
+        ready: bool = True,
     ) -> None:
         self.app = app
         self.operator = operator
@@ -137,6 +173,8 @@ class MetricsReporter:
         self._useful_s = 0.0
         self._latencies: list[float] = []
         self._latency_seen = 0
+        self._ready = ready
+        self._unready_in_interval = not ready
         self._producer: Producer | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -155,6 +193,13 @@ class MetricsReporter:
     def add_useful_time(self, seconds: float) -> None:
         with self._lock:
             self._useful_s += seconds
+
+    def set_ready(self, ready: bool) -> None:
+        """Not ready: waiting for partitions or replaying state, so what this instance does
+        says nothing of its capacity. Every interval it was not ready in, for any part, says so."""
+        with self._lock:
+            self._ready = ready
+            self._unready_in_interval |= not ready
 
     @contextmanager
     def busy(self, records_in: int = 1) -> Iterator[None]:
@@ -189,6 +234,7 @@ class MetricsReporter:
             useful, self._useful_s = self._useful_s, 0.0
             latencies, self._latencies = sorted(self._latencies), []
             self._latency_seen = 0
+            ready, self._unready_in_interval = not self._unready_in_interval, not self._ready
         interval = max(now - started, MIN_INTERVAL_S)
         lag = self._read_lag()
         parallelism = self._parallelism() if callable(self._parallelism) else self._parallelism
@@ -209,6 +255,7 @@ class MetricsReporter:
             parallelism=max(1, parallelism),
             upstreams=self.upstreams,
             input_partitions=self.input_partitions,
+            ready=ready,
         )
 
     def _read_lag(self) -> int | None:

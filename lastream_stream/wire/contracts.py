@@ -6,7 +6,9 @@ to the dead-letter topic instead of guessing (see ``deadletter.py``).
 
 Versions: ``ScalingCommand`` is at 2 (``target`` names every operator the issuer scales,
 ``changed`` the ones it changes); version 1 named only the changes and is still read, as a
-command whose every named operator changed. Every other message is at 1.
+command whose every named operator changed. Every other message is at 1. A field added
+within a version is optional and left out while it has its default (a report's ``ready``, a
+control message's signature), so what consumers from before read is unchanged byte for byte.
 Validation bounds are deliberately generous but finite: a report claiming 10^12 records in
 one interval is a broken producer, not a busy one, and must not steer scaling decisions.
 """
@@ -88,6 +90,14 @@ class MetricsReport(WireMessage):
     parallelism: int = Field(ge=1, le=MAX_PARALLELISM, description="current instances of this operator")
     upstreams: list[str] = Field(default_factory=list, description="operators feeding this one")
     input_partitions: int | None = Field(default=None, ge=1, le=MAX_PARALLELISM)
+    ready: bool = Field(
+        default=True,
+        description="false while the instance waits for its partitions or replays its state (its lag is still "
+        "the true lag of its assigned partitions); absent: ready",
+    )
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude={"ready"} if self.ready else None).encode()
 
     @property
     def interval_start(self) -> float:
@@ -214,7 +224,7 @@ class ScoredScheme(BaseModel):
 
 DecisionKind = Literal["command", "hold", "recommendation", "outcome"]
 # The rules that keep an operator where it runs against a proposed change (see agent/controller.py).
-HoldReason = Literal["margin", "stabilisation", "peak_need", "draining", "scale_in_together", "bounds"]
+HoldReason = Literal["margin", "stabilisation", "peak_need", "draining", "scale_in_together", "bounds", "recovering"]
 
 
 class DecisionRecord(WireMessage):
@@ -253,7 +263,7 @@ class DecisionRecord(WireMessage):
     )
     held_by: list[HoldReason] = Field(
         default_factory=list,
-        description="each rule that kept some operator at its parallelism, once: margin (the evaluator's error margin), stabilisation (a reversal too soon), peak_need (a scale-in below the recent peak need), draining (a scale-in while a backlog drains), scale_in_together (a scale-in waiting for another's), bounds (the configured bounds or partitions)",
+        description="each rule that kept some operator at its parallelism, once: margin (the evaluator's error margin), stabilisation (a reversal too soon), peak_need (a scale-in below the recent peak need), draining (a scale-in while a backlog drains), scale_in_together (a scale-in waiting for another's), bounds (the configured bounds or partitions), recovering (an instance in the window was not ready: waiting for its partitions or replaying its state; no decision and no outcome on such a window)",
     )
     timings_ms: dict[str, float] = Field(default_factory=dict)
     at: float = Field(default_factory=time.time)

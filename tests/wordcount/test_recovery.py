@@ -1,0 +1,44 @@
+"""A counter that starts on a changelog to replay tells the truth while it replays."""
+
+import json
+import time
+
+from lastream_stream.kafka.clients import TopicSpec
+from lastream_stream.wire.contracts import MetricsReport
+from lastream_stream.wire.deadletter import parse
+from wordcount_app import topics
+
+CHANGELOG_RECORDS = 30_000  # a few seconds of replay for a Faust worker
+WORDS = 40
+
+
+def test_a_counter_replaying_its_changelog_reports_not_ready_with_its_true_lag(
+    settings, clients, wc, spawn_worker, consumer_factory, group_id
+):
+    topics.ensure(settings, wc)
+    changelog = f"{wc.faust_id('counter')}-counts-changelog"
+    clients.ensure_topics([TopicSpec(changelog, wc.partitions, config=(("cleanup.policy", "compact"),))])
+    with clients.producer(**{"linger.ms": 50}) as producer:
+        for i in range(CHANGELOG_RECORDS):
+            producer.produce(changelog, key=f"w{i}".encode(), value=b"1", partition=i % wc.partitions)
+            if i % 10_000 == 0:
+                producer.poll(0)
+        for i in range(WORDS):
+            value = json.dumps({"p": 0, "o": i, "i": 0}).encode()
+            producer.produce(wc.words_topic, key=f"word{i % 8}".encode(), value=value)
+    metrics = consumer_factory(group_id, [settings.topics.metrics])
+
+    spawn_worker("counter")
+
+    reports: list[MetricsReport] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(r.ready for r in reports):
+        msg = metrics.poll(0.5)
+        if msg is not None and msg.error() is None:
+            reports.append(parse(MetricsReport, msg.value()))
+    seen = [(r.ready, r.lag, r.records_in) for r in reports]
+    assert reports and reports[-1].ready, f"never ready: {seen}"
+    assert not reports[0].ready and not any(r.ready for r in reports[:-1])
+    # Replaying, the counter holds its words partitions and has read nothing of them: all is lag.
+    assert any(r.lag == WORDS for r in reports), seen
+    assert sum(r.records_in for r in reports) > 0  # and once replayed, it counts
