@@ -263,7 +263,19 @@ class AgentService:
             return
         self.metrics.observe(message)
         if message.kind == "outcome" and isinstance(self.agent, LaStreamAgent):
-            self.agent.save(self.service.checkpoint)
+            self._save_checkpoint(self.agent)
+
+    def _save_checkpoint(self, agent: LaStreamAgent) -> None:
+        """Saved after each outcome. A failure (a full disk) is logged, not raised: the
+        previous checkpoint stays whole, scaling goes on, and the next outcome tries again."""
+        try:
+            agent.save(self.service.checkpoint)
+        except OSError as exc:
+            log.warning(
+                "cannot save the checkpoint to %s (%s); the previous one is kept, next try at the next outcome",
+                self.service.checkpoint,
+                exc.strerror or exc,
+            )
 
 
 def records_first(actions: list[Publish]) -> list[Publish]:
