@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 # Written by the agent and by every supervisor: one name, one meaning.
 DEAD_LETTERS = "lastream_dead_letters"
 DEAD_LETTERS_HELP = "Messages a consumer could not decode and wrote to the dead-letter topic"
+DEAD_LETTER_FAILURES = "lastream_dead_letter_failures"
+DEAD_LETTER_FAILURES_HELP = "Messages a consumer could not decode nor write to the dead-letter topic (offset held)"
 
 
 class MetricsEndpoint(BaseModel):

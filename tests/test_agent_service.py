@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -242,6 +243,6 @@ def test_a_poisoned_control_topic_stalls_no_decision_across_a_restart(settings, 
         generations.append(commands[0].generation)
     # The foreign command the supervisor would accept is continued, not awaited.
     assert generations == [102, 103]
-    letters = [parse(DeadLetter, m.value()) for m in reader(settings.topics.deadletter, 4)]
-    reasons = " | ".join(letter.error for letter in letters)
-    assert "keyed 'junk'" in reasons and "issued_at" in reasons and "in the future" in reasons
+    # Bad commands are their app's follower's to dead-letter, once (wire/deadletter.py), not the agent's at every start.
+    with clients.consumer(f"count-{uuid.uuid4().hex[:8]}", [settings.topics.deadletter]) as consumer:
+        assert consumer.poll(3.0) is None

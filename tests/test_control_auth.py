@@ -142,5 +142,8 @@ def test_a_restarted_agent_awaits_its_signed_command_and_nothing_forged(settings
         controller = service.controllers["flooded"]
         assert controller.phase is Phase.AWAITING_ACK and controller.pending.decision_id == command.decision_id
         assert controller.generation == command.generation  # the forged one counts for nothing
+    # Dead-lettered by the app's follower, not by the agent at each start (wire/deadletter.py).
+    with control.ControlClient("flooded", settings, name="flooded-deploy") as client:
+        client.replay()
     (letter,) = [parse(DeadLetter, m.value()) for m in reader(settings.topics.deadletter, 1)]
-    assert letter.error.startswith("unsigned ScalingCommand")
+    assert letter.consumer == "flooded-deploy" and letter.error.startswith("unsigned ScalingCommand")

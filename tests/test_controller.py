@@ -732,3 +732,18 @@ def test_an_ack_after_the_timeout_is_still_applied_with_its_warm_up():
     (hold,) = (a.message for a in c.tick(T0 + 49))
     assert hold.kind == "hold" and hold.chosen == {"source": 1, "splitter": 3}
     assert not c.rewards and all(o.decision is not None and o.decision.chosen == hold.chosen for o in c.outcomes.open)
+
+
+def test_a_command_that_was_never_published_is_not_awaited():
+    """The broker refused the command: no ack will come, so the controller observes again at
+    once, and a later decision gets a new generation (the lost one may have reached nobody)."""
+    c = make({"splitter": 3}, cooldown_s=0)
+    feed(c, T0, 5, parallelism=1)
+    command, _ = (a.message for a in c.tick(T0 + 5))
+    c.on_publish_failed("another-decision", T0 + 5)
+    assert c.phase is Phase.AWAITING_ACK  # not this decision's failure
+    c.on_publish_failed(command.decision_id, T0 + 5)
+    assert (c.phase, c.pending, c.pause) == (Phase.OBSERVING, None, None)
+    feed(c, T0 + 5, 5, parallelism=1)
+    again = c.tick(T0 + 10)[0].message
+    assert isinstance(again, ScalingCommand) and again.generation == 2

@@ -521,6 +521,12 @@ class AppController:
             self.phase = Phase.OBSERVING
             self._open_window(now + self.settings.warmup_s)
 
+    def on_publish_failed(self, decision_id: str, now: float) -> None:
+        """Our command never reached the broker: no ack will come, nothing changes; observe again."""
+        if self.pending is not None and self.pending.decision_id == decision_id:
+            self.pause = None
+            self._observe_again(now)
+
     def on_ack(self, ack: CommandAck, now: float) -> None:
         self.acked.append(ack.decision_id)
         if ack.status in ("applied", "partial"):
@@ -583,9 +589,7 @@ class AppController:
                 )
                 issued_on = self.pending_decision.graph if self.pending_decision is not None else None
                 self.timed_out = TimedOut(self.pending.decision_id, dict(issued_on.parallelism) if issued_on else {})
-                self.pending = self.pending_decision = None
-                self.phase = Phase.OBSERVING
-                self._open_window(now)
+                self._observe_again(now)
             return []
         replaced, self.replaced_outcomes = self.replaced_outcomes, []
         actions = [
@@ -810,6 +814,11 @@ class AppController:
     def _keep_last_window(self, now: float) -> None:
         """Only the last window counts: older reports (and instances that have since gone) drop out."""
         self.reports = recent(self.reports, self.settings.window_s, end=now, slack_s=1.0)
+
+    def _observe_again(self, now: float) -> None:
+        self.pending = self.pending_decision = None
+        self.phase = Phase.OBSERVING
+        self._open_window(now)
 
     def _open_window(self, since: float) -> None:
         self.since = since

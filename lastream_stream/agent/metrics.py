@@ -13,7 +13,12 @@ from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from lastream_stream.exposition import DEAD_LETTERS, DEAD_LETTERS_HELP
+from lastream_stream.exposition import (
+    DEAD_LETTER_FAILURES,
+    DEAD_LETTER_FAILURES_HELP,
+    DEAD_LETTERS,
+    DEAD_LETTERS_HELP,
+)
 from lastream_stream.wire.contracts import DeadLetter, DecisionKind, DecisionRecord, HoldReason, ScalingCommand
 
 # The label of a hold no rule forced: the policy preferred the running scheme.
@@ -64,6 +69,15 @@ class AgentMetrics:
             registry=self.registry,
         )
         self.dead_letters = Counter(DEAD_LETTERS, DEAD_LETTERS_HELP, ["consumer"], registry=self.registry)
+        self.dead_letter_failures = Counter(
+            DEAD_LETTER_FAILURES, DEAD_LETTER_FAILURES_HELP, ["consumer"], registry=self.registry
+        )
+        self.unpublished = Counter(
+            "lastream_autoscaler_unpublished_commands",
+            "Scaling commands the broker did not acknowledge: not awaited, the app observed again",
+            ["app"],
+            registry=self.registry,
+        )
         self.operators: dict[str, set[str]] = {}  # per app, the operators its gauges have series for
 
     def observe(self, record: DecisionRecord) -> None:
@@ -98,8 +112,14 @@ class AgentMetrics:
     def command_published(self, command: ScalingCommand) -> None:
         self.commands.labels(command.app).inc()
 
+    def command_failed(self, command: ScalingCommand) -> None:
+        self.unpublished.labels(command.app).inc()
+
     def dead_lettered(self, letter: DeadLetter) -> None:
         self.dead_letters.labels(letter.consumer).inc()
+
+    def dead_letter_failed(self, letter: DeadLetter) -> None:
+        self.dead_letter_failures.labels(letter.consumer).inc()
 
     @property
     def _per_operator(self) -> tuple[Gauge, ...]:

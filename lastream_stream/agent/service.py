@@ -4,7 +4,11 @@ On start it replays the history of the control and acks topics into each app's c
 (restart safety: the generation continues; an unacknowledged command signed with a
 configured key is awaited, not re-issued). Commands and acks that fail the control plane's
 rule (``wire/signing.py``: keyed by their app, not dated ahead, signed when keys are
-configured) go to the dead-letter topic; the agent signs the commands it publishes. Then
+configured) are not used; the agent dead-letters the acks, once across restarts, and leaves
+the commands to their app's follower (``wire/deadletter.py``).
+A command counts as published once the broker acknowledged it; one it did not is not
+awaited: it is logged and counted, and the app is observed again. The agent signs the
+commands it publishes. Then
 one manually assigned consumer (no consumer group, so no rebalance ever pauses it) follows
 all three topics from the end offsets taken before the replay: control and acks where the
 history stopped, metrics from there too (older reports describe a past state). Decisions
@@ -38,6 +42,7 @@ from lastream_stream.policy.reward import RewardParams
 from lastream_stream.settings import LastreamSettings, lastream_home
 from lastream_stream.wire.contracts import CommandAck, DecisionRecord, MetricsReport, ScalingCommand
 from lastream_stream.wire.deadletter import DeadLetterDecoder
+from lastream_stream.wire.delivery import deliver
 
 log = logging.getLogger(__name__)
 
@@ -140,14 +145,30 @@ class AgentService:
         stabilisation interval is counted from, across agent restarts."""
         return self.service.checkpoint.with_name(f"{self.service.checkpoint.stem}.stability.json")
 
+    @property
+    def marks_path(self) -> Path:
+        """How far the agent has dead-lettered each acks partition, beside its checkpoint:
+        what a restart does not dead-letter again."""
+        return self.service.checkpoint.with_name(f"{self.service.checkpoint.stem}.deadletters.json")
+
     def _saved_states(self) -> dict:
+        return _read_json(self.stability_path, "stabilisation starts afresh")
+
+    def _saved_marks(self) -> dict[tuple[str, int], int]:
         try:
-            return json.loads(self.stability_path.read_text())
-        except FileNotFoundError:
+            saved = _read_json(self.marks_path, "dead-lettering afresh")
+            return {(topic, int(p)): int(offset) for topic, per in saved.items() for p, offset in per.items()}
+        except (TypeError, ValueError, AttributeError) as exc:  # valid JSON of the wrong shape
+            log.warning("unusable dead-letter marks in %s (%s): dead-lettering afresh", self.marks_path, exc)
             return {}
-        except (OSError, ValueError) as exc:
-            log.warning("cannot read %s (%s): stabilisation starts afresh", self.stability_path, exc)
-            return {}
+
+    def _save_marks(self, decoder: DeadLetterDecoder, read: dict[tuple[str, int], int]) -> None:
+        """Up to where each partition's bad messages are dead-lettered: ``read``, held before
+        any the broker did not take."""
+        marks: dict[str, dict[str, int]] = {}
+        for (topic, p), offset in read.items():
+            marks.setdefault(topic, {})[str(p)] = decoder.held(topic, p, offset)
+        _write_json(self.marks_path, marks)
 
     def _saved_stability(self, app: str) -> StabilityState:
         try:
@@ -157,16 +178,9 @@ class AgentService:
             return StabilityState()
 
     def _save_stability(self) -> None:
-        """Every app's stabilisation state, written aside and renamed. A failure is logged,
-        not raised: the state matters after a restart, the scaling goes on without it."""
+        """Every app's stabilisation state."""
         states = self._saved_states() | {app: c.stability.to_json() for app, c in self.controllers.items()}
-        partial = self.stability_path.with_name(f".{self.stability_path.name}.{os.getpid()}.partial")
-        try:
-            self.stability_path.parent.mkdir(parents=True, exist_ok=True)
-            partial.write_text(json.dumps(states))
-            os.replace(partial, self.stability_path)
-        except OSError as exc:
-            log.warning("cannot save the stabilisation state to %s (%s)", self.stability_path, exc)
+        _write_json(self.stability_path, states)
 
     def run(
         self,
@@ -177,12 +191,18 @@ class AgentService:
         topics = self.settings.topics
         self.clients.ensure_topics(project_topics(topics))
         with (
-            self.clients.producer() as producer,
+            self.clients.confirmed_producer() as producer,
             self.clients.consumer("lastream-agent", **{"enable.auto.commit": False}) as consumer,
         ):
             decoder = DeadLetterDecoder(
-                producer, topics.deadletter, consumer_name="lastream-agent", on_dead_letter=self.metrics.dead_lettered
+                producer,
+                topics.deadletter,
+                consumer_name="lastream-agent",
+                flush_timeout_s=self.clients.settings.timeout_s,
+                on_dead_letter=self.metrics.dead_lettered,
+                on_failure=self.metrics.dead_letter_failed,
             )
+            decoder.done = self._saved_marks()
             ends = self.clients.end_offsets([topics.control, topics.acks, topics.metrics])
             history = {tp: end for tp, end in ends.items() if tp[0] != topics.metrics}
             log.info("agent started: replaying up to %d control/ack record(s), then deciding", sum(history.values()))
@@ -190,6 +210,8 @@ class AgentService:
                 if stop.is_set():
                     return
                 self._dispatch(decoder, msg, replaying=True)
+            read = {tp: end for tp, end in history.items() if tp[0] == topics.acks}
+            self._save_marks(decoder, read)
             # Explicit offsets: every message published after end_offsets is read, none twice.
             consumer.assign([TopicPartition(topic, partition, end) for (topic, partition), end in ends.items()])
             self.ready.set()
@@ -197,7 +219,12 @@ class AgentService:
             while not stop.is_set():
                 msg = consumer.poll(0.1)
                 if msg is not None and msg.error() is None:
+                    letters = decoder.dead_letters + decoder.failures
                     self._dispatch(decoder, msg)
+                    if msg.topic() == topics.acks:
+                        read[(msg.topic(), msg.partition())] = msg.offset() + 1
+                        if decoder.dead_letters + decoder.failures != letters:
+                            self._save_marks(decoder, read)
                 if time.monotonic() < next_tick:
                     continue
                 next_tick = time.monotonic() + self.service.tick_s
@@ -207,8 +234,7 @@ class AgentService:
                     except Exception:  # one app's failure must not stop the others being scaled
                         log.exception("%s: decision cycle failed; retrying next tick", controller.app)
                         continue
-                    for action in records_first(actions):
-                        self._publish(producer, action)
+                    for action in self._published(producer, controller, records_first(actions)):
                         if on_publish is not None:
                             on_publish(action)
                     if any(isinstance(a.message, DecisionRecord) and a.message.kind != "outcome" for a in actions):
@@ -236,8 +262,9 @@ class AgentService:
         elif msg.topic() == topics.control:
             if msg.value() is None:
                 return  # a tombstone: the app's desired state was deleted, nothing to restore
-            if (command := decoder.decode(ScalingCommand, msg, problem)) and (
-                controller := self._controller_for(decoder, msg, command.app)
+            # A bad command is its app's follower's to dead-letter (wire/deadletter.py).
+            if (command := decoder.decode(ScalingCommand, msg, problem, report=False)) and (
+                controller := self.controller(command.app)
             ):
                 # Only a signature vouches that a replayed command is LaStream's (ours before a restart):
                 # without keys, whoever can write the topic could have written it.
@@ -250,20 +277,45 @@ class AgentService:
             controller.on_ack(ack, received_at)
             self._save_stability()  # an applied change starts a stabilisation interval
 
-    def _publish(self, producer: Producer, action: Publish) -> None:
+    def _published(self, producer: Producer, controller: AppController, actions: list[Publish]) -> list[Publish]:
+        """The actions whose message the broker acknowledged. A command it did not is not
+        awaited: the controller observes again (its record, published before, stands)."""
+        published = []
+        for action in actions:
+            message = action.message
+            if (problem := self._publish(producer, action)) is None:
+                published.append(action)
+            elif isinstance(message, ScalingCommand):
+                log.error(
+                    "%s: generation %d (decision %s) not published, not awaited; observing again: %s",
+                    message.app,
+                    message.generation,
+                    message.decision_id,
+                    problem,
+                )
+                self.metrics.command_failed(message)
+                controller.on_publish_failed(message.decision_id, time.time())
+            else:
+                log.error("%s: decision record %s not published: %s", message.app, message.decision_id, problem)
+        return published
+
+    def _publish(self, producer: Producer, action: Publish) -> str | None:
+        """Publish one action's message; why the broker does not have it, or None."""
         message = action.message
         if isinstance(message, ScalingCommand):
             message = self.signer.sign(message)
         topic = self.settings.topics.control if isinstance(message, ScalingCommand) else self.settings.topics.decisions
-        producer.produce(topic, key=message.app.encode(), value=message.to_bytes())
-        # A command must be on the broker before we wait for its ack.
-        producer.flush(self.clients.settings.timeout_s)
+        if problem := deliver(
+            producer, topic, message.app.encode(), message.to_bytes(), self.clients.settings.timeout_s
+        ):
+            return problem
         if isinstance(message, ScalingCommand):
             self.metrics.command_published(message)
-            return
+            return None
         self.metrics.observe(message)
         if message.kind == "outcome" and isinstance(self.agent, LaStreamAgent):
             self._save_checkpoint(self.agent)
+        return None
 
     def _save_checkpoint(self, agent: LaStreamAgent) -> None:
         """Saved after each outcome. A failure (a full disk) is logged, not raised: the
@@ -276,6 +328,28 @@ class AgentService:
                 self.service.checkpoint,
                 exc.strerror or exc,
             )
+
+
+def _read_json(path: Path, otherwise: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read %s (%s): %s", path, exc, otherwise)
+        return {}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Written aside and renamed. A failure is logged, not raised: the state matters after a
+    restart, the scaling goes on without it."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(data))
+        os.replace(partial, path)
+    except OSError as exc:
+        log.warning("cannot save %s (%s)", path, exc)
 
 
 def records_first(actions: list[Publish]) -> list[Publish]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 from confluent_kafka import (
@@ -145,6 +145,12 @@ class KafkaClients:
             remaining = producer.flush(self.settings.timeout_s)
             if remaining:
                 log.warning("%d message(s) still unsent when the producer closed", remaining)
+
+    def confirmed_producer(self) -> AbstractContextManager[Producer]:
+        """The producer of what must reach the broker exactly once (commands, acks, dead
+        letters), each sent through ``wire.delivery.deliver``: a retry never duplicates a
+        message, and the broker acknowledges one only once every replica has it."""
+        return self.producer(**{"enable.idempotence": True, "acks": "all"})
 
     @contextmanager
     def consumer(self, group_id: str, topics: list[str] | None = None, **overrides: object) -> Iterator[Consumer]:

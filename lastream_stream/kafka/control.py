@@ -17,9 +17,11 @@ with keys configured (``LASTREAM_CONTROL_*``), unsigned or wrongly signed; acks 
 Other apps' messages are skipped.
 
 Progress is kept in a consumer group (``lastream-<name>``), committed when a command is
-acknowledged: a restarted client does not acknowledge a command twice nor dead-letter the
-same message again, and a command it never acknowledged is handled again. Partitions are
-assigned, never subscribed, so a restart always sees the whole history.
+acknowledged (the ack on the broker): a restarted client does not acknowledge a command
+twice nor dead-letter the same message again, and a command it never acknowledged is handled
+again. It never commits past a bad message whose dead letter the broker did not take (see
+``wire/deadletter.py``): the next start tries again. Partitions are assigned, never
+subscribed, so a restart always sees the whole history.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.settings import ControlAuthSettings, LastreamSettings
 from lastream_stream.wire.contracts import AckStatus, CommandAck, ScalingCommand, Signed
 from lastream_stream.wire.deadletter import BadMessage, DeadLetterDecoder, parse
+from lastream_stream.wire.delivery import deliver
 from lastream_stream.wire.signing import Signer, control_problem
 
 log = logging.getLogger(__name__)
@@ -113,7 +116,7 @@ class ControlClient:
 
     def __enter__(self) -> ControlClient:
         with ExitStack() as stack:
-            self._producer = stack.enter_context(self.clients.producer())
+            self._producer = stack.enter_context(self.clients.confirmed_producer())
             group = f"lastream-{self.name}"
             self._consumer = stack.enter_context(self.clients.consumer(group, **{"enable.auto.commit": False}))
             self._stack = stack.pop_all()
@@ -129,6 +132,10 @@ class ControlClient:
     def dead_letters(self) -> int:
         return self._decoder.dead_letters
 
+    @property
+    def dead_letter_failures(self) -> int:
+        return self._decoder.failures
+
     def replay(self, stop: threading.Event | None = None) -> list[Replayed]:
         """The app's commands from the start of the topic to its current end, in order;
         afterwards ``poll`` goes on from there. A read cut short (``stop``, or a broker too
@@ -142,6 +149,7 @@ class ControlClient:
             tp.partition: tp.offset
             for tp in self._consumer.committed(partitions, timeout=self.settings.kafka.timeout_s)
         }
+        self._decoder.done = {(topic, p): offset for p, offset in done_before.items()}
         ends = self.clients.end_offsets([topic])
         self._position = {tp: OFFSET_BEGINNING for tp in ends}
         history: list[Replayed] = []
@@ -151,7 +159,7 @@ class ControlClient:
                     break
                 self._position[(topic, msg.partition())] = msg.offset() + 1
                 seen = msg.offset() < done_before.get(msg.partition(), -1)
-                command = self._decode(msg, already_seen=seen)
+                command = self._decode(msg)
                 if command is not None:
                     history.append(Replayed(command, new=not seen))
                     if seen:
@@ -173,7 +181,7 @@ class ControlClient:
             log.warning("control topic: %s", msg.error())
             return None
         self._position[(msg.topic(), msg.partition())] = msg.offset() + 1
-        command = self._decode(msg, already_seen=False)
+        command = self._decode(msg)
         if command is None:
             self.commit()
         return command
@@ -229,17 +237,21 @@ class ControlClient:
         and commit the progress once it is on the broker. An ack not delivered in time is
         not committed (a restart answers the command again): returns False."""
         ack = self.signer.sign(ack)
-        self._producer.produce(self.settings.topics.acks, key=self.app.encode(), value=ack.to_bytes())
-        if self._producer.flush(self.settings.kafka.timeout_s):
-            log.error("ack of generation %d not delivered within %.0f s", ack.generation, self.settings.kafka.timeout_s)
+        topic, timeout = self.settings.topics.acks, self.settings.kafka.timeout_s
+        if problem := deliver(self._producer, topic, self.app.encode(), ack.to_bytes(), timeout):
+            log.error("ack of generation %d not delivered to %s: %s", ack.generation, topic, problem)
             return False
         self._answered.add(ack.decision_id)
         self.commit()
         return True
 
     def commit(self) -> None:
-        """Record that everything read so far is handled."""
-        offsets = [TopicPartition(t, p, offset) for (t, p), offset in self._position.items() if offset >= 0]
+        """Record that everything read so far is handled, up to the first message on no dead-letter topic."""
+        offsets = [
+            TopicPartition(t, p, self._decoder.held(t, p, offset))
+            for (t, p), offset in self._position.items()
+            if offset >= 0
+        ]
         if not offsets:
             return
         try:
@@ -248,10 +260,9 @@ class ControlClient:
             # Only costs a repeated dead letter or ack after a restart, never a wrong state.
             log.warning("could not commit control topic offsets: %s", exc)
 
-    def _decode(self, msg: Message, already_seen: bool) -> ScalingCommand | None:
+    def _decode(self, msg: Message) -> ScalingCommand | None:
         """This app's usable command in ``msg``, or None. Messages keyed by another app (or
-        by none) are not this client's business: the agent reads them all and dead-letters
-        the unusable ones. A message a previous run already handled is not dead-lettered again."""
+        by none) are not this client's business: the agent dead-letters the unkeyed ones."""
         key = msg.key()
         if key != self.app.encode() or msg.value() is None:
             return None  # another app's business, or a tombstone: nothing to apply
@@ -259,10 +270,4 @@ class ControlClient:
         def problem(command: ScalingCommand) -> str | None:
             return untrusted(key, command, self.signer, self.settings.control_auth)
 
-        if not already_seen:
-            return self._decoder.decode(ScalingCommand, msg, problem)
-        try:
-            command = parse(ScalingCommand, msg.value())
-        except BadMessage:
-            return None
-        return None if problem(command) else command
+        return self._decoder.decode(ScalingCommand, msg, problem)

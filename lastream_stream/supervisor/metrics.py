@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from lastream_stream.exposition import DEAD_LETTERS, DEAD_LETTERS_HELP
+from lastream_stream.exposition import (
+    DEAD_LETTER_FAILURES,
+    DEAD_LETTER_FAILURES_HELP,
+    DEAD_LETTERS,
+    DEAD_LETTERS_HELP,
+)
 
 if TYPE_CHECKING:
     from lastream_stream.supervisor.service import SupervisorStatus
@@ -48,4 +53,7 @@ class SupervisorCollector(Collector):
         dead_letters = CounterMetricFamily(DEAD_LETTERS, DEAD_LETTERS_HELP, labels=["consumer"])
         for consumer, n in status.dead_letters.items():
             dead_letters.add_metric([consumer], n)
-        yield from (desired, running, restarts, commands, dead_letters)
+        failures = CounterMetricFamily(DEAD_LETTER_FAILURES, DEAD_LETTER_FAILURES_HELP, labels=["consumer"])
+        for consumer, n in status.dead_letter_failures.items():
+            failures.add_metric([consumer], n)
+        yield from (desired, running, restarts, commands, dead_letters, failures)

@@ -56,6 +56,7 @@ class SupervisorStatus:
     restarts: dict[str, int]  # crashed workers restarted, per operator
     acks: dict[str, int]  # commands acknowledged, per ack status
     dead_letters: dict[str, int]  # control messages written to the dead-letter topic, per consumer name
+    dead_letter_failures: dict[str, int]  # bad control messages the dead-letter topic did not take, per consumer name
 
     @property
     def running(self) -> dict[str, int]:
@@ -89,6 +90,7 @@ class Supervisor:
         self.acks = dict.fromkeys(get_args(AckStatus), 0)
         self.consumer_name = f"supervisor-{app_spec.app}"  # in its dead letters
         self.dead_letters = {self.consumer_name: 0}
+        self.dead_letter_failures = {self.consumer_name: 0}
         self._states: dict[str, tuple[int, int, int]] = {}  # as last written to the state files
         self._unwritten: dict[str, tuple[int, int, int]] = {}  # failed to write (a full disk), as logged
         self._ready = False
@@ -138,6 +140,7 @@ class Supervisor:
                     self._ack(control, ack_for(self.spec.app, verdict, self._running(), failures))
                 self._supervise()
                 self.dead_letters[self.consumer_name] = control.dead_letters
+                self.dead_letter_failures[self.consumer_name] = control.dead_letter_failures
                 self._status = self._snapshot()
 
     def _start_up(self, control: ControlClient, stop: threading.Event) -> None:
@@ -188,7 +191,8 @@ class Supervisor:
         return self._reconcile()
 
     def _ack(self, control: ControlClient, ack: CommandAck) -> None:
-        control.send_ack(ack)
+        if not control.send_ack(ack):
+            return  # not on the broker, so not committed either: a restart answers the command again
         self.acks[ack.status] += 1
         error = f" ({ack.error})" if ack.error else ""
         log.info("ack generation %d: %s, running %s%s", ack.generation, ack.status, ack.applied, error)
@@ -318,6 +322,7 @@ class Supervisor:
             restarts=dict(self.restarts),
             acks=dict(self.acks),
             dead_letters=dict(self.dead_letters),
+            dead_letter_failures=dict(self.dead_letter_failures),
         )
 
 

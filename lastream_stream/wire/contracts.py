@@ -6,9 +6,11 @@ to the dead-letter topic instead of guessing (see ``deadletter.py``).
 
 Versions: ``ScalingCommand`` is at 2 (``target`` names every operator the issuer scales,
 ``changed`` the ones it changes); version 1 named only the changes and is still read, as a
-command whose every named operator changed. Every other message is at 1. A field added
-within a version is optional and left out while it has its default (a report's ``ready``, a
-control message's signature), so what consumers from before read is unchanged byte for byte.
+command whose every named operator changed. ``DeadLetter`` is at 2 (the payload's size and
+SHA-256, and whether it was cut short: always written, so a new version); version 1 lacked
+them and is still read. Every other message is at 1. A field added within a version is
+optional and left out while it has its default (a report's ``ready``, a control message's
+signature), so what consumers from before read is unchanged byte for byte.
 Validation bounds are deliberately generous but finite: a report claiming 10^12 records in
 one interval is a broken producer, not a busy one, and must not steer scaling decisions.
 """
@@ -270,13 +272,22 @@ class DecisionRecord(WireMessage):
 
 
 class DeadLetter(WireMessage):
-    """A message some consumer could not use, kept whole with the reason."""
+    """A message some consumer could not use, with the reason: kept whole, or its first bytes
+    when it is too large to be a dead letter itself (``truncated``)."""
 
+    schema_version: Literal[1, 2] = 2
     source_topic: str
     partition: int
     offset: int
     key_b64: str | None = None
     payload_b64: str
+    payload_size: int | None = Field(default=None, ge=0, description="bytes of the whole payload (absent in version 1)")
+    payload_sha256: str | None = Field(
+        default=None, description="hex SHA-256 of the whole payload (absent in version 1)"
+    )
+    truncated: bool = Field(
+        default=False, description="the key or payload kept is the first bytes of the original only"
+    )
     error: str
     consumer: str
     at: float = Field(default_factory=time.time)

@@ -1,16 +1,37 @@
 """Decoding of every message a LaStream consumer reads, with a dead-letter topic for the rest.
 
 A message that is not JSON, carries an unknown ``schema_version`` or fails validation is
-never dropped and never crashes the consumer: it is published whole (base64 payload and
-key) with its source topic/partition/offset and the error to the dead-letter topic, and
-the consumer moves on to the next message.
+never dropped and never crashes the consumer: it is published (base64 payload and key) with
+its source topic/partition/offset and the error to the dead-letter topic, and the consumer
+moves on to the next message. A payload too large to travel inside a dead letter (over
+``MAX_KEPT_BYTES``) is cut to its first bytes, with its size and SHA-256 noted.
+
+Each bad message is dead-lettered once, by one component:
+
+- metrics: by the agent, which reads them from the end offsets at start-up, so never twice;
+- acks: by the agent, their only reader. It keeps how far it has dead-lettered each
+  partition beside its checkpoint (``checkpoint.deadletters.json``), so the history it
+  replays at every start is not dead-lettered again;
+- control: by the follower of the app the message is keyed by (``ControlClient``: the
+  supervisor, or an app that scales itself), which commits its progress, so once. The
+  agent reads them too and only logs the bad ones at debug. One keyed by a name nobody
+  follows (a forged key) is dead-lettered by no one: the agent ignores it. The compacted
+  control topic takes no message without a key.
+
+A dead letter the broker does not take (down, the dead-letter topic refusing its size) is
+tried ``attempts`` times with doubling pauses, then counted and logged, and the consumer
+goes on. Its offset is held (``held``): the ``ControlClient`` commits no further on that
+partition and the agent records no further mark, so the next start tries again (and
+writes once more any dead letter after it on that partition: at least once, never lost).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -18,8 +39,13 @@ from confluent_kafka import Message, Producer
 from pydantic import ValidationError
 
 from lastream_stream.wire.contracts import DeadLetter, WireMessage
+from lastream_stream.wire.delivery import deliver
 
 log = logging.getLogger(__name__)
+
+# Of a bad payload, what its dead letter keeps: its base64 fits any topic's default 1 MB limit with room.
+MAX_KEPT_BYTES = 64 * 1024
+MAX_KEPT_KEY_BYTES = 1024
 
 M = TypeVar("M", bound=WireMessage)
 
@@ -53,13 +79,19 @@ def parse(model: type[M], payload: bytes | None) -> M:
 def dead_letter(
     topic: str, partition: int, offset: int, key: bytes | None, payload: bytes | None, error: str, consumer: str
 ) -> DeadLetter:
-    """The dead letter for one message: its bytes kept whole, where it came from, and why."""
+    """The dead letter for one message: its bytes (the first ones if too many), where it came from, and why."""
+    payload = payload or b""
+    kept_key = None if key is None else key[:MAX_KEPT_KEY_BYTES]
+    kept = payload[:MAX_KEPT_BYTES]
     return DeadLetter(
         source_topic=topic,
         partition=partition,
         offset=offset,
-        key_b64=base64.b64encode(key).decode() if key is not None else None,
-        payload_b64=base64.b64encode(payload or b"").decode(),
+        key_b64=base64.b64encode(kept_key).decode() if kept_key is not None else None,
+        payload_b64=base64.b64encode(kept).decode(),
+        payload_size=len(payload),
+        payload_sha256=hashlib.sha256(payload).hexdigest(),
+        truncated=len(kept) < len(payload) or kept_key != key,
         error=error,
         consumer=consumer,
     )
@@ -68,9 +100,11 @@ def dead_letter(
 class DeadLetterDecoder:
     """Decodes consumed messages for one consumer; sends the undecodable ones to the DLQ.
 
-    The dead letter is flushed before ``decode`` returns, so the consumer may commit the
-    offset of the bad message right after without losing it. ``on_dead_letter`` is told of
-    each one written (a service's metrics count them).
+    A dead letter is on the broker before ``decode`` returns, or its offset is held (module
+    docstring): the consumer commits at most ``held(...)``. ``done`` says, per partition,
+    below which offset the bad messages were dead-lettered by an earlier run: those are only
+    logged. ``on_dead_letter`` and ``on_failure`` are told of each one written or not
+    (a service's metrics count them).
     """
 
     def __init__(
@@ -80,34 +114,78 @@ class DeadLetterDecoder:
         consumer_name: str,
         flush_timeout_s: float = 10.0,
         on_dead_letter: Callable[[DeadLetter], None] | None = None,
+        on_failure: Callable[[DeadLetter], None] | None = None,
+        attempts: int = 3,
+        backoff_s: float = 0.5,
     ):
         self.producer = producer
         self.topic = deadletter_topic
         self.consumer_name = consumer_name
         self.flush_timeout_s = flush_timeout_s
         self.on_dead_letter = on_dead_letter
+        self.on_failure = on_failure
+        self.attempts = attempts
+        self.backoff_s = backoff_s
         self.dead_letters = 0
+        self.failures = 0
+        self.done: dict[tuple[str, int], int] = {}  # per partition: below this offset, dead-lettered before
+        self.undelivered: dict[tuple[str, int], int] = {}  # per partition: the first offset not dead-lettered
 
-    def decode(self, model: type[M], msg: Message, check: Callable[[M], str | None] | None = None) -> M | None:
+    def decode(
+        self, model: type[M], msg: Message, check: Callable[[M], str | None] | None = None, *, report: bool = True
+    ) -> M | None:
         """The decoded message, or None when it went to the dead-letter topic: undecodable, or
-        valid but refused by ``check`` (which returns why, or None)."""
+        valid but refused by ``check`` (which returns why, or None). With ``report`` off, a bad
+        message is only logged: another component dead-letters it."""
         try:
             message = parse(model, msg.value())
             if check is not None and (problem := check(message)):
                 raise BadMessage(problem)
             return message
         except BadMessage as exc:
-            self.send(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), str(exc))
+            if report:
+                self.send(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), str(exc))
+            else:
+                log.debug(
+                    "not used, left to its follower: %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc
+                )
             return None
+
+    def held(self, topic: str, partition: int, offset: int) -> int:
+        """How far progress on a partition may be recorded: ``offset``, or the first offset of
+        a message that is on no dead-letter topic."""
+        return min(offset, self.undelivered.get((topic, partition), offset))
 
     def send(
         self, topic: str, partition: int, offset: int, key: bytes | None, payload: bytes | None, error: str
-    ) -> None:
+    ) -> bool:
+        """Dead-letter one message; False when the broker would not take it (its offset is then held)."""
+        if offset < self.done.get((topic, partition), 0):
+            log.debug("%s[%d]@%d was dead-lettered before: %s", topic, partition, offset, error)
+            return True
         letter = dead_letter(topic, partition, offset, key, payload, error, self.consumer_name)
-        self.producer.produce(self.topic, key=topic.encode(), value=letter.to_bytes())
-        if self.producer.flush(self.flush_timeout_s):
-            raise RuntimeError(f"could not write a dead letter to {self.topic} within {self.flush_timeout_s} s")
-        self.dead_letters += 1
-        if self.on_dead_letter is not None:
-            self.on_dead_letter(letter)
-        log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, error)
+        for attempt in range(self.attempts):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            problem = deliver(self.producer, self.topic, topic.encode(), letter.to_bytes(), self.flush_timeout_s)
+            if problem is None:
+                self.dead_letters += 1
+                if self.on_dead_letter is not None:
+                    self.on_dead_letter(letter)
+                log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, error)
+                return True
+        self.failures += 1
+        self.undelivered.setdefault((topic, partition), offset)
+        if self.on_failure is not None:
+            self.on_failure(letter)
+        log.error(
+            "could not dead-letter %s[%d]@%d to %s after %d attempt(s) (%s); going on, its offset held: %s",
+            topic,
+            partition,
+            offset,
+            self.topic,
+            self.attempts,
+            problem,
+            error,
+        )
+        return False

@@ -9,6 +9,7 @@ import signal
 from confluent_kafka import TopicPartition
 from conftest import APP, command, publish, wait_for
 
+from lastream_stream.kafka.clients import TopicSpec
 from lastream_stream.supervisor.workers import RunDir
 from lastream_stream.wire.contracts import DeadLetter
 from lastream_stream.wire.deadletter import parse
@@ -200,3 +201,29 @@ def test_state_files_count_the_workers_running_not_the_desired_ones(
         "counter": {"operator": "counter", "parallelism": 0, "desired": 1, "generation": 1},
     }
     assert run_dir.read_states() == {"source": 1, "splitter": 3, "counter": 1}
+
+
+def test_an_oversized_bad_command_and_a_refusing_dead_letter_topic_stop_nothing(
+    settings, clients, workers, supervise, acks
+):
+    supervisor = supervise(workers.spec())
+    publish(clients, settings, command(1, splitter=2))
+    assert acks.next().status == "applied"
+    before = workers.live()
+
+    huge = json.dumps({"app": APP, "junk": "x" * 900_000}).encode()  # its whole dead letter would exceed 1 MB
+    publish(clients, settings, huge, command(2, counter=2))
+    assert (acks.next().generation, acks.seen[-1].status) == (2, "applied")
+    (letter,) = [parse(DeadLetter, m.value()) for m in consume_all(clients, settings.topics.deadletter, 1)]
+    assert letter.truncated and letter.payload_size == len(huge)
+
+    # The dead-letter topic now refuses every dead letter: the command after the bad one is still applied.
+    clients.ensure_topics([TopicSpec(settings.topics.deadletter, 1, config=(("max.message.bytes", "1000"),))])
+    publish(clients, settings, b"{" + b"x" * 2000, command(3, splitter=1))
+    assert (acks.next().generation, acks.seen[-1].status) == (3, "applied")
+    assert supervisor.status().dead_letter_failures == {f"supervisor-{APP}": 1}
+    assert {k: v for k, v in workers.live().items() if k[0] == "source"} == {
+        k: v for k, v in before.items() if k[0] == "source"
+    }
+    # Not committed past the message on no dead-letter topic (offset 3): a restart tries it again.
+    assert clients.committed_total(f"lastream-supervisor-{APP}", settings.topics.control) == 3
