@@ -16,6 +16,7 @@ from test_agent_service import DS2, honest_reports, short_windows
 from test_control_auth import keyed
 
 from lastream_stream.agent.controller import Phase
+from lastream_stream.agent.ownership import Ownership
 from lastream_stream.agent.service import AgentService, AgentServiceSettings
 from lastream_stream.wire.contracts import ScalingCommand
 from lastream_stream.wire.signing import Signer
@@ -160,3 +161,14 @@ def test_a_command_pending_under_the_old_owner_is_awaited_not_reissued(settings,
         report_until(clients, settings, lambda: staying.commanded() >= set(pending), timeout_s=30)
     after = {c.app: c.generation for c in staying.commands() if c.app in pending}
     assert after == {app: command.generation + 1 for app, command in pending.items()}
+
+
+def test_an_app_reported_on_two_partitions_is_warned_about_once(caplog):
+    """Reports keyed otherwise than by app spread over partitions, and so over agents."""
+    ownership = Ownership()
+    ownership.assigned([0, 1, 2])
+    assert all(ownership.owns("shop", partition) for partition in (0, 1, 0, 1))
+    assert not ownership.owns("shop", 3), "a report of a partition not assigned (any more) was acted on"
+    warnings = [r.getMessage() for r in caplog.records if "shop" in r.getMessage()]
+    assert len(warnings) == 1 and "partitions 0 and 1" in warnings[0] and "keyed by the app" in warnings[0]
+    assert ownership.revoked([0]) == [] and ownership.revoked([1]) == ["shop"] and ownership.partitions == {2}

@@ -33,6 +33,7 @@ class Ownership:
 
     partitions: set[int] = field(default_factory=set)
     apps: dict[str, int] = field(default_factory=dict)
+    spread: set[str] = field(default_factory=set)  # apps already warned about
 
     def assigned(self, partitions: Iterable[int]) -> None:
         self.partitions |= set(partitions)
@@ -44,6 +45,7 @@ class Ownership:
         apps = sorted(app for app, partition in self.apps.items() if partition in gone)
         for app in apps:
             del self.apps[app]
+            self.spread.discard(app)
         return apps
 
     def owns(self, app: str, partition: int) -> bool:
@@ -51,11 +53,12 @@ class Ownership:
         if partition not in self.partitions:
             return False  # fetched before a revocation, delivered after it
         previous = self.apps.get(app)
-        if previous is not None and previous != partition:
+        if previous is not None and previous != partition and app not in self.spread:
             # Another agent may read its other partitions and decide the app too.
+            self.spread.add(app)
             log.warning(
                 "%s: reports arrive on metrics partitions %d and %d: they must be keyed by the app's name, "
-                "or several agents decide the app",
+                "or several agents decide the app (said once)",
                 app,
                 previous,
                 partition,
