@@ -139,6 +139,14 @@ def test_a_restarted_agent_awaits_its_signed_command_and_nothing_forged(settings
         producer.produce(settings.topics.control, key=b"flooded", value=forged.to_bytes())
         producer.flush(10)
     with running_agent(settings, short_windows(tmp_path)) as (service, _, _):
+        # The app's controller is made, from the replayed history, when its first report arrives.
+        with clients.producer() as producer:
+            for payload in honest_reports(time.time()):
+                producer.produce(settings.topics.metrics, key=b"flooded", value=payload)
+            producer.flush(10)
+        deadline = time.monotonic() + 15
+        while "flooded" not in service.controllers and time.monotonic() < deadline:
+            time.sleep(0.05)
         controller = service.controllers["flooded"]
         assert controller.phase is Phase.AWAITING_ACK and controller.pending.decision_id == command.decision_id
         assert controller.generation == command.generation  # the forged one counts for nothing

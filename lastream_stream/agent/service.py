@@ -1,18 +1,19 @@
 """``lastream agent``: the long-running service around the decision cycle.
 
-On start it replays the history of the control and acks topics into each app's controller
-(restart safety: the generation continues; an unacknowledged command signed with a
-configured key is awaited, not re-issued). Commands and acks that fail the control plane's
+On start it replays the history of the control and acks topics; each app's controller
+starts from it (restart safety: the generation continues; an unacknowledged command signed
+with a configured key is awaited, not re-issued). Commands and acks that fail the control plane's
 rule (``wire/signing.py``: keyed by their app, not dated ahead, signed when keys are
 configured) are not used; the agent dead-letters the acks, once across restarts, and leaves
 the commands to their app's follower (``wire/deadletter.py``).
 A command counts as published once the broker acknowledged it; one it did not is not
 awaited: it is logged and counted, and the app is observed again. The agent signs the
-commands it publishes. Then
-one manually assigned consumer (no consumer group, so no rebalance ever pauses it) follows
-all three topics from the end offsets taken before the replay: control and acks where the
-history stopped, metrics from there too (older reports describe a past state). Decisions
-start once the history is replayed.
+commands it publishes. Then a manually assigned consumer (no consumer group, so no
+rebalance ever pauses it) follows control and acks where the history stopped, and a
+consumer in the agents' group follows the metrics partitions the group assigns it, from
+their end (older reports describe a past state): the agent decides the apps whose reports
+arrive there (``agent/ownership.py``), and hands an app over, its state saved, when its
+partition is revoked.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from confluent_kafka import Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lastream_stream.agent.controller import AppController, ControllerSettings, Publish, StabilityState
 from lastream_stream.agent.metrics import AgentMetrics
+from lastream_stream.agent.ownership import ControlHistory, Ownership
 from lastream_stream.exposition import MetricsEndpoint, serve_metrics
 from lastream_stream.kafka.clients import KafkaClients, project_topics
 from lastream_stream.kafka.control import control_signer, untrusted
@@ -69,7 +71,23 @@ class AgentServiceSettings(BaseSettings, MetricsEndpoint):
         description="Seconds a rescaled operator pauses (start, rebalance), assumed until one is measured: what a change costs.",
     )
     max_apps: int = Field(
-        default=200, ge=1, description="Most apps the agent scales; messages of more are dead-lettered."
+        default=200,
+        ge=1,
+        description="Most apps the agent scales, and follows on the control topic; messages of more are dead-lettered.",
+    )
+    group: str = Field(
+        default="lastream-agent",
+        description="Consumer group of the agents: each app is decided by the one agent assigned its metrics partition.",
+    )
+    session_timeout_s: float = Field(
+        default=10.0,
+        ge=1,
+        description="Seconds after which the group gives a silent agent's apps to the others (the broker's bounds apply).",
+    )
+    member: str | None = Field(
+        default=None,
+        description="Static group member id (`group.instance.id`): an agent restarted under it within the session "
+        "timeout gets its apps back without a rebalance; unique per agent.",
     )
     controller: ControllerSettings = Field(default_factory=ControllerSettings)
 
@@ -101,10 +119,12 @@ class AgentService:
         self.agent = agent or build_agent(service)
         self.clients = KafkaClients(settings.kafka)
         self.signer = control_signer(settings.control_auth)
-        self.controllers: dict[str, AppController] = {}
+        self.controllers: dict[str, AppController] = {}  # of the apps this agent owns
+        self.ownership = Ownership()
+        self.history = ControlHistory(service.max_apps)
         self.metrics = AgentMetrics()
         self.started_at = time.time()
-        self.ready = threading.Event()  # set once assigned and the control/acks history is replayed
+        self.ready = threading.Event()  # set from the group joined, history replayed, until the agent stops
 
     def controller(self, app: str) -> AppController | None:
         if self.service.apps and app not in self.service.apps or self._beyond_max_apps(app):
@@ -113,7 +133,7 @@ class AgentService:
             log.info("now scaling app %r", app)
             # The controller scores windows with the same reward the agent learnt.
             reward = self.agent.config.reward if isinstance(self.agent, LaStreamAgent) else RewardParams()
-            self.controllers[app] = AppController(
+            controller = AppController(
                 app,
                 self.agent,
                 self.service.controller,
@@ -121,6 +141,10 @@ class AgentService:
                 since=self.started_at,
                 stability=self._saved_stability(app),
             )
+            # Only a signature vouches that a command is LaStream's (ours before a restart, or
+            # the app's previous owner's): without keys, whoever can write the topic could have.
+            self.history.replay(controller, time.time(), signed=self.signer.enabled)
+            self.controllers[app] = controller
         return self.controllers[app]
 
     def _beyond_max_apps(self, app: str) -> str | None:
@@ -192,7 +216,8 @@ class AgentService:
         self.clients.ensure_topics(project_topics(topics))
         with (
             self.clients.confirmed_producer() as producer,
-            self.clients.consumer("lastream-agent", **{"enable.auto.commit": False}) as consumer,
+            self.clients.consumer("lastream-agent", **{"enable.auto.commit": False}) as control,
+            self.clients.consumer(self.service.group, **self._group_options()) as metrics,
         ):
             decoder = DeadLetterDecoder(
                 producer,
@@ -203,22 +228,25 @@ class AgentService:
                 on_failure=self.metrics.dead_letter_failed,
             )
             decoder.done = self._saved_marks()
-            ends = self.clients.end_offsets([topics.control, topics.acks, topics.metrics])
-            history = {tp: end for tp, end in ends.items() if tp[0] != topics.metrics}
+            history = self.clients.end_offsets([topics.control, topics.acks])
             log.info("agent started: replaying up to %d control/ack record(s), then deciding", sum(history.values()))
             for msg in self.clients.read_history(history):
                 if stop.is_set():
                     return
-                self._dispatch(decoder, msg, replaying=True)
+                self._dispatch(decoder, msg)
             read = {tp: end for tp, end in history.items() if tp[0] == topics.acks}
             self._save_marks(decoder, read)
             # Explicit offsets: every message published after end_offsets is read, none twice.
-            consumer.assign([TopicPartition(topic, partition, end) for (topic, partition), end in ends.items()])
-            self.ready.set()
+            control.assign([TopicPartition(topic, partition, end) for (topic, partition), end in history.items()])
+            metrics.subscribe(
+                [topics.metrics], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+            )
             next_tick = time.monotonic()
             while not stop.is_set():
-                msg = consumer.poll(0.1)
-                if msg is not None and msg.error() is None:
+                for consumer in (control, metrics):
+                    msg = consumer.poll(0.05)
+                    if msg is None or msg.error() is not None:
+                        continue
                     letters = decoder.dead_letters + decoder.failures
                     self._dispatch(decoder, msg)
                     if msg.topic() == topics.acks:
@@ -245,8 +273,51 @@ class AgentService:
             # The step in progress finished and published (the producer flushes as it closes);
             # what it changed must be there when the agent starts again.
             self._save_stability()
+            # Leaving the group as the consumer closes revokes every partition: nothing left to hand over.
+            self.ready.clear()
 
-    def _dispatch(self, decoder: DeadLetterDecoder, msg, replaying: bool = False) -> None:
+    def _group_options(self) -> dict[str, object]:
+        """The metrics consumer's: no commits, new partitions read from their end (older
+        reports describe a past state); cooperative, so a rebalance moves only the partitions
+        that change hands and the others' apps are decided on throughout."""
+        options: dict[str, object] = {
+            "enable.auto.commit": False,
+            "auto.offset.reset": "latest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": int(self.service.session_timeout_s * 1000),
+        }
+        if self.service.member:
+            options["group.instance.id"] = self.service.member
+        return options
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Read new partitions from their end offsets now: every report published once the
+        agent is ready is read (``auto.offset.reset`` would look the end up later)."""
+        if partitions:
+            log.info("assigned metrics partition(s) %s", sorted(tp.partition for tp in partitions))
+        timeout = self.clients.settings.timeout_s
+        consumer.incremental_assign(
+            [
+                TopicPartition(tp.topic, tp.partition, consumer.get_watermark_offsets(tp, timeout=timeout)[1])
+                for tp in partitions
+            ]
+        )
+        self.ownership.assigned(tp.partition for tp in partitions)
+        self.ready.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Hand the apps of ``partitions`` over: what their next owner starts from is saved first."""
+        apps = self.ownership.revoked(tp.partition for tp in partitions)
+        if not apps or not self.ready.is_set():
+            return
+        log.info("metrics partition(s) %s revoked: handing over %s", sorted(tp.partition for tp in partitions), apps)
+        self._save_stability()
+        if isinstance(self.agent, LaStreamAgent):
+            self._save_checkpoint(self.agent)
+        for app in apps:
+            self.controllers.pop(app, None)
+
+    def _dispatch(self, decoder: DeadLetterDecoder, msg) -> None:
         topics = self.settings.topics
         # Windows are judged on the agent's clock: a worker's may be off (the message timestamp is the worker's too).
         received_at = time.time()
@@ -256,26 +327,27 @@ class AgentService:
 
         if msg.topic() == topics.metrics:
             report = decoder.decode(MetricsReport, msg)
-            controller = report and self._controller_for(decoder, msg, report.app)
+            owned = report and self.ownership.owns(report.app, msg.partition())
+            controller = owned and self._controller_for(decoder, msg, report.app)
             if controller and (refused := controller.on_report(report, received_at)) is not None:
                 decoder.send(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), refused)
         elif msg.topic() == topics.control:
             if msg.value() is None:
                 return  # a tombstone: the app's desired state was deleted, nothing to restore
             # A bad command is its app's follower's to dead-letter (wire/deadletter.py).
-            if (command := decoder.decode(ScalingCommand, msg, problem, report=False)) and (
-                controller := self.controller(command.app)
-            ):
-                # Only a signature vouches that a replayed command is LaStream's (ours before a restart):
-                # without keys, whoever can write the topic could have written it.
-                controller.on_command(command, received_at, signed=replaying and self.signer.enabled)
-        elif (
-            msg.topic() == topics.acks
-            and (ack := decoder.decode(CommandAck, msg, problem))
-            and (controller := self._controller_for(decoder, msg, ack.app))
-        ):
-            controller.on_ack(ack, received_at)
-            self._save_stability()  # an applied change starts a stabilisation interval
+            command = decoder.decode(ScalingCommand, msg, problem, report=False)
+            if command and self.history.refused(command.app) is None:
+                self.history.command(command)
+                if controller := self.controllers.get(command.app):
+                    controller.on_command(command, received_at)
+        elif msg.topic() == topics.acks and (ack := decoder.decode(CommandAck, msg, problem)):
+            if (refused := self.history.refused(ack.app)) is not None:
+                decoder.send(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), refused)
+                return
+            self.history.ack(ack)
+            if controller := self.controllers.get(ack.app):
+                controller.on_ack(ack, received_at)
+                self._save_stability()  # an applied change starts a stabilisation interval
 
     def _published(self, producer: Producer, controller: AppController, actions: list[Publish]) -> list[Publish]:
         """The actions whose message the broker acknowledged. A command it did not is not
@@ -343,7 +415,8 @@ def _read_json(path: Path, otherwise: str) -> dict:
 def _write_json(path: Path, data: dict) -> None:
     """Written aside and renamed. A failure is logged, not raised: the state matters after a
     restart, the scaling goes on without it."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    # Agents may share the file, even within one process.
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_native_id()}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial.write_text(json.dumps(data))

@@ -70,7 +70,8 @@ def project_topics(topics: TopicSettings) -> list[TopicSpec]:
     per app (its key) is the desired state a restarting supervisor rebuilds from."""
     rf = topics.replication_factor
     return [
-        # Reports are samples judged by time, so a key moving to a new partition loses nothing.
+        # Reports are samples judged by time, so a key moving to a new partition loses nothing: its
+        # app moves to the agent that reads that partition, which starts it from the control topic.
         TopicSpec(topics.metrics, topics.metrics_partitions, rf, (("retention.ms", str(6 * 3600 * 1000)),), grow=True),
         TopicSpec(
             topics.control,

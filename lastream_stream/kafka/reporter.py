@@ -270,9 +270,8 @@ class MetricsReporter:
     def publish(self, report: MetricsReport) -> None:
         producer = self._ensure_producer()
         try:
-            producer.produce(
-                self.settings.topics.metrics, key=f"{self.app}/{self.operator}".encode(), value=report.to_bytes()
-            )
+            # Keyed by the app: all its reports on one partition, so that one agent decides it.
+            producer.produce(self.settings.topics.metrics, key=self.app.encode(), value=report.to_bytes())
             self.reports_sent += 1
         except BufferError:
             self.reports_dropped += 1
