@@ -17,13 +17,13 @@ from collections import Counter
 import pytest
 import yaml
 from conftest import APP, Workers, command, publish, supervisor_env, wait_for
+from control_log import assert_each_command_once, read_all
 from factories import sample_report
 from test_agent_stop import agent_env
 
 from lastream_stream.supervisor import SupervisorSettings
 from lastream_stream.supervisor.workers import RunDir
 from lastream_stream.wire.contracts import CommandAck, DecisionRecord, ScalingCommand
-from lastream_stream.wire.deadletter import parse
 from lastream_stream.wire.signing import Signer
 
 SOURCE_RATE = 100  # records/s
@@ -103,12 +103,6 @@ class HonestApp:
     def halt(self) -> None:
         self.stop.set()
         self.thread.join(15)
-
-
-def read_all(clients, topic: str, model) -> list:
-    """Everything on ``topic`` now, in order."""
-    ends = clients.end_offsets([topic])
-    return [parse(model, msg.value()) for msg in clients.read_history(ends)]
 
 
 def pid_files(run_dir: RunDir) -> dict[tuple[str, int], int]:
@@ -217,12 +211,7 @@ def test_kill_9_of_the_agent_after_a_command_and_of_the_supervisor_mid_reconcile
                 except subprocess.TimeoutExpired:
                     proc.kill()
 
-    commands = read_all(clients, settings.topics.control, ScalingCommand)
-    generations = [c.generation for c in commands]
-    assert generations == list(range(1, len(commands) + 1)), f"generations not consecutive: {generations}"
-    assert len({c.decision_id for c in commands}) == len(commands), "a decision issued twice"
-    acked = Counter(a.generation for a in read_all(clients, settings.topics.acks, CommandAck))
-    assert acked == Counter(generations), f"acks per generation: {dict(acked)}; commands {generations}"
+    assert_each_command_once(clients, settings.topics)
 
     if signed:
         assert f"{APP}: generation 2 applied" in (tmp_path / "agent-2.log").read_text()
