@@ -38,12 +38,12 @@ def loop_wc() -> WordCountSettings:
 
 
 class RunningAgent:
-    """An AgentService in a thread, recording what it publishes."""
+    """An AgentService in a thread (the LaStream agent unless ``policy`` says otherwise), recording what it publishes."""
 
-    def __init__(self, settings, checkpoint, **controller):
+    def __init__(self, settings, checkpoint, policy=None, **controller):
         controller = {"window_s": 8.0, "warmup_s": 5.0, "outcome_s": 16.0, "train_steps": 5} | controller
         service = AgentServiceSettings(checkpoint=checkpoint, llm=False, controller=ControllerSettings(**controller))
-        self.service = AgentService(settings, service)
+        self.service = AgentService(settings, service, agent=policy)
         self.published = []
         self.stop = threading.Event()
         self.thread = threading.Thread(
