@@ -4,13 +4,12 @@ A real full filesystem (a small tmpfs), the real broker."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from full_disk import fill, small_tmpfs
 
 from lastream_stream.agent.controller import Publish
 from lastream_stream.agent.service import AgentService, AgentServiceSettings
@@ -21,21 +20,9 @@ from lastream_stream.wire.contracts import DecisionRecord
 
 @pytest.fixture
 def full_disk(tmp_path: Path) -> Iterator[Path]:
-    """An 8 MiB tmpfs (room for two checkpoints) holding a checkpoint, then filled up."""
-    mount = tmp_path / "full"
-    mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True)
-    assert mounted.returncode == 0, f"cannot mount a tmpfs for the full-disk test: {mounted.stderr.decode().strip()}"
-    try:
+    """An 8 MiB tmpfs (room for two checkpoints), to be filled."""
+    with small_tmpfs(tmp_path / "full", "8m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
-def fill(mount: Path) -> None:
-    with contextlib.suppress(OSError), open(mount / "filler", "wb", buffering=0) as filler:
-        while True:
-            filler.write(b"\0" * 65536)
 
 
 def outcome() -> Publish:

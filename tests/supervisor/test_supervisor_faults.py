@@ -19,6 +19,7 @@ import psutil
 import pytest
 import yaml
 from conftest import APP, command, publish, start_supervisor, supervisor_env, wait_for
+from full_disk import fill, small_tmpfs
 from scrape import free_port
 
 from lastream_stream.kafka.clients import BrokerUnreachable
@@ -83,20 +84,9 @@ class Forwarder:
 
 @pytest.fixture
 def full_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 64 KiB tmpfs, filled up: what a run directory on a full disk sees."""
-    mount = tmp_path / "full"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
-    try:
+    """A 64 KiB tmpfs, to be filled: what a run directory on a full disk sees."""
+    with small_tmpfs(tmp_path / "full", "64k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
-def fill(mount: Path) -> None:
-    with contextlib.suppress(OSError), open(mount / "filler", "wb", buffering=0) as filler:
-        while True:
-            filler.write(b"\0" * 4096)
 
 
 def test_the_broker_wait_backs_off_until_the_probe_answers(caplog):
