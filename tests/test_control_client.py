@@ -40,7 +40,8 @@ class Follower:
 
     def wait(self, count: int, timeout_s: float = 30.0) -> list[ScalingCommand]:
         deadline = time.monotonic() + timeout_s
-        while len(self.commands) < count and time.monotonic() < deadline:
+        # Each command's ack is on the broker (confirmed) before the next command is read.
+        while min(len(self.commands), len(self.acks)) < count and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(self.commands) >= count, f"got {len(self.commands)} of {count} command(s)"
         return self.commands

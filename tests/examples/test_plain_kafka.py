@@ -199,7 +199,7 @@ def test_under_the_supervisor_and_the_agent_the_example_scales_out_then_in(
                 < scrape.value(
                     "lastream_autoscaler_observed_input_rate_records_per_second", app="shop", operator="parser"
                 )
-                < 40
+                < 44  # at most the parser's capacity (4 x 10/s while it drains a backlog), measured over a window
             )
             assert 0 <= scrape.value("lastream_autoscaler_busy_ratio", app="shop", operator="parser") <= 1
             assert scrape.value("lastream_autoscaler_commands_total", app="shop") >= 1
