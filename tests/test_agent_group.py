@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
+import pytest
 from factories import applied_ack
 from test_agent_service import DS2, honest_reports, short_windows
 from test_control_auth import keyed
@@ -161,6 +162,65 @@ def test_a_command_pending_under_the_old_owner_is_awaited_not_reissued(settings,
         report_until(clients, settings, lambda: staying.commanded() >= set(pending), timeout_s=30)
     after = {c.app: c.generation for c in staying.commands() if c.app in pending}
     assert after == {app: command.generation + 1 for app, command in pending.items()}
+
+
+LONG_RUN_S = 300.0
+
+
+def report_and_refuse(
+    clients, settings, agents: list[RunningAgent], seconds: float, sample: Callable[[], None]
+) -> None:
+    """Every app's reports each second for ``seconds``, every command refused at once (so each
+    app is decided again at its next window), and ``sample`` called each second."""
+    refused: set[str] = set()
+    started = time.monotonic()
+    with clients.producer() as producer:
+        while time.monotonic() - started < seconds:
+            for partition, app in enumerate(APPS):
+                for payload in app_reports(app, time.time()):
+                    producer.produce(settings.topics.metrics, key=app.encode(), value=payload, partition=partition)
+            for command in (c for a in agents for c in a.commands() if c.decision_id not in refused):
+                refused.add(command.decision_id)
+                ack = applied_ack(command, {}).model_copy(update={"status": "rejected", "error": "no room"})
+                producer.produce(settings.topics.acks, key=command.app.encode(), value=ack.to_bytes())
+            producer.flush(10)
+            sample()
+            time.sleep(1.0)
+
+
+@pytest.mark.timeout(LONG_RUN_S + 240)
+def test_two_agents_for_five_minutes_then_one_vanishes(settings, clients, tmp_path):
+    """Each app decided again and again for five minutes, always by the same one agent, with
+    no generation issued twice or skipped; then one agent is killed (a static member that
+    does not leave) and the other decides its apps within a minute, generations continuing."""
+    vanishing = group_settings(tmp_path, member=f"vanishing-{tmp_path.name}")
+    with running_agents(settings, [group_settings(tmp_path), vanishing]) as (staying, leaving):
+        report_until(clients, settings, every_app_commanded([staying, leaving]))
+        owners = [set(staying.service.controllers), set(leaving.service.controllers)]
+        changed: list[list[set[str]]] = []
+
+        def same_owners() -> None:
+            now = [set(staying.service.controllers), set(leaving.service.controllers)]
+            if now != owners:
+                changed.append(now)
+
+        report_and_refuse(clients, settings, [staying, leaving], LONG_RUN_S, same_owners)
+        first, second = staying.commanded(), leaving.commanded()
+        assert not changed, f"apps changed hands while both agents ran: {owners} -> {changed[:3]}"
+        assert first | second == set(APPS) and not first & second, f"apps decided by both: {first & second}"
+        for app in APPS:
+            generations = [c.generation for a in (staying, leaving) for c in a.commands() if c.app == app]
+            assert len(generations) >= 20, f"{app} decided only {len(generations)} times in five minutes"
+            assert generations == list(range(generations[0], generations[0] + len(generations))), app
+
+        moved, last = second, {c.app: c.generation for c in leaving.commands()}
+        leaving.stop.set()
+        leaving.thread.join(30)
+        report_and_refuse(clients, settings, [staying, leaving], 60, lambda: None)
+        # The first command of each moved app under its new owner.
+        taken = {c.app: c.generation for c in reversed(staying.commands()) if c.app in moved}
+    assert set(taken) == moved, f"{sorted(moved - set(taken))} not taken over within a minute"
+    assert taken == {app: last[app] + 1 for app in moved}, "the new owner did not continue the generations"
 
 
 def test_an_app_reported_on_two_partitions_is_warned_about_once(caplog):
