@@ -12,6 +12,7 @@ import time
 import uuid
 
 import pytest
+from control_log import read_all
 from scrape import free_port
 
 from lastream_stream.agent.controller import ControllerSettings
@@ -19,7 +20,6 @@ from lastream_stream.agent.service import AgentService, AgentServiceSettings
 from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.policy.window import MetricsWindow, keeps_up
 from lastream_stream.wire.contracts import DecisionRecord, ScalingCommand
-from lastream_stream.wire.deadletter import parse
 from wordcount_app.launcher import start_wordcount
 from wordcount_app.settings import WordCountSettings
 from wordcount_app.topology import worker_env
@@ -180,15 +180,6 @@ def test_agent_killed_mid_run_resumes_without_duplicating_a_command(settings, lo
     command = [sys.executable, "-m", "lastream_stream", "agent", "--app", loop_wc.app]
     clients = KafkaClients(settings.kafka)
 
-    def read(topic: str, model):
-        with clients.consumer(f"reader-{uuid.uuid4().hex[:8]}", [topic]) as consumer:
-            found, deadline = [], time.monotonic() + 4
-            while time.monotonic() < deadline:
-                msg = consumer.poll(0.5)
-                if msg is not None and msg.error() is None:
-                    found.append(parse(model, msg.value()))
-            return found
-
     pipeline = start_wordcount(settings, loop_wc, {"splitter": 1, "counter": 1, "sink": 1}, tmp_path / "logs")
     with open(tmp_path / "agent-1.log", "wb") as log:  # the child keeps its own copy of the descriptor
         first = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -196,8 +187,8 @@ def test_agent_killed_mid_run_resumes_without_duplicating_a_command(settings, lo
     try:
         wait_for(
             lambda: (
-                [r for r in read(settings.topics.decisions, DecisionRecord) if r.kind == "outcome"]
-                and [c for c in read(settings.topics.control, ScalingCommand) if c.generation >= 2]
+                [r for r in read_all(clients, settings.topics.decisions, DecisionRecord) if r.kind == "outcome"]
+                and [c for c in read_all(clients, settings.topics.control, ScalingCommand) if c.generation >= 2]
             ),
             300,
             "a command from the agent and a measured outcome",
@@ -205,12 +196,15 @@ def test_agent_killed_mid_run_resumes_without_duplicating_a_command(settings, lo
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         restarted_at = time.time()
-        before = read(settings.topics.control, ScalingCommand)
+        before = read_all(clients, settings.topics.control, ScalingCommand)
         with open(tmp_path / "agent-2.log", "wb") as log:
             second = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         # Two decisions of the restarted agent: where a careless agent would re-issue.
         wait_for(
-            lambda: len([r for r in read(settings.topics.decisions, DecisionRecord) if r.at > restarted_at]) >= 2,
+            lambda: (
+                len([r for r in read_all(clients, settings.topics.decisions, DecisionRecord) if r.at > restarted_at])
+                >= 2
+            ),
             180,
             "decisions of the restarted agent",
         )
@@ -221,7 +215,7 @@ def test_agent_killed_mid_run_resumes_without_duplicating_a_command(settings, lo
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(30)
         pipeline.stop()
-    seen = read(settings.topics.control, ScalingCommand)
+    seen = read_all(clients, settings.topics.control, ScalingCommand)
     generations = [c.generation for c in seen]
     assert generations == list(range(1, len(seen) + 1)), f"generations not consecutive: {generations}"
     assert len({c.decision_id for c in seen}) == len(seen)
