@@ -11,14 +11,14 @@ import signal
 import threading
 import time
 
-from lastream_stream.kafka.clients import KafkaClients, TopicSpec
+from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.supervisor import Supervisor, SupervisorSettings
 from lastream_stream.wire.contracts import ScalingCommand
-from wordcount_app import source, topics
+from wordcount_app import source
 from wordcount_app.settings import WordCountSettings
 from wordcount_app.topology import app_spec
 
-from .conftest import wait_group
+from .conftest import counter_backlog, wait_group
 
 CHANGELOG_RECORDS = 30_000
 WORDS = 40
@@ -49,17 +49,7 @@ def committed_lag(clients: KafkaClients, group: str, topic: str, timeout_s: floa
 
 
 def test_a_counter_restarted_on_a_long_changelog_counts_every_new_word(settings, clients, wc, spawn_worker):
-    topics.ensure(settings, wc)
-    changelog = f"{wc.faust_id('counter')}-counts-changelog"
-    clients.ensure_topics([TopicSpec(changelog, wc.partitions, config=(("cleanup.policy", "compact"),))])
-    with clients.producer(**{"linger.ms": 50}) as producer:
-        for i in range(CHANGELOG_RECORDS):
-            producer.produce(changelog, key=f"w{i}".encode(), value=b"1", partition=i % wc.partitions)
-            if i % 10_000 == 0:
-                producer.poll(0)
-        for i in range(WORDS):
-            value = json.dumps({"p": 0, "o": i, "i": 0}).encode()
-            producer.produce(wc.words_topic, key=f"word{i % 8}".encode(), value=value)
+    counter_backlog(settings, clients, wc, CHANGELOG_RECORDS, WORDS)
 
     spawn_worker("counter")
 
