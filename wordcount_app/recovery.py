@@ -9,9 +9,9 @@ the seek does not even happen). Those records are never processed, and Faust com
 up to the first gap, so the group's offsets stick and its lag never drains: the words a
 counter skipped this way were never counted.
 
-``SeekFirstRecovery`` seeks while the partitions are still paused, resumes the flow, and
-only then resumes the partitions: every record fetched afterwards is processed, from the
-committed offset on. It is installed with ``TableManager=SeekFirstTableManager``.
+``SeekFirstRecovery`` seeks while the partitions are still paused (to the log start where
+nothing is committed), resumes the flow, and only then resumes the partitions: every
+record fetched afterwards is processed, from the committed offset on. It is installed with ``TableManager=SeekFirstTableManager``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class SeekFirstRecovery(Recovery):
         if self.app.consumer_generation_id != generation_id:
             self.log.warning("Recovery rebalancing again")
             return
-        await self._resume(standbys_ready=True)
+        await self._resume(generation_id, standbys_ready=True)
 
     async def on_recovery_completed(self, generation_id: int = 0) -> None:
         self.log.info("Restore complete!")
@@ -37,14 +37,17 @@ class SeekFirstRecovery(Recovery):
         if self.app.consumer_generation_id != generation_id:
             self.log.warning("Recovery rebalancing again")
             return
-        await self._resume(standbys_ready=not self.app.assignor.assigned_standbys())
+        await self._resume(generation_id, standbys_ready=not self.app.assignor.assigned_standbys())
 
-    async def _resume(self, standbys_ready: bool) -> None:
+    async def _resume(self, generation_id: int, standbys_ready: bool) -> None:
         consumer = self.app.consumer
         streams = {tp for tp in consumer.assignment() if not self._is_changelog_tp(tp)}
         if streams:
             self.log.info("Seek stream partitions to committed offsets.")
-            await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
+            await self._wait(self._seek(streams), timeout=self.app.conf.broker_request_timeout)
+        if self.app.consumer_generation_id != generation_id:
+            self.log.warning("Recovery rebalancing again")
+            return
         self.completed.set()
         self.app.flow_control.resume()
         consumer.resume_flow()
@@ -55,6 +58,15 @@ class SeekFirstRecovery(Recovery):
             self.tables.on_standbys_ready()
         self.app.on_rebalance_end()
         self.log.info("Worker ready")
+
+    async def _seek(self, streams: set) -> None:
+        """To the committed offsets, or to the log start where none is committed (the
+        workers reset to earliest): Faust leaves those where an earlier fetch left them."""
+        consumer = self.app.consumer
+        await consumer.perform_seek()
+        committed = await consumer.seek_to_committed()
+        if unset := {tp: 0 for tp in streams if not committed.get(tp)}:
+            await consumer.seek_wait(unset)  # an offset before the log start resets to it
 
 
 class SeekFirstTableManager(TableManager):
