@@ -10,7 +10,8 @@ transactions (``exactly_once``, whose recovery has open bugs in Faust and which 
 splitter's replays would still need on top):
 
 - every operator resumes each input partition at its committed offset after a rebalance
-  and skips no record (``SeekFirstRecovery``: Faust itself can skip records there);
+  and skips no record, there or anywhere (``wordcount_app/recovery.py``: Faust itself
+  can drop fetched records and commit past them);
 - Faust commits an input offset only after the records produced for it are acknowledged
   (it flushes its producer before committing), so a sentence whose words did not all
   reach the words topic is split again, and a word is counted again, after a crash;
@@ -50,7 +51,7 @@ from lastream_stream.logs import logging_config
 from lastream_stream.settings import KafkaSettings, LastreamSettings
 from lastream_stream.wire.deadletter import dead_letter
 from wordcount_app import topics
-from wordcount_app.recovery import SeekFirstTableManager
+from wordcount_app.recovery import ContiguousApp, SeekFirstTableManager
 from wordcount_app.settings import UPSTREAMS, WordCountSettings
 from wordcount_app.topk import LatestCounts
 
@@ -168,7 +169,7 @@ def broker_credentials(kafka: KafkaSettings) -> faust.auth.Credentials | None:
 
 
 def build_app(operator: str, wc: WordCountSettings, settings: LastreamSettings, datadir: Path) -> faust.App:
-    app = faust.App(
+    app = ContiguousApp(  # skips no input record at a jump
         wc.faust_id(operator),
         broker=f"kafka://{settings.kafka.bootstrap}",
         broker_credentials=broker_credentials(settings.kafka),
