@@ -3,6 +3,32 @@
 Each operator is its own Faust app id, hence its own consumer group, so the supervisor
 scales it alone by starting or stopping processes like this one. The operator comes from
 ``LASTREAM_WORKER_OPERATOR`` (set by the supervisor) and its slot from ``LASTREAM_WORKER_INDEX``.
+
+Counts are exact through kill -9 of any worker, rebalances and scale-ins (every word of
+every sentence counted once), with Faust's at-least-once delivery rather than its
+transactions (``exactly_once``, whose recovery has open bugs in Faust and which the
+splitter's replays would still need on top):
+
+- every operator resumes each input partition at its committed offset after a rebalance
+  and skips no record, there or anywhere (``wordcount_app/recovery.py``: Faust itself
+  can drop fetched records and commit past them);
+- Faust commits an input offset only after the records produced for it are acknowledged
+  (it flushes its producer before committing), so a sentence whose words did not all
+  reach the words topic is split again, and a word is counted again, after a crash;
+- a word carries its sentence's position (sentences partition, offset, word index), and a
+  splitter splits sentences in order, so per word and sentences partition the positions
+  of first deliveries only grow and a replayed word repeats a position already seen;
+- the counter keeps, per word, its count and the last position it counted from each
+  sentences partition in one table value: one changelog record per counted word, written
+  to the changelog partition of the word's input partition, in processing order. The
+  counter waits for the broker to acknowledge that record before it takes the next word,
+  so its committed offset never passes a word whose record is not in the changelog.
+
+A restarted counter restores exactly the records of a prefix of the words it processed
+and resumes from a committed offset at or before the end of that prefix: each replayed
+word inside the prefix finds its position already counted and is skipped, each word after
+it is counted once. (Two separate records, progress and count, could land one without the
+other: a word marked done but never counted.)
 """
 
 from __future__ import annotations
@@ -25,6 +51,7 @@ from lastream_stream.logs import logging_config
 from lastream_stream.settings import KafkaSettings, LastreamSettings
 from lastream_stream.wire.deadletter import dead_letter
 from wordcount_app import topics
+from wordcount_app.recovery import ContiguousApp, SeekFirstTableManager
 from wordcount_app.settings import UPSTREAMS, WordCountSettings
 from wordcount_app.topk import LatestCounts
 
@@ -35,6 +62,21 @@ log = logging.getLogger(__name__)
 MAX_WORDS_PER_SENTENCE = 10_000
 # What reading a malformed record raises: bad JSON or UTF-8, missing keys, wrong types, no key.
 BAD_RECORD = (ValueError, KeyError, TypeError, AttributeError)
+
+
+class AckedTable(faust.Table):
+    """A table whose last changelog write can be awaited: ``await table.written()`` returns
+    once the broker acknowledged it."""
+
+    last_write: asyncio.Future | None = None
+
+    def send_changelog(self, *args, **kwargs):
+        self.last_write = super().send_changelog(*args, **kwargs)
+        return self.last_write
+
+    async def written(self) -> None:
+        if self.last_write is not None:
+            await self.last_write
 
 
 class ReporterSensor(faust.Sensor):
@@ -127,7 +169,7 @@ def broker_credentials(kafka: KafkaSettings) -> faust.auth.Credentials | None:
 
 
 def build_app(operator: str, wc: WordCountSettings, settings: LastreamSettings, datadir: Path) -> faust.App:
-    app = faust.App(
+    app = ContiguousApp(  # skips no input record at a jump
         wc.faust_id(operator),
         broker=f"kafka://{settings.kafka.bootstrap}",
         broker_credentials=broker_credentials(settings.kafka),
@@ -143,6 +185,7 @@ def build_app(operator: str, wc: WordCountSettings, settings: LastreamSettings, 
         broker_rebalance_timeout=20.0,
         broker_commit_interval=1.0,
         table_standby_replicas=0,
+        TableManager=SeekFirstTableManager,  # skips no input record after a rebalance
     )
     cost = wc.cost_s(operator)
 
@@ -179,30 +222,33 @@ def build_app(operator: str, wc: WordCountSettings, settings: LastreamSettings, 
                     await words.send(key=word.encode(), value=value, timestamp=event.message.timestamp)
 
     elif operator == "counter":
-        counts = app.Table("counts", default=int, partitions=wc.partitions, key_type=bytes, value_type=int)
-        # Delivery is at-least-once: a splitter that loses a partition in a rebalance before
-        # committing replays its last sentences. Each word carries its sentence's position
-        # (sentences partition, offset, word index), and per (words partition, sentences
-        # partition) positions only grow, so a replayed word is recognised and skipped.
-        progress = app.Table("progress", default=lambda: -1, partitions=wc.partitions, key_type=str, value_type=int)
+        # Per word: its count and, per sentences partition, the last position counted (module docstring).
+        counts = app.tables.add(
+            AckedTable(
+                app, name="counts", default=dict, beacon=app.tables.beacon, partitions=wc.partitions, key_type=bytes
+            )
+        )
 
         @app.agent(words)
         async def count(stream: StreamT) -> None:
             async for event in stream.events():
                 try:
                     origin = json.loads(event.value)
-                    key = f"{event.message.partition}:{int(origin['p'])}"
+                    sentences = str(int(origin["p"]))
                     position = int(origin["o"]) * MAX_WORDS_PER_SENTENCE + int(origin["i"])
                     word = event.key.decode()
                 except BAD_RECORD as exc:
                     await reject(event, exc)
                     continue
                 await asyncio.sleep(cost)
-                if position <= progress[key]:
-                    continue
-                progress[key] = position
-                counts[event.key] += 1
-                value = json.dumps({"word": word, "count": counts[event.key]}).encode()
+                tally = counts[event.key]
+                last = tally.get("last", {})
+                if position <= last.get(sentences, -1):
+                    continue  # a replayed word, counted already
+                n = tally.get("n", 0) + 1
+                counts[event.key] = {"n": n, "last": last | {sentences: position}}
+                await counts.written()
+                value = json.dumps({"word": word, "count": n}).encode()
                 await counts_out.send(key=event.key, value=value, timestamp=event.message.timestamp)
 
     elif operator == "sink":

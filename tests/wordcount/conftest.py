@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from scrape import free_port
 
-from lastream_stream.kafka.clients import KafkaClients
+from lastream_stream.kafka.clients import KafkaClients, TopicSpec
 from lastream_stream.settings import LastreamSettings
+from wordcount_app import topics
 from wordcount_app.settings import WordCountSettings
 from wordcount_app.source import corpus
 from wordcount_app.topology import worker_env
@@ -105,3 +106,22 @@ def final_counts(clients: KafkaClients, topic: str, expected_total: int, timeout
             elif sum(latest.values()) >= expected_total:
                 break  # caught up and nothing more arrives: a duplicate would have shown by now
     return latest
+
+
+def counter_backlog(
+    settings: LastreamSettings, clients: KafkaClients, wc: WordCountSettings, records: int, words: int
+) -> None:
+    """A counter's changelog of ``records`` counts, as a long-running counter leaves it, and
+    ``words`` new words for it to count: ``word0``..``word7`` in turn, from sentences partition 0."""
+    topics.ensure(settings, wc)
+    changelog = f"{wc.faust_id('counter')}-counts-changelog"
+    clients.ensure_topics([TopicSpec(changelog, wc.partitions, config=(("cleanup.policy", "compact"),))])
+    count = json.dumps({"n": 1, "last": {"0": 0}}).encode()
+    with clients.producer(**{"linger.ms": 50}) as producer:
+        for i in range(records):
+            producer.produce(changelog, key=f"w{i}".encode(), value=count, partition=i % wc.partitions)
+            if i % 10_000 == 0:
+                producer.poll(0)
+        for i in range(words):
+            value = json.dumps({"p": 0, "o": i, "i": 0}).encode()
+            producer.produce(wc.words_topic, key=f"word{i % 8}".encode(), value=value)

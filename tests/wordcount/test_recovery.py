@@ -1,12 +1,11 @@
 """A counter that starts on a changelog to replay tells the truth while it replays."""
 
-import json
 import time
 
-from lastream_stream.kafka.clients import TopicSpec
 from lastream_stream.wire.contracts import MetricsReport
 from lastream_stream.wire.deadletter import parse
-from wordcount_app import topics
+
+from .conftest import counter_backlog
 
 CHANGELOG_RECORDS = 30_000  # a few seconds of replay for a Faust worker
 WORDS = 40
@@ -15,17 +14,7 @@ WORDS = 40
 def test_a_counter_replaying_its_changelog_reports_not_ready_with_its_true_lag(
     settings, clients, wc, spawn_worker, consumer_factory, group_id
 ):
-    topics.ensure(settings, wc)
-    changelog = f"{wc.faust_id('counter')}-counts-changelog"
-    clients.ensure_topics([TopicSpec(changelog, wc.partitions, config=(("cleanup.policy", "compact"),))])
-    with clients.producer(**{"linger.ms": 50}) as producer:
-        for i in range(CHANGELOG_RECORDS):
-            producer.produce(changelog, key=f"w{i}".encode(), value=b"1", partition=i % wc.partitions)
-            if i % 10_000 == 0:
-                producer.poll(0)
-        for i in range(WORDS):
-            value = json.dumps({"p": 0, "o": i, "i": 0}).encode()
-            producer.produce(wc.words_topic, key=f"word{i % 8}".encode(), value=value)
+    counter_backlog(settings, clients, wc, CHANGELOG_RECORDS, WORDS)
     metrics = consumer_factory(group_id, [settings.topics.metrics])
 
     spawn_worker("counter")
