@@ -43,6 +43,8 @@ rdkafka_log = logging.getLogger("lastream.librdkafka")
 
 # History readers only assign partitions and never commit, so they never join this group.
 HISTORY_GROUP = "lastream-history-reader"
+# Answers of a partition whose leader is being elected: asking again soon succeeds.
+LEADERSHIP_MOVING = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE}
 
 
 class BrokerUnreachable(RuntimeError):
@@ -175,12 +177,23 @@ class KafkaClients:
     def end_offsets(self, topics: Iterable[str]) -> dict[tuple[str, int], int]:
         """The high watermark of every (topic, partition) of ``topics``, as the broker reports it now."""
         metadata = self.metadata()
+        deadline = time.monotonic() + self.settings.timeout_s
         with self.consumer(HISTORY_GROUP, **{"enable.auto.commit": False}) as consumer:
             return {
-                (topic, p): consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=self.settings.timeout_s)[1]
+                (topic, p): self._high_watermark(consumer, TopicPartition(topic, p), deadline)
                 for topic in topics
                 for p in sorted(metadata.topics[topic].partitions)
             }
+
+    def _high_watermark(self, consumer: Consumer, tp: TopicPartition, deadline: float) -> int:
+        """Asked again while leadership settles (a broker just back up), until ``deadline``."""
+        while True:
+            try:
+                return consumer.get_watermark_offsets(tp, timeout=self.settings.timeout_s)[1]
+            except KafkaException as exc:
+                if exc.args[0].code() not in LEADERSHIP_MOVING or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def read_history(self, ends: Mapping[tuple[str, int], int]) -> Iterator[Message]:
         """Every message of the given partitions from their beginning up to (not including)

@@ -11,8 +11,8 @@ drain in about 90 s: no operator became slower and the rate did not change, so t
 justifies no command. The assertion is therefore that the agent attempts none from the
 moment the broker stops until a minute after it is back, while it does decide again
 (holds) in that minute. Afterwards the control and acks topics must show every command
-once, generations consecutive, each acked once, and the supervisor must still answer a
-new command.
+once, generations consecutive, each acked once, the supervisor must still answer a new
+command, and once the source stops every sentence it produced must be counted exactly once.
 
 The agent service runs DS2's rule, which commands only what the measured rates call for:
 the LaStream policy buys headroom of its own accord (README, "Limitations": 1.2-1.3x the
@@ -34,11 +34,13 @@ from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.kafka.control import latest_commands
 from lastream_stream.settings import KafkaSettings, LastreamSettings
 from lastream_stream.supervisor.config import SupervisorSettings
+from lastream_stream.supervisor.workers import stop_workers
 from lastream_stream.wire.contracts import CommandAck, ScalingCommand
 from wordcount_app.launcher import start_wordcount
 from wordcount_app.settings import UPSTREAMS, WordCountSettings
 
 from .test_closed_loop import RunningAgent, wait_for
+from .test_exact_counts import assert_counted_once
 
 OUTAGE_S = 30.0
 AFTER_S = 60.0  # how long after the broker's return no command is justified
@@ -68,7 +70,7 @@ def explain(command: ScalingCommand, agent: RunningAgent, outage_at: float, back
     )
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(540)
 def test_a_30_s_broker_outage_mid_run_is_survived_and_not_taken_for_slowness(private_broker, supervisor_home, tmp_path):
     broker = private_broker()
     settings = LastreamSettings(kafka=KafkaSettings(bootstrap=broker.bootstrap, timeout_s=5.0))
@@ -134,6 +136,10 @@ def test_a_30_s_broker_outage_mid_run_is_survived_and_not_taken_for_slowness(pri
             30,
             "the supervisor's ack of a command sent after the outage",
         )
+
+        # Every sentence the source produced, through the outage, counted exactly once.
+        stop_workers([next(p for p in pipeline.processes if p.operator == "source")], 10.0)
+        assert_counted_once(clients, wc, timeout_s=120)
     finally:
         if agent.thread.is_alive():
             agent.halt()

@@ -66,6 +66,17 @@ def sentence_counts(clients: KafkaClients, wc: WordCountSettings) -> dict[str, i
     return dict(counts)
 
 
+def assert_counted_once(clients: KafkaClients, wc: WordCountSettings, timeout_s: float) -> int:
+    """Every word of every sentence on the sentences topic counted exactly once on the
+    counter's output, within ``timeout_s``; the number of words."""
+    expected = sentence_counts(clients, wc)
+    got = counts_on(clients, wc.counts_topic, expected, timeout_s)
+    wrong = {w: (got.get(w, 0), n) for w, n in expected.items() if got.get(w, 0) != n}
+    missing, extra = sum(n - c for c, n in wrong.values() if c < n), sum(c - n for c, n in wrong.values() if c > n)
+    assert not wrong, f"{missing} words never counted, {extra} counted twice: {dict(list(wrong.items())[:10])}"
+    return sum(expected.values())
+
+
 def test_counts_stay_exact_through_kills_of_splitters_and_counters_and_a_scale_in(settings, clients, wc, tmp_path):
     wc = wc.model_copy(update={"repeat": 0, "rate": 20.0, "cost_splitter_ms": 20.0, "cost_counter_ms": 5.0})
     home = tmp_path / "run"
@@ -104,12 +115,7 @@ def test_counts_stay_exact_through_kills_of_splitters_and_counters_and_a_scale_i
         producing.join(30)
         assert sent and sent[0] > 0, "the source did not stop"
 
-        expected = sentence_counts(clients, wc)
-        assert sum(expected.values()) > 1000
-        got = counts_on(clients, wc.counts_topic, expected, timeout_s=60)
-        wrong = {w: (got.get(w, 0), n) for w, n in expected.items() if got.get(w, 0) != n}
-        missing, extra = sum(n - c for c, n in wrong.values() if c < n), sum(c - n for c, n in wrong.values() if c > n)
-        assert not wrong, f"{missing} words never counted, {extra} counted twice: {dict(list(wrong.items())[:10])}"
+        assert assert_counted_once(clients, wc, timeout_s=60) > 1000
         assert committed_lag(clients, wc.faust_id("counter"), wc.words_topic) == 0
     finally:
         stop_source.set()
