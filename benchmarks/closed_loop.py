@@ -51,7 +51,7 @@ def counts(service: AgentService, app: str) -> dict:
     return {
         "decisions": controller.decisions,
         "commands": controller.commands,
-        "outcomes": len(controller.rewards),
+        "outcomes": controller.outcomes_measured,
         "rewards": list(controller.rewards),
     }
 

@@ -276,7 +276,7 @@ def summarise(
         "decisions": controller.decisions if controller else 0,
         "commands": commands,
         "commands_after_keeping_up": commands - tracker.commands_then if kept_up else None,
-        "outcomes_learnt": len(controller.rewards) if controller else 0,
+        "outcomes_learnt": controller.outcomes_measured if controller else 0,
         "outcome_rewards": list(controller.rewards) if controller else [],
         "reward_first_window": controller.first_window_reward if controller else None,
         "reward_last_window": rewards[-1] if rewards else None,

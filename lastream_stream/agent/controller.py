@@ -92,7 +92,12 @@ log = logging.getLogger(__name__)
 
 RESTARTS_KEPT = 5  # the policy is told the median of the last few measured restarts
 HISTORY_KEPT = 8  # past decisions of this app, with their rewards, in the policy's context
-RECENT_KEPT = 1000  # recent rewards kept for views and summaries: a service runs for months
+# Recent rewards, for views and summaries (the last window's, a short run's outcomes); how many
+# there were is counted apart. Kept per app for months: 1000 of each cost 12 MB for 200 apps.
+RECENT_KEPT = 100
+# The ack of another agent's command may be read before the command itself; the app's next
+# ack needs a command in between, so a few recent ones are plenty (the control history too).
+ACKS_KEPT = 10
 
 
 class ControllerSettings(BaseSettings):
@@ -422,11 +427,12 @@ class AppController:
     decisions: int = 0
     commands: int = 0  # published by this controller (the generation also counts other runs')
     rewards: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_KEPT))  # measured outcomes of decisions
+    outcomes_measured: int = 0  # every one since the start; `rewards` keeps the recent ones
     window_rewards: deque[float] = field(
         default_factory=lambda: deque(maxlen=RECENT_KEPT)
     )  # every stable window's own reward
     first_window_reward: float | None = None
-    acked: deque[str] = field(default_factory=lambda: deque(maxlen=100))  # recent acknowledged decision ids
+    acked: deque[str] = field(default_factory=lambda: deque(maxlen=ACKS_KEPT))  # recent acknowledged decision ids
     history: deque[PastDecision] = field(default_factory=lambda: deque(maxlen=HISTORY_KEPT))
     pause: PauseTimer | None = None  # the reconfiguration pause being measured
     skipped_shift: bool = False  # the last stable window was skipped for a rate shift
@@ -749,6 +755,7 @@ class AppController:
     def _outcome(self, decision: Decision, graph: AppGraph, measured_log_reward: float) -> DecisionRecord:
         measured = math.exp(measured_log_reward)
         self.rewards.append(measured)
+        self.outcomes_measured += 1
         self.history.append(PastDecision(dict(decision.chosen), measured))
         if isinstance(self.policy, LearningPolicy):
             self.policy.observe(decision, measured)

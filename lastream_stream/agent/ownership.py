@@ -18,13 +18,10 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from lastream_stream.agent.controller import AppController
+from lastream_stream.agent.controller import ACKS_KEPT, AppController
 from lastream_stream.wire.contracts import CommandAck, ScalingCommand
 
 log = logging.getLogger(__name__)
-
-# As many as a controller remembers (AppController.acked): older ones change nothing it decides.
-ACKS_KEPT = 100
 
 
 @dataclass
@@ -70,6 +67,8 @@ class Ownership:
 @dataclass
 class AppHistory:
     command: ScalingCommand | None = None
+    # As many as a controller remembers (AppController.acked): older ones change nothing it
+    # decides, and each ack says all that runs.
     acks: deque[CommandAck] = field(default_factory=lambda: deque(maxlen=ACKS_KEPT))
 
 
