@@ -173,6 +173,7 @@ def test_agent_killed_mid_run_resumes_without_duplicating_a_command(settings, lo
             "LASTREAM_CONTROLLER_WINDOW_S": "8",
             "LASTREAM_CONTROLLER_WARMUP_S": "5",
             "LASTREAM_CONTROLLER_TRAIN_STEPS": "5",
+            "LASTREAM_CONTROLLER_OUTCOME_S": "30",  # an outcome measured sooner than the default 120 s
             "LASTREAM_AGENT_LLM": "false",
             "LASTREAM_AGENT_METRICS_PORT": str(free_port()),
         }
