@@ -18,11 +18,11 @@ nothing from a partition for ``STALLED_S`` (cause inside Faust unknown; see the 
 Faust can also drop fetched records mid-run (a batch cut short when its flow is suspended
 or its generation changes) without seeking back; the next record then lands past a jump,
 and Faust counts the skipped offsets as done and commits past them: a word lost for good.
-``ContiguousConsumer`` refuses such a jump: it seeks back to the record after the last one
-read and fetches again (downstream dedup absorbs the one record this may repeat). It guards the
-input topics, whose offsets Faust commits, not the changelogs, which it reads to restore
-tables and whose compaction leaves holes; a jump met twice from the same offset is a real
-hole (transaction markers) and is let through. It is installed with ``ContiguousApp``
+``ContiguousConsumer`` refuses such a jump: it seeks back to Faust's read offset and fetches
+again (downstream dedup absorbs the one record this may repeat). It guards the input
+topics, whose offsets Faust commits, not the changelogs, which it reads to restore tables
+and whose compaction leaves holes; a jump met twice from the same offset is a real hole
+(transaction markers) and is let through. It is installed with ``ContiguousApp``
 (tests/wordcount/test_contiguous.py makes such a jump on a real broker).
 """
 
