@@ -12,12 +12,11 @@ import sys
 
 import pytest
 from factories import applied_ack, sample_report
+from test_agent_service import DS2
 from test_controller import T0, feed, make
 
 from lastream_stream.agent.controller import AppController, ControllerSettings, Phase
 from lastream_stream.agent.ownership import ControlHistory
-from lastream_stream.policy.base import Decision
-from lastream_stream.policy.ds2 import optimal_parallelism
 from lastream_stream.wire.contracts import ScalingCommand
 from wordcount_app.topk import LatestCounts
 
@@ -78,15 +77,6 @@ def unlogged():
 def blocks() -> int:
     gc.collect()
     return sys.getallocatedblocks()
-
-
-class DS2:
-    """DS2's optimum every window: a cheap policy that follows the swinging rate below."""
-
-    name = "ds2"
-
-    def decide(self, graph, context=None):
-        return Decision.single(self.name, graph, optimal_parallelism(graph))
 
 
 class Soak:
