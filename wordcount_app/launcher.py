@@ -66,11 +66,15 @@ class Pipeline:
         self.processes.append(process)
         return process
 
-    def set_rate(self, rate: float) -> None:
-        """A step in the app's input: the source restarted at ``rate`` sentences/s."""
+    def stop_source(self) -> None:
+        """The source stopped (its pending sentences flushed); the rest runs on."""
         source = next(p for p in self.processes if p.operator == "source")
         stop_workers([source], 10.0)
         self.processes.remove(source)
+
+    def set_rate(self, rate: float) -> None:
+        """A step in the app's input: the source restarted at ``rate`` sentences/s."""
+        self.stop_source()
         self.wc = self.wc.model_copy(update={"rate": rate})
         self.spawn("source", SOURCE_COMMAND, {})
 

@@ -108,6 +108,16 @@ def final_counts(clients: KafkaClients, topic: str, expected_total: int, timeout
     return latest
 
 
+def committed_lag(clients: KafkaClients, group: str, topic: str, timeout_s: float = 15.0) -> int:
+    """The group's lag on ``topic`` once it is 0, or after ``timeout_s``: it commits every second."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lag = sum(clients.end_offsets([topic]).values()) - clients.committed_total(group, topic)
+        if lag == 0 or time.monotonic() > deadline:
+            return lag
+        time.sleep(0.5)
+
+
 def counter_backlog(
     settings: LastreamSettings, clients: KafkaClients, wc: WordCountSettings, records: int, words: int
 ) -> None:

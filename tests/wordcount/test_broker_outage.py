@@ -34,7 +34,6 @@ from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.kafka.control import latest_commands
 from lastream_stream.settings import KafkaSettings, LastreamSettings
 from lastream_stream.supervisor.config import SupervisorSettings
-from lastream_stream.supervisor.workers import stop_workers
 from lastream_stream.wire.contracts import CommandAck, ScalingCommand
 from wordcount_app.launcher import start_wordcount
 from wordcount_app.settings import UPSTREAMS, WordCountSettings
@@ -138,7 +137,7 @@ def test_a_30_s_broker_outage_mid_run_is_survived_and_not_taken_for_slowness(pri
         )
 
         # Every sentence the source produced, through the outage, counted exactly once.
-        stop_workers([next(p for p in pipeline.processes if p.operator == "source")], 10.0)
+        pipeline.stop_source()
         assert_counted_once(clients, wc, timeout_s=120)
     finally:
         if agent.thread.is_alive():

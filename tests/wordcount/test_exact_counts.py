@@ -18,34 +18,10 @@ from wordcount_app import source
 from wordcount_app.settings import WordCountSettings
 from wordcount_app.topology import app_spec
 
-from .conftest import counter_backlog, wait_group
+from .conftest import committed_lag, counter_backlog, final_counts, wait_group
 
 CHANGELOG_RECORDS = 30_000
 WORDS = 40
-
-
-def counts_on(clients: KafkaClients, topic: str, expected: dict[str, int], timeout_s: float) -> dict[str, int]:
-    """Latest count per word on the counter's output, read until it equals ``expected`` or
-    time runs out (then what was seen, for the assertion to show)."""
-    latest: dict[str, int] = {}
-    with clients.consumer(f"reader-{os.urandom(4).hex()}", [topic]) as consumer:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and latest != expected:
-            msg = consumer.poll(0.5)
-            if msg is not None and msg.error() is None:
-                update = json.loads(msg.value())
-                latest[update["word"]] = max(latest.get(update["word"], 0), update["count"])
-    return latest
-
-
-def committed_lag(clients: KafkaClients, group: str, topic: str, timeout_s: float = 15.0) -> int:
-    """The group's lag on ``topic`` once it is 0, or after ``timeout_s``: it commits every second."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        lag = sum(clients.end_offsets([topic]).values()) - clients.committed_total(group, topic)
-        if lag == 0 or time.monotonic() > deadline:
-            return lag
-        time.sleep(0.5)
 
 
 def test_a_counter_restarted_on_a_long_changelog_counts_every_new_word(settings, clients, wc, spawn_worker):
@@ -54,7 +30,7 @@ def test_a_counter_restarted_on_a_long_changelog_counts_every_new_word(settings,
     spawn_worker("counter")
 
     expected = {f"word{k}": WORDS // 8 for k in range(8)}
-    assert counts_on(clients, wc.counts_topic, expected, timeout_s=60) == expected
+    assert final_counts(clients, wc.counts_topic, sum(expected.values()), timeout_s=60) == expected
     assert committed_lag(clients, wc.faust_id("counter"), wc.words_topic) == 0
 
 
@@ -70,7 +46,7 @@ def assert_counted_once(clients: KafkaClients, wc: WordCountSettings, timeout_s:
     """Every word of every sentence on the sentences topic counted exactly once on the
     counter's output, within ``timeout_s``; the number of words."""
     expected = sentence_counts(clients, wc)
-    got = counts_on(clients, wc.counts_topic, expected, timeout_s)
+    got = final_counts(clients, wc.counts_topic, sum(expected.values()), timeout_s)
     wrong = {w: (got.get(w, 0), n) for w, n in expected.items() if got.get(w, 0) != n}
     missing, extra = sum(n - c for c, n in wrong.values() if c < n), sum(c - n for c, n in wrong.values() if c > n)
     assert not wrong, f"{missing} words never counted, {extra} counted twice: {dict(list(wrong.items())[:10])}"
