@@ -143,9 +143,10 @@ def test_the_agent_is_charged_the_configured_restart_time(tmp_path, monkeypatch)
 
 
 def saved_last_change(service: AgentService) -> dict:
-    if not service.stability_path.exists():
+    path = service.stability.path("flooded")
+    if not path.exists():
         return {}
-    return json.loads(service.stability_path.read_text()).get("flooded", {}).get("last_change", {})
+    return json.loads(path.read_text())["state"].get("last_change", {})
 
 
 def test_the_last_change_per_operator_survives_an_agent_restart(settings, clients, tmp_path):

@@ -445,6 +445,7 @@ class AppController:
     operators_seen: set[str] = field(default_factory=set)  # every operator that ever reported
     running: dict[str, int] = field(default_factory=dict)  # parallelism the supervisor last acknowledged
     producers: dict[str, set[str]] = field(default_factory=dict)  # each operator's instances in the window
+    window_age_s: float | None = None  # of the window last decided on: from its newest report's end to the decision
     clocks: ProducerClocks = field(init=False)
     outcomes: Outcomes = field(init=False)
 
@@ -616,6 +617,7 @@ class AppController:
         if graph is None:
             return actions
         window_reports = list(self.reports)
+        self.window_age_s = now - max(r.interval_end for r in window_reports)
         # This window is counted now, once: the next must not overlap it, even if deciding fails.
         self._open_window(now)
         if recovering := not_ready(window_reports):
@@ -811,6 +813,7 @@ class AppController:
             warnings=[problem.text for problem in problems],
             held_by=decision.held_by,
             timings_ms=decision.timings_ms,
+            window_age_s=None if kind == "outcome" else self.window_age_s,
         )
 
     def _await(self, command: ScalingCommand, now: float) -> None:

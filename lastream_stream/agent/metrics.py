@@ -78,7 +78,20 @@ class AgentMetrics:
             ["app"],
             registry=self.registry,
         )
+        self.window_age = gauge(
+            "window_age_seconds",
+            "Age of the newest report in the window of the app's last decision, when decided: how stale it was",
+            ["app"],
+        )
+        self.metrics_lag = Gauge(
+            "lastream_agent_metrics_lag_records",
+            "Reports on the agent's metrics partitions it has not read yet, per partition: above a few seconds "
+            "of reports, the agent is behind",
+            ["partition"],
+            registry=self.registry,
+        )
         self.operators: dict[str, set[str]] = {}  # per app, the operators its gauges have series for
+        self.partitions: set[int] = set()  # the metrics partitions the lag gauge has series for
 
     def observe(self, record: DecisionRecord) -> None:
         if record.app not in self.operators:
@@ -94,6 +107,8 @@ class AgentMetrics:
             self.holds.labels(record.app, reason).inc()
         predicted = record.predicted_reward
         self.predicted.labels(record.app).set(float("nan") if predicted is None else predicted)
+        if record.window_age_s is not None:
+            self.window_age.labels(record.app).set(record.window_age_s)
         for gone in self.operators[record.app] - record.state.keys():
             for metric in self._per_operator:
                 metric.remove(record.app, gone)
@@ -108,6 +123,14 @@ class AgentMetrics:
             self.input_rate.labels(*labels).set(op.input_rate)
             self.busy.labels(*labels).set(op.busy_ratio)
             self.lag.labels(*labels).set(op.lag)
+
+    def agent_lag(self, lags: dict[int, int]) -> None:
+        """Each assigned metrics partition's lag; the partitions no longer assigned lose their series."""
+        for gone in self.partitions - lags.keys():
+            self.metrics_lag.remove(str(gone))
+        self.partitions = set(lags)
+        for partition, lag in lags.items():
+            self.metrics_lag.labels(str(partition)).set(lag)
 
     def command_published(self, command: ScalingCommand) -> None:
         self.commands.labels(command.app).inc()

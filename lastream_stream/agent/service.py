@@ -14,6 +14,16 @@ consumer in the agents' group follows the metrics partitions the group assigns i
 their end (older reports describe a past state): the agent decides the apps whose reports
 arrive there (``agent/ownership.py``), and hands an app over, its state saved, when its
 partition is revoked.
+
+Ingest is never throttled by waiting: each pass takes whatever both consumers have fetched
+(up to ``INGEST_BATCH`` messages each, without waiting when there is work to do), and the
+apps' decision cycles run in slices of at most ``TICK_SLICE_S`` between two passes, round
+robin, so that ticking a thousand apps never stops ingestion for long and every app is
+ticked once a round. The metrics consumer commits its position every second: the group's
+lag is visible to any lag exporter, and the agent exports it itself
+(``lastream_agent_metrics_lag_records``). A restarted agent still reads from the end.
+Reports are timed by their arrival at the broker (the metrics topic's ``LogAppendTime``),
+so a backlog of the agent's own is never taken for the workers' clocks being off.
 """
 
 from __future__ import annotations
@@ -23,17 +33,19 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, Message, Producer, TopicPartition
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lastream_stream.agent.controller import AppController, ControllerSettings, Publish, StabilityState
+from lastream_stream.agent.controller import AppController, ControllerSettings, Publish
 from lastream_stream.agent.metrics import AgentMetrics
 from lastream_stream.agent.ownership import ControlHistory, Ownership
+from lastream_stream.agent.state import StabilityStore
 from lastream_stream.exposition import MetricsEndpoint, serve_metrics
 from lastream_stream.kafka.clients import KafkaClients, project_topics
 from lastream_stream.kafka.control import control_signer, untrusted
@@ -47,6 +59,11 @@ from lastream_stream.wire.deadletter import DeadLetterDecoder
 from lastream_stream.wire.delivery import deliver
 
 log = logging.getLogger(__name__)
+
+INGEST_BATCH = 1000  # most messages taken from one consumer in one pass
+POLL_S = 0.05  # the longest a pass waits for messages, when no app is due a tick
+TICK_SLICE_S = 0.05  # the longest the decision cycles run before ingesting again
+LAG_EVERY_S = 1.0  # how often the agent's own lag is exported
 
 
 class AgentServiceSettings(BaseSettings, MetricsEndpoint):
@@ -125,6 +142,7 @@ class AgentService:
         self.metrics = AgentMetrics()
         self.started_at = time.time()
         self.ready = threading.Event()  # set from the group joined, history replayed, until the agent stops
+        self.stability = StabilityStore(self.stability_dir)
 
     def controller(self, app: str) -> AppController | None:
         if self.service.apps and app not in self.service.apps or self._beyond_max_apps(app):
@@ -139,7 +157,7 @@ class AgentService:
                 self.service.controller,
                 reward,
                 since=self.started_at,
-                stability=self._saved_stability(app),
+                stability=self.stability.load(app),
             )
             # Only a signature vouches that a command is LaStream's (ours before a restart, or
             # the app's previous owner's): without keys, whoever can write the topic could have.
@@ -164,19 +182,16 @@ class AgentService:
         return serve_metrics(self.metrics.registry, self.service, "agent")
 
     @property
-    def stability_path(self) -> Path:
-        """Each app's last change per operator, beside the agent's checkpoint: what the
-        stabilisation interval is counted from, across agent restarts."""
-        return self.service.checkpoint.with_name(f"{self.service.checkpoint.stem}.stability.json")
+    def stability_dir(self) -> Path:
+        """Each app's last change and recent needs per operator, beside the agent's checkpoint:
+        what stabilisation is counted from, across agent restarts (``agent/state.py``)."""
+        return self.service.checkpoint.with_name(f"{self.service.checkpoint.stem}.stability")
 
     @property
     def marks_path(self) -> Path:
         """How far the agent has dead-lettered each acks partition, beside its checkpoint:
         what a restart does not dead-letter again."""
         return self.service.checkpoint.with_name(f"{self.service.checkpoint.stem}.deadletters.json")
-
-    def _saved_states(self) -> dict:
-        return _read_json(self.stability_path, "stabilisation starts afresh")
 
     def _saved_marks(self) -> dict[tuple[str, int], int]:
         try:
@@ -193,18 +208,6 @@ class AgentService:
         for (topic, p), offset in read.items():
             marks.setdefault(topic, {})[str(p)] = decoder.held(topic, p, offset)
         _write_json(self.marks_path, marks)
-
-    def _saved_stability(self, app: str) -> StabilityState:
-        try:
-            return StabilityState.from_json(self._saved_states().get(app, {}))
-        except (TypeError, ValueError, AttributeError) as exc:  # valid JSON of the wrong shape
-            log.warning("%s: unusable stabilisation state in %s (%s): starting afresh", app, self.stability_path, exc)
-            return StabilityState()
-
-    def _save_stability(self) -> None:
-        """Every app's stabilisation state."""
-        states = self._saved_states() | {app: c.stability.to_json() for app, c in self.controllers.items()}
-        _write_json(self.stability_path, states)
 
     def run(
         self,
@@ -241,47 +244,75 @@ class AgentService:
             metrics.subscribe(
                 [topics.metrics], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
             )
-            next_tick = time.monotonic()
+            due: deque[str] = deque()  # apps still to tick in this round
+            next_round = next_lag = time.monotonic()
             while not stop.is_set():
-                for consumer in (control, metrics):
-                    msg = consumer.poll(0.05)
-                    if msg is None or msg.error() is not None:
-                        continue
-                    letters = decoder.dead_letters + decoder.failures
-                    self._dispatch(decoder, msg)
-                    if msg.topic() == topics.acks:
-                        read[(msg.topic(), msg.partition())] = msg.offset() + 1
-                        if decoder.dead_letters + decoder.failures != letters:
-                            self._save_marks(decoder, read)
-                if time.monotonic() < next_tick:
-                    continue
-                next_tick = time.monotonic() + self.service.tick_s
-                for controller in list(self.controllers.values()):
-                    try:
-                        actions = controller.tick(time.time())
-                    except Exception:  # one app's failure must not stop the others being scaled
-                        log.exception("%s: decision cycle failed; retrying next tick", controller.app)
-                        continue
-                    for action in self._published(producer, controller, records_first(actions)):
-                        if on_publish is not None:
-                            on_publish(action)
-                    if any(isinstance(a.message, DecisionRecord) and a.message.kind != "outcome" for a in actions):
-                        self._save_stability()  # a decision records the needs later scale-ins respect
+                taken = self._ingest(control, decoder, read, timeout_s=0)
+                wait = 0.0 if taken or due else max(0.0, min(POLL_S, next_round - time.monotonic()))
+                self._ingest(metrics, decoder, read, timeout_s=wait)
+                if not due and time.monotonic() >= next_round:
+                    due.extend(self.controllers)
+                    next_round = time.monotonic() + self.service.tick_s
+                slice_ends = time.monotonic() + TICK_SLICE_S
+                while due and time.monotonic() < slice_ends:
+                    # An app handed over since the round began is no longer this agent's.
+                    if controller := self.controllers.get(due.popleft()):
+                        self._tick(producer, controller, on_publish)
+                if time.monotonic() >= next_lag:
+                    next_lag = time.monotonic() + LAG_EVERY_S
+                    self.metrics.agent_lag(metrics_lag(metrics))
                 if max_decisions is not None and sum(c.decisions for c in self.controllers.values()) >= max_decisions:
                     log.info("reached %d decision(s): stopping", max_decisions)
                     break
             # The step in progress finished and published (the producer flushes as it closes);
             # what it changed must be there when the agent starts again.
-            self._save_stability()
+            for app, controller in self.controllers.items():
+                self.stability.save(app, controller.stability)
+            self.stability.close()
             # Leaving the group as the consumer closes revokes every partition: nothing left to hand over.
             self.ready.clear()
 
+    def _ingest(
+        self, consumer: Consumer, decoder: DeadLetterDecoder, read: dict[tuple[str, int], int], timeout_s: float
+    ) -> int:
+        """Dispatch what ``consumer`` has fetched, waiting up to ``timeout_s`` for the first
+        message when it has none; how many messages were taken."""
+        messages = consumer.consume(INGEST_BATCH, timeout=timeout_s)
+        acks = self.settings.topics.acks
+        for msg in messages:
+            if msg.error() is not None:
+                continue
+            letters = decoder.dead_letters + decoder.failures
+            self._dispatch(decoder, msg)
+            if msg.topic() == acks:
+                read[(msg.topic(), msg.partition())] = msg.offset() + 1
+                if decoder.dead_letters + decoder.failures != letters:
+                    self._save_marks(decoder, read)
+        return len(messages)
+
+    def _tick(
+        self, producer: Producer, controller: AppController, on_publish: Callable[[Publish], None] | None
+    ) -> None:
+        try:
+            actions = controller.tick(time.time())
+        except Exception:  # one app's failure must not stop the others being scaled
+            log.exception("%s: decision cycle failed; retrying next tick", controller.app)
+            return
+        for action in self._published(producer, controller, records_first(actions)):
+            if on_publish is not None:
+                on_publish(action)
+        if any(isinstance(a.message, DecisionRecord) and a.message.kind != "outcome" for a in actions):
+            # A decision records the needs later scale-ins respect.
+            self.stability.save(controller.app, controller.stability)
+
     def _group_options(self) -> dict[str, object]:
-        """The metrics consumer's: no commits, new partitions read from their end (older
+        """The metrics consumer's: positions committed, new partitions read from their end (older
         reports describe a past state); cooperative, so a rebalance moves only the partitions
         that change hands and the others' apps are decided on throughout."""
         options: dict[str, object] = {
-            "enable.auto.commit": False,
+            # Committed for the group's lag to be seen (lag exporters, KEDA); not read back: see _on_assign.
+            "enable.auto.commit": True,
+            "auto.commit.interval.ms": 1000,
             "auto.offset.reset": "latest",
             "partition.assignment.strategy": "cooperative-sticky",
             "session.timeout.ms": int(self.service.session_timeout_s * 1000),
@@ -311,7 +342,10 @@ class AgentService:
         if not apps or not self.ready.is_set():
             return
         log.info("metrics partition(s) %s revoked: handing over %s", sorted(tp.partition for tp in partitions), apps)
-        self._save_stability()
+        for app in apps:
+            if (controller := self.controllers.get(app)) is not None:
+                self.stability.save(app, controller.stability)
+        self.stability.flush()
         if isinstance(self.agent, LaStreamAgent):
             self._save_checkpoint(self.agent)
         for app in apps:
@@ -319,8 +353,10 @@ class AgentService:
 
     def _dispatch(self, decoder: DeadLetterDecoder, msg) -> None:
         topics = self.settings.topics
-        # Windows are judged on the agent's clock: a worker's may be off (the message timestamp is the worker's too).
-        received_at = time.time()
+        # Windows are judged on the agent's clock: a worker's may be off, so control
+        # messages are timed when the agent reads them and reports by their arrival at the
+        # broker, which a backlog of the agent's does not delay.
+        received_at = broker_time(msg) if msg.topic() == topics.metrics else time.time()
 
         def problem(message: ScalingCommand | CommandAck) -> str | None:
             return untrusted(msg.key(), message, self.signer, self.settings.control_auth)
@@ -347,7 +383,7 @@ class AgentService:
             self.history.ack(ack)
             if controller := self.controllers.get(ack.app):
                 controller.on_ack(ack, received_at)
-                self._save_stability()  # an applied change starts a stabilisation interval
+                self.stability.save(ack.app, controller.stability)  # an applied change starts a stabilisation interval
 
     def _published(self, producer: Producer, controller: AppController, actions: list[Publish]) -> list[Publish]:
         """The actions whose message the broker acknowledged. A command it did not is not
@@ -423,6 +459,25 @@ def _write_json(path: Path, data: dict) -> None:
         os.replace(partial, path)
     except OSError as exc:
         log.warning("cannot save %s (%s)", path, exc)
+
+
+def broker_time(msg: Message) -> float:
+    """When ``msg`` reached the broker, epoch seconds: its ``LogAppendTime``, which
+    ``project_topics`` sets on the metrics topic; the time it is read otherwise (a message
+    from before the topic was set so)."""
+    kind, ms = msg.timestamp()
+    return ms / 1000 if kind == TIMESTAMP_LOG_APPEND_TIME else time.time()
+
+
+def metrics_lag(consumer: Consumer) -> dict[int, int]:
+    """Records not yet read of each assigned metrics partition, from the high watermarks the
+    last fetches brought (no request to the broker); partitions with no position yet left out."""
+    lags = {}
+    for tp in consumer.position(consumer.assignment()):
+        high = consumer.get_watermark_offsets(tp, cached=True)[1]
+        if tp.offset >= 0 and high >= 0:
+            lags[tp.partition] = max(0, high - tp.offset)
+    return lags
 
 
 def records_first(actions: list[Publish]) -> list[Publish]:

@@ -74,7 +74,14 @@ def project_topics(topics: TopicSettings) -> list[TopicSpec]:
     return [
         # Reports are samples judged by time, so a key moving to a new partition loses nothing: its
         # app moves to the agent that reads that partition, which starts it from the control topic.
-        TopicSpec(topics.metrics, topics.metrics_partitions, rf, (("retention.ms", str(6 * 3600 * 1000)),), grow=True),
+        # Stamped by the broker as they arrive: what the agent times a worker's clock against.
+        TopicSpec(
+            topics.metrics,
+            topics.metrics_partitions,
+            rf,
+            (("retention.ms", str(6 * 3600 * 1000)), ("message.timestamp.type", "LogAppendTime")),
+            grow=True,
+        ),
         TopicSpec(
             topics.control,
             topics.control_partitions,
@@ -246,6 +253,11 @@ class KafkaClients:
         admin = self.admin()  # must outlive the future
         result = admin.list_consumer_group_offsets([request])[group_id].result(timeout=self.settings.timeout_s)
         return sum(max(0, tp.offset) for tp in result.topic_partitions)
+
+    def group_lag(self, group_id: str, topic: str) -> int:
+        """Records of ``topic`` the group has not committed, over all its partitions (a
+        partition it never committed on counts whole): what a lag exporter reports."""
+        return sum(self.end_offsets([topic]).values()) - self.committed_total(group_id, topic)
 
     def ensure_topics(self, specs: list[TopicSpec]) -> list[str]:
         """Create the topics that do not exist yet and bring existing ones to their spec's

@@ -268,6 +268,10 @@ class DecisionRecord(WireMessage):
         description="each rule that kept some operator at its parallelism, once: margin (the evaluator's error margin), stabilisation (a reversal too soon), peak_need (a scale-in below the recent peak need), draining (a scale-in while a backlog drains), scale_in_together (a scale-in waiting for another's), bounds (the configured bounds or partitions), recovering (an instance in the window was not ready: waiting for its partitions or replaying its state; no decision and no outcome on such a window)",
     )
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    window_age_s: float | None = Field(
+        default=None,
+        description="seconds from the end of the newest report in the decided window (timed by its arrival at the broker) to the decision: how stale the decision's view was; None on an outcome",
+    )
     at: float = Field(default_factory=time.time)
 
 

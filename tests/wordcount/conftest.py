@@ -112,7 +112,7 @@ def committed_lag(clients: KafkaClients, group: str, topic: str, timeout_s: floa
     """The group's lag on ``topic`` once it is 0, or after ``timeout_s``: it commits every second."""
     deadline = time.monotonic() + timeout_s
     while True:
-        lag = sum(clients.end_offsets([topic]).values()) - clients.committed_total(group, topic)
+        lag = clients.group_lag(group, topic)
         if lag == 0 or time.monotonic() > deadline:
             return lag
         time.sleep(0.5)
