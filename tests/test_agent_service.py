@@ -64,10 +64,10 @@ def honest_reports(now: float) -> list[bytes]:
 
 @contextmanager
 def running_agent(
-    settings, service_settings: AgentServiceSettings
+    settings, service_settings: AgentServiceSettings, policy=None
 ) -> Iterator[tuple[AgentService, list, threading.Thread]]:
-    """The agent service (DS2's policy) in a thread, ready; the messages it publishes, as it publishes them."""
-    service = AgentService(settings, service_settings, agent=DS2())
+    """The agent service (DS2's policy unless told) in a thread, ready; the messages it publishes, as it publishes them."""
+    service = AgentService(settings, service_settings, agent=policy or DS2())
     stop = threading.Event()
     published = []
     thread = threading.Thread(target=service.run, args=(stop, None, lambda a: published.append(a.message)), daemon=True)

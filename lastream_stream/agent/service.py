@@ -39,21 +39,20 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, Message, Producer, TopicPartition
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lastream_stream.agent.controller import AppController, ControllerSettings, Publish
+from lastream_stream.agent.controller import AppController, Publish
 from lastream_stream.agent.metrics import AgentMetrics
 from lastream_stream.agent.ownership import ControlHistory, Ownership
+from lastream_stream.agent.settings import AgentServiceSettings
 from lastream_stream.agent.state import StabilityStore
-from lastream_stream.exposition import MetricsEndpoint, serve_metrics
+from lastream_stream.exposition import serve_metrics
 from lastream_stream.kafka.clients import KafkaClients, project_topics
 from lastream_stream.kafka.control import control_signer, untrusted
 from lastream_stream.policy.agent import LaStreamAgent
 from lastream_stream.policy.base import Policy
 from lastream_stream.policy.llm import LLMGenerator
 from lastream_stream.policy.reward import RewardParams
-from lastream_stream.settings import LastreamSettings, lastream_home
+from lastream_stream.settings import LastreamSettings
 from lastream_stream.wire.contracts import CommandAck, DecisionRecord, MetricsReport, ScalingCommand
 from lastream_stream.wire.deadletter import DeadLetterDecoder
 from lastream_stream.wire.delivery import deliver
@@ -64,49 +63,6 @@ INGEST_BATCH = 1000  # most messages taken from one consumer in one pass
 POLL_S = 0.05  # the longest a pass waits for messages, when no app is due a tick
 TICK_SLICE_S = 0.05  # the longest the decision cycles run before ingesting again
 LAG_EVERY_S = 1.0  # how often the agent's own lag is exported
-
-
-class AgentServiceSettings(BaseSettings, MetricsEndpoint):
-    """The agent service (`lastream agent`); its decision cycle's settings are `LASTREAM_CONTROLLER_*`."""
-
-    model_config = SettingsConfigDict(env_prefix="LASTREAM_AGENT_", extra="ignore")
-
-    checkpoint: Path = Field(
-        default_factory=lambda: lastream_home() / "agent" / "checkpoint.pt",
-        description="The agent's own model and replay checkpoint; until it exists, the shipped pretrained model is used.",
-    )
-    apps: list[str] = Field(
-        default_factory=list, description='Apps to scale, e.g. `["wordcount"]`; empty means every app that reports.'
-    )
-    tick_s: float = Field(default=0.5, gt=0, description="How often each app's decision cycle runs, seconds.")
-    llm: bool = Field(
-        default=True, description="Add the LLM's candidates when its API key is set (see `LASTREAM_LLM_*`)."
-    )
-    restart_s: float = Field(
-        default=5.0,
-        ge=0,
-        description="Seconds a rescaled operator pauses (start, rebalance), assumed until one is measured: what a change costs.",
-    )
-    max_apps: int = Field(
-        default=200,
-        ge=1,
-        description="Most apps the agent scales, and follows on the control topic; messages of more are dead-lettered.",
-    )
-    group: str = Field(
-        default="lastream-agent",
-        description="Consumer group of the agents: each app is decided by the one agent assigned its metrics partition.",
-    )
-    session_timeout_s: float = Field(
-        default=10.0,
-        ge=1,
-        description="Seconds after which the group gives a silent agent's apps to the others (the broker's bounds apply).",
-    )
-    member: str | None = Field(
-        default=None,
-        description="Static group member id (`group.instance.id`): an agent restarted under it within the session "
-        "timeout gets its apps back without a rebalance; unique per agent.",
-    )
-    controller: ControllerSettings = Field(default_factory=ControllerSettings)
 
 
 def build_agent(service: AgentServiceSettings) -> LaStreamAgent:

@@ -1,7 +1,9 @@
 """Live terminal view of an app: each operator's instances, rates, lag, and the agent's decisions.
 
 A background thread tails the metrics and decisions topics (from their end) into a
-``MetricsWindow``; ``render`` turns the current state into rich tables.
+``MetricsWindow``; ``render`` turns the current state into rich tables. Every few seconds it
+also asks the broker how far the agents' group is behind on the metrics topic, and says so
+in seconds of reports: an agent that is behind decides late, or not at all.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from collections import deque
 from confluent_kafka import OFFSET_END, TopicPartition
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
+from lastream_stream.agent.settings import AgentServiceSettings
 from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.policy.graph import AppGraph
 from lastream_stream.policy.window import MetricsWindow
@@ -24,13 +28,26 @@ from lastream_stream.wire.deadletter import BadMessage, parse
 
 log = logging.getLogger(__name__)
 
+AGENT_LAG_EVERY_S = 5.0  # how often the view asks the broker for the agents' lag
+BEHIND_S = 5.0  # an agents' lag of more seconds of reports than this is shown as behind
+
 
 class AppMonitor:
     """What the view shows, kept current by ``follow`` in a thread."""
 
-    def __init__(self, settings: LastreamSettings, app: str, window_s: float = 6.0, decisions_kept: int = 8) -> None:
+    def __init__(
+        self,
+        settings: LastreamSettings,
+        app: str,
+        window_s: float = 6.0,
+        decisions_kept: int = 8,
+        agent_group: str | None = None,
+    ) -> None:
         self.settings = settings
         self.app = app
+        self.agent_group = agent_group or AgentServiceSettings().group
+        self.agent_lag: int | None = None  # reports the agents' group has not committed; None: unknown
+        self.reports_per_s = 0.0  # of every app, on the metrics topic
         self.window = MetricsWindow(window_s)
         self.decisions: deque[DecisionRecord] = deque(maxlen=decisions_kept)
         self._lock = threading.Lock()
@@ -59,10 +76,16 @@ class AppMonitor:
                     for p in metadata.topics[topic].partitions
                 ]
             )
+            counted, since = 0, time.monotonic()
             while not self._stop.is_set():
+                if time.monotonic() - since >= AGENT_LAG_EVERY_S:
+                    self.reports_per_s = counted / (time.monotonic() - since)
+                    self.agent_lag = self._agent_lag(clients)
+                    counted, since = 0, time.monotonic()
                 msg = consumer.poll(0.2)
                 if msg is None or msg.error():
                     continue
+                counted += msg.topic() == topics.metrics
                 # The view only reads: undecodable messages are the agent's to dead-letter.
                 try:
                     if msg.topic() == topics.metrics:
@@ -77,6 +100,35 @@ class AppMonitor:
                                 self.decisions.append(record)
                 except BadMessage:
                     continue
+
+    def _agent_lag(self, clients: KafkaClients) -> int | None:
+        """The agents' group's lag on the metrics topic; None when it committed nothing (no agent yet, or one
+        from before agents committed) or the broker does not answer."""
+        try:
+            if clients.committed_total(self.agent_group, self.settings.topics.metrics) == 0:
+                return None
+            return clients.group_lag(self.agent_group, self.settings.topics.metrics)
+        except Exception as exc:  # the view goes on without it
+            log.debug("cannot read the agents' lag: %s", exc)
+            return None
+
+    def agent_status(self) -> Text:
+        """How far the agents are behind the reports, and how fresh the last decision's window was."""
+        with self._lock:
+            last = next((d for d in reversed(self.decisions) if d.kind != "outcome"), None)
+        parts, style = [], "green"
+        if self.agent_lag is None:
+            parts.append(f"agents' lag unknown (group {self.agent_group!r} has committed nothing)")
+            style = "yellow"
+        else:
+            behind_s = self.agent_lag / self.reports_per_s if self.reports_per_s else 0.0
+            parts.append(f"agents {self.agent_lag:,} report(s) behind (~{behind_s:.1f} s)")
+            if behind_s > BEHIND_S:
+                parts[-1] = f"agents BEHIND: {self.agent_lag:,} report(s), ~{behind_s:.0f} s; decisions are late"
+                style = "bold red"
+        if last is not None and last.window_age_s is not None:
+            parts.append(f"last decision {time.time() - last.at:.0f} s ago, on reports {last.window_age_s:.1f} s old")
+        return Text(" | ".join(parts), style=style)
 
     def graph(self, since: float | None = None) -> AppGraph | None:
         """The app's current graph, read while ``follow`` may be adding reports."""
@@ -133,4 +185,5 @@ class AppMonitor:
         warnings.add_column("problem", style="yellow")
         for text in decisions[-1].warnings if decisions else ():
             warnings.add_row(text)
-        return Group(warnings, operators, history) if warnings.row_count else Group(operators, history)
+        parts = [self.agent_status(), *([warnings] if warnings.row_count else []), operators, history]
+        return Group(*parts)
