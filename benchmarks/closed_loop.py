@@ -33,7 +33,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from lastream_stream.agent.service import AgentService, AgentServiceSettings
+from lastream_stream.agent.service import AgentService
+from lastream_stream.agent.settings import AgentServiceSettings
 from lastream_stream.kafka.clients import KafkaClients, project_topics
 from lastream_stream.policy.ds2 import optimal_parallelism
 from lastream_stream.settings import LastreamSettings, TopicSettings

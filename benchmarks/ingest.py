@@ -175,9 +175,12 @@ def run_step(clients: KafkaClients, base: LastreamSettings, rate: int, agents: i
             log.info("%d report(s)/s: %d apps x %d operators x %d instances, %d agent(s)", rate, *STEPS[rate], agents)
             published: list[int] = []
             started = time.time()
-            publisher = threading.Thread(
-                target=lambda: published.append(fleet.publish(clients, topics.metrics, seconds)), daemon=True
-            )
+
+            def publish() -> None:
+                with clients.producer(**{"linger.ms": 20, "queue.buffering.max.messages": 1_000_000}) as producer:
+                    published.append(fleet.publish(producer, topics.metrics, seconds))
+
+            publisher = threading.Thread(target=publish, daemon=True)
             publisher.start()
             lags: list[tuple[float, int]] = []
             while publisher.is_alive():

@@ -26,7 +26,8 @@ from rich.console import Console
 from rich.table import Table
 
 from lastream_stream.agent.controller import ControllerSettings
-from lastream_stream.agent.service import AgentService, AgentServiceSettings
+from lastream_stream.agent.service import AgentService
+from lastream_stream.agent.settings import AgentServiceSettings
 from lastream_stream.logs import setup_logging
 from lastream_stream.policy.base import Decision
 from lastream_stream.policy.ds2 import optimal_parallelism

@@ -12,7 +12,8 @@ import pytest
 from full_disk import fill, small_tmpfs
 
 from lastream_stream.agent.controller import Publish
-from lastream_stream.agent.service import AgentService, AgentServiceSettings
+from lastream_stream.agent.service import AgentService
+from lastream_stream.agent.settings import AgentServiceSettings
 from lastream_stream.policy import checkpoint as checkpoint_file
 from lastream_stream.policy.agent import LaStreamAgent
 from lastream_stream.wire.contracts import DecisionRecord

@@ -18,7 +18,8 @@ from test_control_auth import keyed
 
 from lastream_stream.agent.controller import Phase
 from lastream_stream.agent.ownership import Ownership
-from lastream_stream.agent.service import AgentService, AgentServiceSettings
+from lastream_stream.agent.service import AgentService
+from lastream_stream.agent.settings import AgentServiceSettings
 from lastream_stream.wire.contracts import ScalingCommand
 from lastream_stream.wire.signing import Signer
 

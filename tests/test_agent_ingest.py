@@ -10,7 +10,8 @@ import threading
 import time
 
 from lastream_stream.agent.controller import ControllerSettings
-from lastream_stream.agent.service import AgentService, AgentServiceSettings
+from lastream_stream.agent.service import AgentService
+from lastream_stream.agent.settings import AgentServiceSettings
 from lastream_stream.bench.fleet import Fleet
 from lastream_stream.wire.contracts import DecisionRecord
 
@@ -33,9 +34,12 @@ def test_one_agent_keeps_up_with_hundreds_of_reports_a_second(settings, clients,
     agent.start()
     assert service.ready.wait(30), "the agent did not get ready"
     published: list[int] = []
-    publisher = threading.Thread(
-        target=lambda: published.append(fleet.publish(clients, settings.topics.metrics, 30.0)), daemon=True
-    )
+
+    def publish() -> None:
+        with clients.producer() as producer:
+            published.append(fleet.publish(producer, settings.topics.metrics, 30.0))
+
+    publisher = threading.Thread(target=publish, daemon=True)
     caplog.set_level(logging.WARNING, logger="lastream_stream.policy.window")
     try:
         publisher.start()

@@ -15,7 +15,8 @@ from scrape import Scrape, free_port
 from test_agent_service import DS2, honest_reports
 
 from lastream_stream.agent.controller import ControllerSettings
-from lastream_stream.agent.service import AgentService, AgentServiceSettings
+from lastream_stream.agent.service import AgentService
+from lastream_stream.agent.settings import AgentServiceSettings
 from lastream_stream.tools.cli import main
 from lastream_stream.wire.contracts import DecisionRecord, ScalingCommand
 

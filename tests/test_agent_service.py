@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from factories import applied_ack, sample_report
 
 from lastream_stream.agent.controller import ControllerSettings
-from lastream_stream.agent.service import AgentService, AgentServiceSettings, build_agent
+from lastream_stream.agent.service import AgentService, build_agent
+from lastream_stream.agent.settings import AgentServiceSettings
 from lastream_stream.policy.base import Decision
 from lastream_stream.policy.ds2 import optimal_parallelism
 from lastream_stream.wire.contracts import DeadLetter, DecisionRecord, ScalingCommand

@@ -23,7 +23,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from lastream_stream.agent.service import AgentService, AgentServiceSettings, build_agent
+from lastream_stream.agent.service import AgentService, build_agent
+from lastream_stream.agent.settings import AgentServiceSettings
 from lastream_stream.kafka.broker import LocalBroker
 from lastream_stream.kafka.clients import KafkaClients, project_topics
 from lastream_stream.kafka.control import control_signer, latest_commands

@@ -38,7 +38,16 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, Message, Producer, TopicPartition
+import torch
+from confluent_kafka import (
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from lastream_stream.agent.controller import AppController, Publish
 from lastream_stream.agent.metrics import AgentMetrics
@@ -68,6 +77,7 @@ LAG_EVERY_S = 1.0  # how often the agent's own lag is exported
 def build_agent(service: AgentServiceSettings) -> LaStreamAgent:
     """Own checkpoint if any, else the shipped pretrained model; analytic candidates always,
     the LLM's when enabled and a key is set."""
+    torch.set_num_threads(service.torch_threads)  # the process's: the agent is its one user
     agent = LaStreamAgent.pretrained(service.checkpoint)
     if service.llm:
         agent.add_llm(LLMGenerator())
@@ -203,6 +213,7 @@ class AgentService:
             due: deque[str] = deque()  # apps still to tick in this round
             next_round = next_lag = time.monotonic()
             while not stop.is_set():
+                producer.poll(0)  # the delivery reports of the decision records
                 taken = self._ingest(control, decoder, read, timeout_s=0)
                 wait = 0.0 if taken or due else max(0.0, min(POLL_S, next_round - time.monotonic()))
                 self._ingest(metrics, decoder, read, timeout_s=wait)
@@ -364,22 +375,41 @@ class AgentService:
         return published
 
     def _publish(self, producer: Producer, action: Publish) -> str | None:
-        """Publish one action's message; why the broker does not have it, or None."""
+        """Publish one action's message; why it is not on its way to the broker, or None.
+
+        A command is waited for until the broker has it, after every record before it (a
+        step's records go first: ``records_first``). A decision record is not waited for:
+        a broker round trip per record was most of the agent's time with a thousand apps;
+        one the broker then refuses is logged by ``_record_delivered``."""
         message = action.message
+        timeout_s = self.clients.settings.timeout_s
         if isinstance(message, ScalingCommand):
-            message = self.signer.sign(message)
-        topic = self.settings.topics.control if isinstance(message, ScalingCommand) else self.settings.topics.decisions
-        if problem := deliver(
-            producer, topic, message.app.encode(), message.to_bytes(), self.clients.settings.timeout_s
-        ):
-            return problem
-        if isinstance(message, ScalingCommand):
-            self.metrics.command_published(message)
+            producer.flush(timeout_s)
+            command = self.signer.sign(message)
+            if problem := deliver(
+                producer, self.settings.topics.control, command.app.encode(), command.to_bytes(), timeout_s
+            ):
+                return problem
+            self.metrics.command_published(command)
             return None
+        try:
+            producer.produce(
+                self.settings.topics.decisions,
+                key=message.app.encode(),
+                value=message.to_bytes(),
+                on_delivery=self._record_delivered,
+            )
+        except (KafkaException, BufferError) as exc:  # refused before sending: too large, queue full
+            return str(exc)
         self.metrics.observe(message)
         if message.kind == "outcome" and isinstance(self.agent, LaStreamAgent):
             self._save_checkpoint(self.agent)
         return None
+
+    @staticmethod
+    def _record_delivered(error: KafkaError | None, msg: Message) -> None:
+        if error is not None:
+            log.error("decision record of %s not published: %s", (msg.key() or b"").decode(errors="replace"), error)
 
     def _save_checkpoint(self, agent: LaStreamAgent) -> None:
         """Saved after each outcome. A failure (a full disk) is logged, not raised: the

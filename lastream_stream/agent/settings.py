@@ -53,4 +53,10 @@ class AgentServiceSettings(BaseSettings, MetricsEndpoint):
         description="Static group member id (`group.instance.id`): an agent restarted under it within the session "
         "timeout gets its apps back without a rebalance; unique per agent.",
     )
+    torch_threads: int = Field(
+        default=1,
+        ge=1,
+        description="Threads the model's inference uses. One decides a small graph as fast as two here, at two thirds "
+        "of the CPU: more threads spin waiting for each other and take cores from the broker and the workers.",
+    )
     controller: ControllerSettings = Field(default_factory=ControllerSettings)

@@ -98,7 +98,7 @@ class StabilityStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(partial, "w") as f:
-                json.dump(snapshot, f)
+                f.write(json.dumps(snapshot))  # one write: json.dump writes each token on its own
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(partial, path)

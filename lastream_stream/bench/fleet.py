@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 from confluent_kafka import Producer
 
-from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.wire.contracts import MetricsReport
 
 log = logging.getLogger(__name__)
@@ -71,13 +70,10 @@ class Fleet:
                     rendered.append((app.encode(), head, tail))
         return rendered
 
-    def publish(self, clients: KafkaClients, topic: str, duration_s: float, stop: threading.Event | None = None) -> int:
+    def publish(self, producer: Producer, topic: str, duration_s: float, stop: threading.Event | None = None) -> int:
         """Publish every instance's reports, each instance once per ``interval_s``, for
-        ``duration_s``; how many were published. Reports are dated by the wall clock."""
-        with clients.producer(**{"linger.ms": 20, "queue.buffering.max.messages": 1_000_000}) as producer:
-            return self._publish(producer, topic, duration_s, stop or threading.Event())
-
-    def _publish(self, producer: Producer, topic: str, duration_s: float, stop: threading.Event) -> int:
+        ``duration_s``; how many were handed to ``producer``. Reports are dated by the wall clock."""
+        stop = stop or threading.Event()
         templates = self.templates()
         spacing = self.interval_s / len(templates)
         started = time.monotonic()

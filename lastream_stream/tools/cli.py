@@ -202,8 +202,9 @@ def agent(
     from pathlib import Path
 
     from lastream_stream.agent import service
+    from lastream_stream.agent.settings import AgentServiceSettings
 
-    agent_settings = service.AgentServiceSettings()
+    agent_settings = AgentServiceSettings()
     overrides: dict[str, object] = {"llm": agent_settings.llm and not no_llm}
     if apps:
         overrides["apps"] = list(apps)

@@ -18,7 +18,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
 from lastream_stream.agent.controller import ControllerSettings
-from lastream_stream.agent.service import AgentServiceSettings
+from lastream_stream.agent.settings import AgentServiceSettings
 from lastream_stream.kafka.reporter import WorkerSettings
 from lastream_stream.policy.llm import LLMConfig
 from lastream_stream.settings import (

@@ -59,6 +59,12 @@ def parse(model: type[M], payload: bytes | None) -> M:
     if payload is None:
         raise BadMessage("empty payload (tombstone or null value)")
     try:
+        # The common case in one pass of pydantic's JSON parser, a third of the time of the
+        # steps below; a message it refuses goes through them, which say why in words.
+        return model.model_validate_json(payload)
+    except ValidationError:
+        pass
+    try:
         data = json.loads(payload)
     except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, 4300+ digit ints, deep nesting
         raise BadMessage(f"not JSON: {exc}") from None

@@ -16,7 +16,8 @@ import pytest
 from scrape import Scrape, free_port
 
 from lastream_stream.agent.controller import ControllerSettings
-from lastream_stream.agent.service import AgentService, AgentServiceSettings
+from lastream_stream.agent.service import AgentService
+from lastream_stream.agent.settings import AgentServiceSettings
 from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.supervisor import service as supervisor
 from lastream_stream.supervisor.config import SupervisorSettings

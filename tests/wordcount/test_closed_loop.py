@@ -16,7 +16,8 @@ from control_log import read_all
 from scrape import free_port
 
 from lastream_stream.agent.controller import ControllerSettings
-from lastream_stream.agent.service import AgentService, AgentServiceSettings
+from lastream_stream.agent.service import AgentService
+from lastream_stream.agent.settings import AgentServiceSettings
 from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.policy.window import MetricsWindow, keeps_up
 from lastream_stream.wire.contracts import DecisionRecord, ScalingCommand
