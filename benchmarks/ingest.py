@@ -15,9 +15,9 @@ topics and a fresh group. The fleet publishes for --seconds; then per step:
   age p50 / max    the decision records' ``window_age_s``: seconds from the newest report
                    in a decided window to its decision
 
-The last step runs again with two agents in the group: each one's apps and CPU.
+Then the --pair-steps run again with two agents in one group: each one's apps and CPU.
 
-    .venv/bin/python benchmarks/ingest.py [--seconds 60] [--steps 100,1000,...] [--out ...]
+    .venv/bin/python benchmarks/ingest.py [--seconds 60] [--steps 100,1000,...] [--pair-steps 10000,20000]
 """
 
 from __future__ import annotations
@@ -251,7 +251,11 @@ def main() -> None:
     parser.add_argument(
         "--steps", default=",".join(map(str, STEPS)), help=f"report rates to run, of {', '.join(map(str, STEPS))}"
     )
-    parser.add_argument("--no-pair", action="store_true", help="skip the two-agent run of the last step")
+    parser.add_argument(
+        "--pair-steps",
+        default="10000,20000",
+        help="report rates to run again with two agents in the group ('' for none)",
+    )
     parser.add_argument("--out", default="benchmarks/results/ingest.json")
     args = parser.parse_args()
     console = Console(width=180)
@@ -260,7 +264,7 @@ def main() -> None:
     clients = KafkaClients(base.kafka)
     clients.ensure_reachable()
     steps = [int(s) for s in args.steps.split(",")]
-    runs = [(rate, 1) for rate in steps] + ([] if args.no_pair else [(steps[-1], 2)])
+    runs = [(rate, 1) for rate in steps] + [(int(rate), 2) for rate in args.pair_steps.split(",") if rate]
     results = []
     for rate, agents in runs:
         results.append(run_step(clients, base, rate, agents, args.seconds))
