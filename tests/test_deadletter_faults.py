@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
+import re
 import time
 import uuid
 
@@ -137,3 +139,44 @@ def test_a_command_the_broker_refuses_is_not_awaited(settings, clients, tmp_path
         service.metrics.registry.get_sample_value("lastream_autoscaler_unpublished_commands_total", {"app": "flooded"})
         == 1
     )
+
+
+def test_a_garbage_flood_ahead_of_the_reports_delays_no_decision(settings, clients, tmp_path, caplog):
+    """10 000 bad metrics messages, then the real reports behind them: each is dead-lettered
+    once, without holding the real reports up (one broker round trip per dead letter took
+    54 s for 1 076 of them), and the log says so in a few summary lines."""
+    garbage = [b"{not json", b"null", json.dumps({"app": "flooded", "operator": "work"}).encode()]
+    with (
+        caplog.at_level(logging.WARNING, logger="lastream_stream.wire.deadletter"),
+        running_agent(settings, short_windows(tmp_path)) as (service, published, thread),
+        clients.producer() as producer,
+    ):
+        for i in range(10_000):
+            producer.produce(settings.topics.metrics, key=b"app", value=garbage[i % 3])
+        producer.flush(10)
+        started = time.monotonic()
+        while not any(isinstance(m, ScalingCommand) for m in published):
+            assert time.monotonic() - started < 60, "the flood stalled the decision"
+            for payload in honest_reports(time.time()):
+                producer.produce(settings.topics.metrics, key=b"app", value=payload)
+            producer.flush(10)
+            time.sleep(1.0)
+        decided_after = time.monotonic() - started
+        # Every letter acknowledged, and the flood's summary logged by the agent's loop after its 10 s.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("more in" in r.getMessage() for r in caplog.records):
+            time.sleep(0.5)
+        assert thread.is_alive()
+    # A 3 s window: the first decision comes after one full window of reports, whatever the flood.
+    assert decided_after < 3 * 3.0 + 5, f"decided {decided_after:.1f} s after the reports began"
+    assert sum(clients.end_offsets([settings.topics.deadletter]).values()) == 10_000
+    assert (
+        service.metrics.registry.get_sample_value("lastream_dead_letters_total", {"consumer": "lastream-agent"})
+        == 10_000
+    )
+    # The first in full, then one summary per 10 s: 9 999 more, by kind of reason.
+    first, *summaries = [r.getMessage() for r in caplog.records if r.name == "lastream_stream.wire.deadletter"]
+    assert first.startswith(f"dead-lettered {settings.topics.metrics}[") and "not JSON" in first
+    assert 1 <= len(summaries) <= 3, summaries
+    assert sum(int(re.search(r"dead-lettered ([\d,]+) more", s)[1].replace(",", "")) for s in summaries) == 9_999
+    assert "not JSON" in summaries[0] and "invalid MetricsReport" in summaries[0], summaries

@@ -139,7 +139,7 @@ class AgentService:
     def _controller_for(self, decoder: DeadLetterDecoder, msg, app: str) -> AppController | None:
         """``app``'s controller; a message of an app beyond ``max_apps`` is dead-lettered."""
         if (refused := self._beyond_max_apps(app)) is not None:
-            decoder.send(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), refused)
+            decoder.send(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), refused, wait=False)
             return None
         return self.controller(app)
 
@@ -213,7 +213,8 @@ class AgentService:
             due: deque[str] = deque()  # apps still to tick in this round
             next_round = next_lag = time.monotonic()
             while not stop.is_set():
-                producer.poll(0)  # the delivery reports of the decision records
+                producer.poll(0)  # the delivery reports of the decision records and the metrics' dead letters
+                decoder.summarise()
                 taken = self._ingest(control, decoder, read, timeout_s=0)
                 wait = 0.0 if taken or due else max(0.0, min(POLL_S, next_round - time.monotonic()))
                 self._ingest(metrics, decoder, read, timeout_s=wait)
@@ -329,11 +330,12 @@ class AgentService:
             return untrusted(msg.key(), message, self.signer, self.settings.control_auth)
 
         if msg.topic() == topics.metrics:
-            report = decoder.decode(MetricsReport, msg)
+            # Not waited for: a flood of bad reports must not hold up the good ones behind it.
+            report = decoder.decode(MetricsReport, msg, wait=False)
             owned = report and self.ownership.owns(report.app, msg.partition())
             controller = owned and self._controller_for(decoder, msg, report.app)
             if controller and (refused := controller.on_report(report, received_at)) is not None:
-                decoder.send(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), refused)
+                decoder.send(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), refused, wait=False)
         elif msg.topic() == topics.control:
             if msg.value() is None:
                 return  # a tombstone: the app's desired state was deleted, nothing to restore

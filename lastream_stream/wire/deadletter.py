@@ -23,19 +23,32 @@ tried ``attempts`` times with doubling pauses, then counted and logged, and the 
 goes on. Its offset is held (``held``): the ``ControlClient`` commits no further on that
 partition and the agent records no further mark, so the next start tries again (and
 writes once more any dead letter after it on that partition: at least once, never lost).
+
+Bad metrics reports are dead-lettered without waiting (``wait=False``): a flood of garbage
+must not hold up the real reports behind it (one broker round trip each made 1 076 bad
+messages stall decisions for 54 s). Up to ``MAX_IN_FLIGHT`` such letters may wait for the
+broker; beyond, a letter is dropped and counted as a failure, as is one the broker then
+refuses (through its delivery report, served by the consumer's ``producer.poll``). Their
+offsets need no holding: reports are samples, and the agent reads them from the end.
+
+Dead letters are logged as a summary per ``SUMMARY_EVERY_S`` ("dead-lettered 1 076 in
+10 s: 1 000 not JSON, 76 invalid MetricsReport"), not a line each; the first after a quiet
+spell is logged whole, with its reason.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
 
-from confluent_kafka import Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from pydantic import ValidationError
 
 from lastream_stream.wire.contracts import DeadLetter, WireMessage
@@ -48,6 +61,8 @@ MAX_KEPT_BYTES = 64 * 1024
 MAX_KEPT_KEY_BYTES = 1024
 
 M = TypeVar("M", bound=WireMessage)
+MAX_IN_FLIGHT = 10_000  # dead letters sent without waiting and not acknowledged yet; beyond, dropped (counted)
+SUMMARY_EVERY_S = 10.0  # dead letters are logged as one summary per this many seconds
 
 
 class BadMessage(ValueError):
@@ -136,13 +151,23 @@ class DeadLetterDecoder:
         self.failures = 0
         self.done: dict[tuple[str, int], int] = {}  # per partition: below this offset, dead-lettered before
         self.undelivered: dict[tuple[str, int], int] = {}  # per partition: the first offset not dead-lettered
+        self.in_flight = 0  # sent without waiting, not yet acknowledged
+        self._kinds: Counter[str] = Counter()  # dead-lettered since the last summary, by kind of reason
+        self._summary_since: float | None = None  # when the summary being counted began; None: quiet
 
     def decode(
-        self, model: type[M], msg: Message, check: Callable[[M], str | None] | None = None, *, report: bool = True
+        self,
+        model: type[M],
+        msg: Message,
+        check: Callable[[M], str | None] | None = None,
+        *,
+        report: bool = True,
+        wait: bool = True,
     ) -> M | None:
         """The decoded message, or None when it went to the dead-letter topic: undecodable, or
         valid but refused by ``check`` (which returns why, or None). With ``report`` off, a bad
-        message is only logged: another component dead-letters it."""
+        message is only logged: another component dead-letters it. With ``wait`` off, its
+        dead letter is not waited for (module docstring)."""
         try:
             message = parse(model, msg.value())
             if check is not None and (problem := check(message)):
@@ -150,7 +175,7 @@ class DeadLetterDecoder:
             return message
         except BadMessage as exc:
             if report:
-                self.send(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), str(exc))
+                self.send(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), str(exc), wait=wait)
             else:
                 log.debug(
                     "not used, left to its follower: %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc
@@ -163,35 +188,111 @@ class DeadLetterDecoder:
         return min(offset, self.undelivered.get((topic, partition), offset))
 
     def send(
-        self, topic: str, partition: int, offset: int, key: bytes | None, payload: bytes | None, error: str
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        payload: bytes | None,
+        error: str,
+        wait: bool = True,
     ) -> bool:
-        """Dead-letter one message; False when the broker would not take it (its offset is then held)."""
+        """Dead-letter one message; False when the broker would not take it (its offset is then
+        held). Without ``wait``: False only when it could not even be sent (too many waiting)."""
         if offset < self.done.get((topic, partition), 0):
             log.debug("%s[%d]@%d was dead-lettered before: %s", topic, partition, offset, error)
             return True
         letter = dead_letter(topic, partition, offset, key, payload, error, self.consumer_name)
+        if not wait:
+            return self._send_later(letter)
         for attempt in range(self.attempts):
             if attempt:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
             problem = deliver(self.producer, self.topic, topic.encode(), letter.to_bytes(), self.flush_timeout_s)
             if problem is None:
-                self.dead_letters += 1
-                if self.on_dead_letter is not None:
-                    self.on_dead_letter(letter)
-                log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, error)
+                self._written(letter)
                 return True
+        self._failed(letter, f"after {self.attempts} attempt(s): {problem}")
+        return False
+
+    def summarise(self, now: float | None = None) -> None:
+        """Log the dead letters counted since the last summary, once ``SUMMARY_EVERY_S`` has passed."""
+        now = time.monotonic() if now is None else now
+        if self._summary_since is None or now - self._summary_since < SUMMARY_EVERY_S:
+            return
+        if self._kinds:
+            kinds = ", ".join(f"{n:,} {kind}" for kind, n in self._kinds.most_common())
+            log.warning(
+                "%s dead-lettered %s more in %.0f s: %s",
+                self.consumer_name,
+                f"{self._kinds.total():,}",
+                now - self._summary_since,
+                kinds,
+            )
+            self._kinds.clear()
+            self._summary_since = now
+        else:
+            self._summary_since = None  # quiet: the next one is logged whole
+
+    def _send_later(self, letter: DeadLetter) -> bool:
+        if self.in_flight >= MAX_IN_FLIGHT:
+            self._failed(letter, f"dropped: {self.in_flight:,} dead letters already wait for the broker")
+            return False
+        try:
+            self.producer.produce(
+                self.topic,
+                key=letter.source_topic.encode(),
+                value=letter.to_bytes(),
+                on_delivery=functools.partial(self._delivered, letter),
+            )
+        except (KafkaException, BufferError) as exc:  # refused before sending: too large, queue full
+            self._failed(letter, str(exc))
+            return False
+        self.in_flight += 1
+        return True
+
+    def _delivered(self, letter: DeadLetter, error: KafkaError | None, _msg: Message) -> None:
+        self.in_flight -= 1
+        if error is None:
+            self._written(letter)
+        else:
+            self._failed(letter, error.str())
+
+    def _written(self, letter: DeadLetter) -> None:
+        self.dead_letters += 1
+        if self.on_dead_letter is not None:
+            self.on_dead_letter(letter)
+        where = f"{letter.source_topic}[{letter.partition}]@{letter.offset}"
+        if self._summary_since is None:
+            log.warning("dead-lettered %s: %s", where, letter.error)
+            self._summary_since = time.monotonic()
+        else:
+            self._kinds[reason_kind(letter.error)] += 1
+        self.summarise()
+
+    def _failed(self, letter: DeadLetter, problem: str) -> None:
         self.failures += 1
-        self.undelivered.setdefault((topic, partition), offset)
+        self.undelivered.setdefault((letter.source_topic, letter.partition), letter.offset)
         if self.on_failure is not None:
             self.on_failure(letter)
+        if self._summary_since is not None:  # within a flood: in the summary, not a line each
+            self._kinds[f"NOT dead-lettered ({reason_kind(problem)})"] += 1
+            self.summarise()
+            return
+        self._summary_since = time.monotonic()
         log.error(
-            "could not dead-letter %s[%d]@%d to %s after %d attempt(s) (%s); going on, its offset held: %s",
-            topic,
-            partition,
-            offset,
+            "could not dead-letter %s[%d]@%d to %s (%s); going on, its offset held: %s",
+            letter.source_topic,
+            letter.partition,
+            letter.offset,
             self.topic,
-            self.attempts,
             problem,
-            error,
+            letter.error,
         )
-        return False
+
+
+def reason_kind(error: str) -> str:
+    """The kind of a dead letter's reason, for summaries: the reason up to its first colon
+    ("not JSON", "invalid MetricsReport"), or its first words."""
+    head = error.split(":", 1)[0]
+    return head if len(head) <= 60 else f"{head[:57]}..."
