@@ -155,3 +155,22 @@ def test_a_restarted_agent_awaits_its_signed_command_and_nothing_forged(settings
         client.replay()
     (letter,) = [parse(DeadLetter, m.value()) for m in reader(settings.topics.deadletter, 1)]
     assert letter.consumer == "flooded-deploy" and letter.error.startswith("unsigned ScalingCommand")
+
+
+def test_lastream_up_continues_from_the_real_generation_not_a_forged_one(settings, clients):
+    """`lastream up` starts from one past the app's current command (``latest_commands``):
+    a forged command with a far higher generation must not move it, whether keyed by another
+    name, dated far ahead, or, with keys configured, unsigned."""
+    forged = {"app": "shop", "generation": 1_000_000_044, "target": {"api": 1}}
+    signed = keyed(settings, NEW)
+    publish(
+        clients,
+        settings,
+        ("shop", NEW.sign(shop(7)).to_bytes()),
+        ("junk", ScalingCommand(**forged).to_bytes()),
+        ("shop", ScalingCommand(**forged | {"issued_at": time.time() + 3600}).to_bytes()),
+        ("shop", ScalingCommand(**forged).to_bytes()),
+    )
+    assert control.latest_commands(clients, signed)["shop"].generation == 7
+    # Without keys anyone may write the topic: only the key and the date are checked.
+    assert control.latest_commands(clients, settings)["shop"].generation == 1_000_000_044

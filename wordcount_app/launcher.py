@@ -130,7 +130,7 @@ def start_wordcount(
     wordcount_topics.ensure(settings, wc)
     spec = app_spec(settings, wc)
     target = {op: initial.get(op, 1) for op in spec.operators}
-    previous = latest_commands(clients, settings.topics.control).get(wc.app)
+    previous = latest_commands(clients, settings).get(wc.app)
     command = ScalingCommand(
         app=wc.app,
         generation=(previous.generation if previous else 0) + 1,

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from lastream_stream.agent.controller import ACKS_KEPT, AppController
+from lastream_stream.kafka.control import current
 from lastream_stream.wire.contracts import CommandAck, ScalingCommand
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,7 @@ class ControlHistory:
 
     def command(self, command: ScalingCommand) -> None:
         history = self.apps.setdefault(command.app, AppHistory())
-        if history.command is None or command.generation > history.command.generation:
-            history.command = command
+        history.command = current(history.command, command)
 
     def ack(self, ack: CommandAck) -> None:
         self.apps.setdefault(ack.app, AppHistory()).acks.append(ack)

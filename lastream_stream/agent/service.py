@@ -56,9 +56,10 @@ from lastream_stream.agent.settings import AgentServiceSettings
 from lastream_stream.agent.state import StabilityStore
 from lastream_stream.exposition import serve_metrics
 from lastream_stream.kafka.clients import KafkaClients, project_topics
-from lastream_stream.kafka.control import control_signer, untrusted
+from lastream_stream.kafka.control import control_signer, untrusted, usable_command
 from lastream_stream.policy.agent import LaStreamAgent
 from lastream_stream.policy.base import Policy
+from lastream_stream.policy.checkpoint import partial_path
 from lastream_stream.policy.llm import LLMGenerator
 from lastream_stream.policy.reward import RewardParams
 from lastream_stream.settings import LastreamSettings
@@ -337,10 +338,8 @@ class AgentService:
             if controller and (refused := controller.on_report(report, received_at)) is not None:
                 decoder.send(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), refused, wait=False)
         elif msg.topic() == topics.control:
-            if msg.value() is None:
-                return  # a tombstone: the app's desired state was deleted, nothing to restore
-            # A bad command is its app's follower's to dead-letter (wire/deadletter.py).
-            command = decoder.decode(ScalingCommand, msg, problem, report=False)
+            # A bad command (or a tombstone) is its app's follower's to dead-letter (wire/deadletter.py).
+            command = usable_command(msg, self.signer, self.settings.control_auth)
             if command and self.history.refused(command.app) is None:
                 self.history.command(command)
                 if controller := self.controllers.get(command.app):
@@ -439,8 +438,7 @@ def _read_json(path: Path, otherwise: str) -> dict:
 def _write_json(path: Path, data: dict) -> None:
     """Written aside and renamed. A failure is logged, not raised: the state matters after a
     restart, the scaling goes on without it."""
-    # Agents may share the file, even within one process.
-    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_native_id()}.partial")
+    partial = partial_path(path)  # agents may share the file, even within one process
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial.write_text(json.dumps(data))

@@ -27,6 +27,7 @@ import threading
 from pathlib import Path
 
 from lastream_stream.agent.controller import StabilityState
+from lastream_stream.policy.checkpoint import partial_path
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,7 @@ class StabilityStore:
                 self._changed.notify_all()
 
     def _write(self, path: Path, snapshot: dict) -> None:
-        # Two agents in one process may briefly both hold an app while it moves between them.
-        partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_native_id()}.partial")
+        partial = partial_path(path)  # two agents may briefly both hold an app while it moves
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(partial, "w") as f:

@@ -66,17 +66,33 @@ def untrusted(key: bytes | None, message: Signed, signer: Signer, auth: ControlA
     return control_problem(key, message, signer, time.time(), auth.max_skew_s)
 
 
-def latest_commands(clients: KafkaClients, topic: str) -> dict[str, ScalingCommand]:
-    """The highest-generation command per app on ``topic``, read from its start to its
-    current end. Undecodable records are skipped here: their consumers dead-letter them."""
+def usable_command(msg: Message, signer: Signer, auth: ControlAuthSettings) -> ScalingCommand | None:
+    """The command a control-topic record carries when the control plane's rule lets it be
+    used (``untrusted``: keyed by its app, not dated ahead, signed when keys are configured);
+    None for anything else, which is its app's follower's to dead-letter."""
+    if msg.value() is None:
+        return None
+    try:
+        command = parse(ScalingCommand, msg.value())
+    except BadMessage:
+        return None
+    return None if untrusted(msg.key(), command, signer, auth) else command
+
+
+def current(*commands: ScalingCommand | None) -> ScalingCommand | None:
+    """An app's current command among usable ones: the highest generation (the first of
+    equals). The one rule for it: ``latest_commands``, ``ControlClient.follow`` and the
+    agent's control history (``agent/ownership.py``) all keep their apps' current command so."""
+    return max((c for c in commands if c is not None), key=lambda c: c.generation, default=None)
+
+
+def latest_commands(clients: KafkaClients, settings: LastreamSettings) -> dict[str, ScalingCommand]:
+    """Each app's current command on the control topic, read from its start to its current end."""
+    signer = control_signer(settings.control_auth)
     latest: dict[str, ScalingCommand] = {}
-    for msg in clients.read_history(clients.end_offsets([topic])):
-        try:
-            command = parse(ScalingCommand, msg.value())
-        except BadMessage:
-            continue
-        if command.app not in latest or command.generation > latest[command.app].generation:
-            latest[command.app] = command
+    for msg in clients.read_history(clients.end_offsets([settings.topics.control])):
+        if command := usable_command(msg, signer, settings.control_auth):
+            latest[command.app] = current(latest.get(command.app), command)
     return latest
 
 
@@ -87,8 +103,8 @@ class Replayed:
 
 
 def newest(history: list[Replayed]) -> ScalingCommand | None:
-    """The highest-generation command of a replay: the app's desired state."""
-    return max((r.command for r in history), key=lambda c: c.generation, default=None)
+    """The current command of a replay: the app's desired state."""
+    return current(*(r.command for r in history))
 
 
 class ControlClient:

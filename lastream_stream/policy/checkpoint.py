@@ -13,6 +13,8 @@ import contextlib
 import hashlib
 import logging
 import os
+import socket
+import threading
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -30,11 +32,17 @@ def previous(path: Path) -> Path:
     return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
+def partial_path(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place: a name no other writer
+    uses, be it another host on a shared volume, another process, or another agent thread."""
+    return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{threading.get_native_id()}.partial")
+
+
 def write(path: Path, payload: bytes) -> None:
     """Write aside, fsync, keep the current file as the previous one, then rename into place:
     a crash at any point leaves a whole checkpoint (the previous one at worst)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial = partial_path(path)
     try:
         with open(partial, "wb") as out:
             out.write(MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)

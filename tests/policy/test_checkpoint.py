@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 
 import pytest
 import torch
@@ -106,7 +105,7 @@ def test_a_failed_save_leaves_the_checkpoint_and_its_previous_one_whole(tmp_path
     saved, previous = path.read_bytes(), (tmp_path / "agent.prev.pt").read_bytes()
     agent.observe(agent.decide(chain_graph()), 0.9)
     # A directory where the save writes its partial file makes that write fail.
-    (tmp_path / f".agent.pt.{os.getpid()}.partial").mkdir()
+    checkpoint_file.partial_path(path).mkdir()
     with pytest.raises(OSError):
         agent.save(path)
     assert path.read_bytes() == saved

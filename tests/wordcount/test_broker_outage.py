@@ -126,7 +126,7 @@ def test_a_30_s_broker_outage_mid_run_is_survived_and_not_taken_for_slowness(pri
         attempted = sum(c.commands for c in seen.values()) - attempts  # published or not
 
         # The supervisor still answers: the next generation, the same target.
-        latest = latest_commands(clients, settings.topics.control)[wc.app]
+        latest = latest_commands(clients, settings)[wc.app]
         probe = ScalingCommand(app=wc.app, generation=latest.generation + 1, target=latest.target, reason="probe")
         with clients.producer() as producer:
             producer.produce(settings.topics.control, key=wc.app.encode(), value=probe.to_bytes())
