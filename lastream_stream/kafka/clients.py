@@ -257,7 +257,8 @@ class KafkaClients:
     def group_lag(self, group_id: str, topic: str) -> int:
         """Records of ``topic`` the group has not committed, over all its partitions (a
         partition it never committed on counts whole): what a lag exporter reports."""
-        return sum(self.end_offsets([topic]).values()) - self.committed_total(group_id, topic)
+        committed = self.committed_total(group_id, topic)  # first: the ends, asked after, only grow
+        return sum(self.end_offsets([topic]).values()) - committed
 
     def ensure_topics(self, specs: list[TopicSpec]) -> list[str]:
         """Create the topics that do not exist yet and bring existing ones to their spec's
