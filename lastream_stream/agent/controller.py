@@ -70,7 +70,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lastream_stream.policy.base import Decision, DecisionContext, LearningPolicy, PastDecision, Policy
 from lastream_stream.policy.diagnose import diagnose
-from lastream_stream.policy.ds2 import ds2_plan, falling_behind, required_instances
+from lastream_stream.policy.ds2 import DS2Settings, ds2_plan, falling_behind, required_instances
 from lastream_stream.policy.graph import AppGraph, build_graph, covers, expected_parallelism
 from lastream_stream.policy.measure import observed
 from lastream_stream.policy.outcomes import Outcomes
@@ -130,6 +130,19 @@ class ControllerSettings(BaseSettings):
     )
     drain_backlog_s: float = Field(
         default=5.0, ge=0, description="No scale-in while the app's backlog exceeds this many seconds of input."
+    )
+    scale_in_delay_s: float = Field(
+        default=240.0,
+        ge=0,
+        description="Trim an operator the policy keeps once it has run this long unchanged and over-provisioned at every "
+        "decision (fewer instances would have stayed under `LASTREAM_CONTROLLER_SCALE_IN_UTILISATION` busy at the highest load of that "
+        "time), with no backlog: the Flink autoscaler's scale-down interval, KEDA's cooldown. Seconds; 0: never.",
+    )
+    scale_in_utilisation: float = Field(
+        default=0.7,
+        gt=0,
+        le=1,
+        description="How busy a trimmed operator may be at the highest load of the scale-in delay: the headroom it keeps.",
     )
     latency_target_ms: dict[str, float] = Field(
         default_factory=dict,
@@ -208,6 +221,8 @@ class StabilityState:
 
     last_change: dict[str, tuple[int, float]] = field(default_factory=dict)
     needs: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    # The instances that would have kept it at most `scale_in_utilisation` busy, at each recent decision.
+    sized: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
 
     def applied(self, before: dict[str, int], after: dict[str, int], at: float) -> None:
         for name, n in after.items():
@@ -215,8 +230,10 @@ class StabilityState:
                 self.last_change[name] = (1 if n > before[name] else -1, at)
 
     def needed(self, required: dict[str, int], at: float, keep_s: float) -> None:
-        for name, n in required.items():
-            self.needs[name] = [(t, k) for t, k in self.needs.get(name, []) if at - t < keep_s] + [(at, n)]
+        _record(self.needs, required, at, keep_s)
+
+    def sized_for(self, instances: dict[str, int], at: float, keep_s: float) -> None:
+        _record(self.sized, instances, at, keep_s)
 
     def peak_need(self, name: str) -> tuple[int, float] | None:
         """The most instances ``name`` needed within the kept interval, and when."""
@@ -226,14 +243,24 @@ class StabilityState:
         return {
             "last_change": {name: [direction, at] for name, (direction, at) in self.last_change.items()},
             "needs": {name: [[t, k] for t, k in needs] for name, needs in self.needs.items()},
+            "sized": {name: [[t, k] for t, k in sized] for name, sized in self.sized.items()},
         }
 
     @classmethod
     def from_json(cls, data: dict[str, dict[str, list]]) -> StabilityState:
+        def series(key: str) -> dict[str, list[tuple[float, int]]]:
+            return {name: [(float(t), int(k)) for t, k in kept] for name, kept in data.get(key, {}).items()}
+
         return cls(
             {name: (int(direction), float(at)) for name, (direction, at) in data.get("last_change", {}).items()},
-            {name: [(float(t), int(k)) for t, k in needs] for name, needs in data.get("needs", {}).items()},
+            series("needs"),
+            series("sized"),
         )
+
+
+def _record(series: dict[str, list[tuple[float, int]]], values: dict[str, int], at: float, keep_s: float) -> None:
+    for name, n in values.items():
+        series[name] = [(t, k) for t, k in series.get(name, []) if at - t < keep_s] + [(at, n)]
 
 
 RATE_SHIFT = 0.2  # a source rate this much higher or lower in a window's second half than its first
@@ -299,6 +326,9 @@ def stabilise(
     measured = observed(graph, plan)
     behind = falling_behind(graph, plan)
     state.needed(measured.required, now, settings.stabilisation_s)
+    headroom = DS2Settings(target_utilisation=settings.scale_in_utilisation)
+    # Kept a little past the delay, so that the evidence of a full delay is there at its end.
+    state.sized_for(ds2_plan(graph, headroom).parallelism, now, settings.scale_in_delay_s + settings.window_s)
     stable, held, held_in = dict(proposed), [], False
     for name, target in proposed.items():
         now_at = current.get(name, target)
@@ -349,6 +379,44 @@ def stabilise(
         ]
         stable.update({name: current[name] for name in waiting})
     return stable, held
+
+
+def trim(
+    current: dict[str, int], graph: AppGraph, state: StabilityState, now: float, settings: ControllerSettings
+) -> tuple[dict[str, int], list[str]]:
+    """The running scheme with every operator trimmed that has run over-provisioned for the
+    whole ``scale_in_delay_s``: unchanged that long, and at every decision of that time fewer
+    instances would have stayed under ``scale_in_utilisation`` busy; trimmed to the most
+    that any of them needed, never below the stabilisation interval's peak need, and never
+    while a backlog drains. What the policy's error margin cannot see: a trim's saving
+    accrues for as long as the app runs, its restart costs once. A trim that proves too
+    small falls behind, which the policy answers at once (no margin, no stabilisation)."""
+    delay = settings.scale_in_delay_s
+    if delay <= 0 or observed(graph).backlogged(settings.drain_backlog_s):
+        return current, []
+    trimmed, notes = dict(current), []
+    for name, n in current.items():
+        op = graph.operators.get(name)
+        if (
+            op is None
+            or op.is_source
+            or name in graph.unreported
+            or now - state.last_change.get(name, (0, -math.inf))[1] < delay
+        ):
+            continue
+        sized = [(t, k) for t, k in state.sized.get(name, []) if now - t <= delay]
+        if not sized or now - sized[0][0] < delay - settings.window_s:  # evidence over the whole delay
+            continue
+        enough = max(k for _, k in sized)
+        peak = (state.peak_need(name) or (1, now))[0]
+        target = max(enough, peak, settings.min_parallelism.get(name, 1))
+        if target < n:
+            trimmed[name] = target
+            notes.append(
+                f"trimmed {name} {n} -> {target}: for {delay:.0f} s, {enough} kept it under "
+                f"{settings.scale_in_utilisation:.0%} busy at every decision, with no backlog"
+            )
+    return trimmed, notes
 
 
 class Phase(Enum):
@@ -700,16 +768,24 @@ class AppController:
         guarded = guard(current, proposed.chosen, graph, self.settings)
         target, stable_held = stabilise(current, guarded, graph, self.stability, now, self.settings)
         held = bounded(current, proposed.chosen, guarded) + stable_held
+        trimmed, trim_notes = (
+            trim(current, graph, self.stability, now, self.settings) if target == current and not held else ({}, [])
+        )
+        if trim_notes:
+            target = trimmed
         # What will run is what the outcome is learnt for.
         decision = dataclasses.replace(
             proposed,
             chosen=target,
-            notes=[*proposed.notes, *(h.note for h in held)],
-            held_by=list(dict.fromkeys([*proposed.held_by, *(h.reason for h in held)])),
+            notes=[*proposed.notes, *(h.note for h in held), *trim_notes],
+            # A trim goes ahead of whatever held the policy's own choice.
+            held_by=[] if trim_notes else list(dict.fromkeys([*proposed.held_by, *(h.reason for h in held)])),
         )
         # The prediction and provenance of what runs, when the policy scored that scheme.
         chosen = decision.chosen_candidate
         predicted, source = (chosen.score, chosen.candidate.source) if chosen is not None else (None, "guarded")
+        if trim_notes:
+            source = "trim"
         self.decisions += 1
         decision_id = uuid.uuid4().hex
         if target == current:

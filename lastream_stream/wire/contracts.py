@@ -246,7 +246,7 @@ class DecisionRecord(WireMessage):
     chosen: dict[str, int]
     chosen_source: str | None = Field(
         default=None,
-        description="which candidate generator proposed the chosen scheme (analytic, capacity, llm); 'guarded' when the controller's guard rails or stabilisation changed it; None on an outcome",
+        description="which candidate generator proposed the chosen scheme (analytic, capacity, llm); 'guarded' when the controller's guard rails or stabilisation changed it; 'trim' when the controller gave back what the app no longer needed (notes say on what evidence); None on an outcome",
     )
     predicted_reward: float | None = None
     measured_reward: float | None = None
