@@ -134,3 +134,26 @@ def test_the_lag_from_the_broker_counts_partitions_the_app_has_not_read_yet(
         assert lag([]) == 0
     finally:
         lag.close()
+
+
+def test_an_interval_that_stalled_is_not_followed_by_a_burst_of_empty_ones(settings, reader):
+    """A lag read that hangs for 5 intervals (as one through the broker did during a group
+    join) delays one report; the next comes an interval later, not one per missed interval
+    back to back (18 within 2 ms, each 0.01 s long, which the agent took for a clock 37 s off)."""
+    stalled = []
+
+    def lag() -> int:
+        if not stalled:
+            stalled.append(True)
+            time.sleep(1.0)
+        return 0
+
+    reporter = MetricsReporter(
+        app="stall", operator="work", parallelism=1, lag=lag, interval_s=0.2, settings=settings, instance_id="w"
+    )
+    with reporter:
+        time.sleep(2.0)
+    reports = [parse(MetricsReport, m.value()) for m in reader(settings.topics.metrics, reporter.reports_sent)]
+    # The stalled one covers its 0.2 s and the second of its stall; none is shorter than half an interval.
+    assert all(r.interval_s >= 0.1 for r in reports[:-1]), [round(r.interval_s, 3) for r in reports]
+    assert len(reports) <= 2.0 / 0.2 - 3, [round(r.interval_s, 3) for r in reports]

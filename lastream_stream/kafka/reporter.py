@@ -308,11 +308,14 @@ class MetricsReporter:
     def _loop(self) -> None:
         next_at = time.monotonic() + self.interval_s
         while not self._stop.wait(max(0.0, next_at - time.monotonic())):
-            next_at += self.interval_s
             try:
                 self.flush_once()
             except Exception:
                 log.exception("publishing metrics of %s failed", self.operator)
+            # On time, the cadence stays fixed. After a publish that stalled past whole intervals
+            # (a lag read during a group join), the next report comes half an interval from now,
+            # not one per missed interval back to back (each a few ms long).
+            next_at = max(next_at + self.interval_s, time.monotonic() + self.interval_s / 2)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop the thread, publish the last partial interval, flush what the broker will take."""
