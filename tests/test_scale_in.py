@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from collections import Counter
 
+from factories import sample_report
+
+from lastream_stream.agent.controller import ControllerSettings, StabilityState, trim
 from lastream_stream.bench import BenchSettings
 from lastream_stream.bench.runner import AsTheService, policy_factory
+from lastream_stream.policy.graph import AppGraph, build_graph
 from lastream_stream.sim import Scenario, SimOperator, Simulator, Steps
 
 DROP_AT_S = 300.0
@@ -72,3 +76,81 @@ def test_a_rate_that_still_needs_the_instances_keeps_them():
     """Nine tenths of the rate: 27 records/s still need 2 parse instances of 25/s each: no trim."""
     trace = parse_over_time(two_operators(after_drop=0.9))
     assert [n for t, n in trace if t >= DROP_AT_S] == [], trace
+
+
+NOW = 1_700_000_000.0
+
+
+def four_workers(lag: int = 0) -> AppGraph:
+    """100 records/s into 4 'work' instances of 100/s each: 25% busy; 2 keep it under 70%."""
+    reports = [
+        sample_report(
+            app="a",
+            operator="src",
+            instance_id="s",
+            interval_end=NOW,
+            interval_s=10.0,
+            records_in=1000,
+            records_out=1000,
+            useful_time_s=1.0,
+            lag=None,
+            upstreams=[],
+            input_partitions=None,
+            parallelism=1,
+        )
+    ] + [
+        sample_report(
+            app="a",
+            operator="work",
+            instance_id=f"w{i}",
+            interval_end=NOW,
+            interval_s=10.0,
+            records_in=250,
+            records_out=250,
+            useful_time_s=2.5,
+            lag=lag,
+            upstreams=["src"],
+            input_partitions=8,
+            parallelism=4,
+        )
+        for i in range(4)
+    ]
+    return build_graph(reports)
+
+
+def evidence(running_since: float = NOW - 300, needs: int = 1) -> StabilityState:
+    """Decisions every 10 s since ``running_since`` at 4 'work', each finding 2 enough."""
+    state = StabilityState()
+    for t in range(int(running_since), int(NOW) + 1, 10):
+        state.sized_for({"src": 1, "work": 2}, t, keep_s=250)
+        state.needed({"src": 1, "work": needs}, t, keep_s=120)
+        state.saw({"src": 1, "work": 4}, t)
+    return state
+
+
+def trimmed(graph=None, state=None, **settings) -> tuple[dict[str, int], list[str]]:
+    graph = graph or four_workers()
+    return trim(graph.parallelism, graph, state or evidence(), NOW, ControllerSettings(**settings))
+
+
+def test_the_trim_rule_gives_back_what_every_decision_of_the_delay_found_spare():
+    scheme, (note,) = trimmed()
+    assert scheme == {"src": 1, "work": 2}
+    assert note.startswith("trimmed work 4 -> 2: for 240 s at 4, 2 kept it under 70% busy")
+
+
+def test_the_trim_rule_waits_for_evidence_over_the_whole_delay_and_for_a_change_made_elsewhere():
+    assert trimmed(state=evidence(running_since=NOW - 200))[1] == []  # not long enough at 4
+    changed = evidence()
+    changed.saw({"src": 1, "work": 5}, NOW - 100)  # scaled by hand to 5, then back to 4
+    changed.saw({"src": 1, "work": 4}, NOW - 60)
+    assert trimmed(state=changed)[1] == []
+    assert trimmed(stabilisation_s=400.0)[1] == []  # nor within the stabilisation interval
+    assert trimmed(scale_in_delay_s=0.0)[1] == []
+
+
+def test_the_trim_rule_keeps_the_bounds_the_peak_need_and_a_draining_backlog():
+    assert trimmed(min_parallelism={"work": 3})[0]["work"] == 3
+    assert trimmed(max_step=1)[0]["work"] == 3
+    assert trimmed(state=evidence(needs=3))[0]["work"] == 3
+    assert trimmed(graph=four_workers(lag=50_000))[1] == []  # 500 s of input behind: it drains first

@@ -223,6 +223,9 @@ class StabilityState:
     needs: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     # The instances that would have kept it at most `scale_in_utilisation` busy, at each recent decision.
     sized: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    # The parallelism each operator ran at, and since the first decision that saw it so:
+    # a change made elsewhere (by hand, another tool) counts as a change too.
+    running: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def applied(self, before: dict[str, int], after: dict[str, int], at: float) -> None:
         for name, n in after.items():
@@ -235,6 +238,11 @@ class StabilityState:
     def sized_for(self, instances: dict[str, int], at: float, keep_s: float) -> None:
         _record(self.sized, instances, at, keep_s)
 
+    def saw(self, parallelism: dict[str, int], at: float) -> None:
+        for name, n in parallelism.items():
+            if self.running.get(name, (None, 0.0))[0] != n:
+                self.running[name] = (n, at)
+
     def peak_need(self, name: str) -> tuple[int, float] | None:
         """The most instances ``name`` needed within the kept interval, and when."""
         return max(((k, t) for t, k in self.needs.get(name, [])), default=None)
@@ -244,6 +252,7 @@ class StabilityState:
             "last_change": {name: [direction, at] for name, (direction, at) in self.last_change.items()},
             "needs": {name: [[t, k] for t, k in needs] for name, needs in self.needs.items()},
             "sized": {name: [[t, k] for t, k in sized] for name, sized in self.sized.items()},
+            "running": {name: [n, since] for name, (n, since) in self.running.items()},
         }
 
     @classmethod
@@ -255,6 +264,7 @@ class StabilityState:
             {name: (int(direction), float(at)) for name, (direction, at) in data.get("last_change", {}).items()},
             series("needs"),
             series("sized"),
+            {name: (int(n), float(since)) for name, (n, since) in data.get("running", {}).items()},
         )
 
 
@@ -329,6 +339,7 @@ def stabilise(
     headroom = DS2Settings(target_utilisation=settings.scale_in_utilisation)
     # Kept a little past the delay, so that the evidence of a full delay is there at its end.
     state.sized_for(ds2_plan(graph, headroom).parallelism, now, settings.scale_in_delay_s + settings.window_s)
+    state.saw(current, now)
     stable, held, held_in = dict(proposed), [], False
     for name, target in proposed.items():
         now_at = current.get(name, target)
@@ -385,35 +396,34 @@ def trim(
     current: dict[str, int], graph: AppGraph, state: StabilityState, now: float, settings: ControllerSettings
 ) -> tuple[dict[str, int], list[str]]:
     """The running scheme with every operator trimmed that has run over-provisioned for the
-    whole ``scale_in_delay_s``: unchanged that long, and at every decision of that time fewer
-    instances would have stayed under ``scale_in_utilisation`` busy; trimmed to the most
-    that any of them needed, never below the stabilisation interval's peak need, and never
-    while a backlog drains. What the policy's error margin cannot see: a trim's saving
-    accrues for as long as the app runs, its restart costs once. A trim that proves too
-    small falls behind, which the policy answers at once (no margin, no stabilisation)."""
+    whole ``scale_in_delay_s`` (and the stabilisation interval, if longer): at the same
+    parallelism at every decision of that time, by whoever set it, and at each of them
+    fewer instances would have stayed under ``scale_in_utilisation`` busy; trimmed to the
+    most that any of them needed, never below the stabilisation interval's peak need, never
+    while a backlog drains, and within the guard rails. What the policy's error margin
+    cannot see: a trim's saving accrues for as long as the app runs, its restart costs once.
+    A trim that proves too small falls behind, which the policy answers at once (no margin,
+    no stabilisation)."""
     delay = settings.scale_in_delay_s
     if delay <= 0 or observed(graph).backlogged(settings.drain_backlog_s):
         return current, []
+    unchanged_s = max(delay, settings.stabilisation_s)
     trimmed, notes = dict(current), []
     for name, n in current.items():
         op = graph.operators.get(name)
-        if (
-            op is None
-            or op.is_source
-            or name in graph.unreported
-            or now - state.last_change.get(name, (0, -math.inf))[1] < delay
-        ):
+        running, since = state.running.get(name, (None, now))
+        if op is None or op.is_source or name in graph.unreported or running != n or now - since < unchanged_s:
             continue
         sized = [(t, k) for t, k in state.sized.get(name, []) if now - t <= delay]
         if not sized or now - sized[0][0] < delay - settings.window_s:  # evidence over the whole delay
             continue
         enough = max(k for _, k in sized)
         peak = (state.peak_need(name) or (1, now))[0]
-        target = max(enough, peak, settings.min_parallelism.get(name, 1))
+        target = guard({name: n}, {name: max(enough, peak)}, graph, settings)[name]
         if target < n:
             trimmed[name] = target
             notes.append(
-                f"trimmed {name} {n} -> {target}: for {delay:.0f} s, {enough} kept it under "
+                f"trimmed {name} {n} -> {target}: for {delay:.0f} s at {n}, {enough} kept it under "
                 f"{settings.scale_in_utilisation:.0%} busy at every decision, with no backlog"
             )
     return trimmed, notes

@@ -186,6 +186,9 @@ class AgentService:
         self.clients.ensure_topics(project_topics(topics))
         with (
             self.clients.confirmed_producer() as producer,
+            # Decision records and the metrics' dead letters, not waited for one by one: apart,
+            # so that waiting for a command (which flushes its producer) never waits for them.
+            self.clients.confirmed_producer() as background,
             self.clients.consumer("lastream-agent", **{"enable.auto.commit": False}) as control,
             self.clients.consumer(self.service.group, **self._group_options()) as metrics,
         ):
@@ -196,6 +199,7 @@ class AgentService:
                 flush_timeout_s=self.clients.settings.timeout_s,
                 on_dead_letter=self.metrics.dead_lettered,
                 on_failure=self.metrics.dead_letter_failed,
+                background=background,
             )
             decoder.done = self._saved_marks()
             history = self.clients.end_offsets([topics.control, topics.acks])
@@ -214,7 +218,7 @@ class AgentService:
             due: deque[str] = deque()  # apps still to tick in this round
             next_round = next_lag = time.monotonic()
             while not stop.is_set():
-                producer.poll(0)  # the delivery reports of the decision records and the metrics' dead letters
+                background.poll(0)  # the delivery reports of the decision records and the metrics' dead letters
                 decoder.summarise()
                 taken = self._ingest(control, decoder, read, timeout_s=0)
                 wait = 0.0 if taken or due else max(0.0, min(POLL_S, next_round - time.monotonic()))
@@ -226,7 +230,7 @@ class AgentService:
                 while due and time.monotonic() < slice_ends:
                     # An app handed over since the round began is no longer this agent's.
                     if controller := self.controllers.get(due.popleft()):
-                        self._tick(producer, controller, on_publish)
+                        self._tick(producer, background, controller, on_publish)
                 if time.monotonic() >= next_lag:
                     next_lag = time.monotonic() + LAG_EVERY_S
                     self.metrics.agent_lag(metrics_lag(metrics))
@@ -260,14 +264,18 @@ class AgentService:
         return len(messages)
 
     def _tick(
-        self, producer: Producer, controller: AppController, on_publish: Callable[[Publish], None] | None
+        self,
+        producer: Producer,
+        background: Producer,
+        controller: AppController,
+        on_publish: Callable[[Publish], None] | None,
     ) -> None:
         try:
             actions = controller.tick(time.time())
         except Exception:  # one app's failure must not stop the others being scaled
             log.exception("%s: decision cycle failed; retrying next tick", controller.app)
             return
-        for action in self._published(producer, controller, records_first(actions)):
+        for action in self._published(producer, background, controller, records_first(actions)):
             if on_publish is not None:
                 on_publish(action)
         if any(isinstance(a.message, DecisionRecord) and a.message.kind != "outcome" for a in actions):
@@ -353,13 +361,15 @@ class AgentService:
                 controller.on_ack(ack, received_at)
                 self.stability.save(ack.app, controller.stability)  # an applied change starts a stabilisation interval
 
-    def _published(self, producer: Producer, controller: AppController, actions: list[Publish]) -> list[Publish]:
+    def _published(
+        self, producer: Producer, background: Producer, controller: AppController, actions: list[Publish]
+    ) -> list[Publish]:
         """The actions whose message the broker acknowledged. A command it did not is not
         awaited: the controller observes again (its record, published before, stands)."""
         published = []
         for action in actions:
             message = action.message
-            if (problem := self._publish(producer, action)) is None:
+            if (problem := self._publish(producer, background, action)) is None:
                 published.append(action)
             elif isinstance(message, ScalingCommand):
                 log.error(
@@ -375,17 +385,19 @@ class AgentService:
                 log.error("%s: decision record %s not published: %s", message.app, message.decision_id, problem)
         return published
 
-    def _publish(self, producer: Producer, action: Publish) -> str | None:
+    def _publish(self, producer: Producer, background: Producer, action: Publish) -> str | None:
         """Publish one action's message; why it is not on its way to the broker, or None.
 
-        A command is waited for until the broker has it, after every record before it (a
-        step's records go first: ``records_first``). A decision record is not waited for:
-        a broker round trip per record was most of the agent's time with a thousand apps;
-        one the broker then refuses is logged by ``_record_delivered``."""
+        A decision record goes through ``background`` and is not waited for: a broker round
+        trip per record was most of the agent's time with a thousand apps; one the broker
+        then refuses is logged by ``_record_delivered``. A command is waited for until the
+        broker has it, and only once every record before it is there (a step's records go
+        first: ``records_first``), so no command goes out without its record."""
         message = action.message
         timeout_s = self.clients.settings.timeout_s
         if isinstance(message, ScalingCommand):
-            producer.flush(timeout_s)
+            if unsent := background.flush(timeout_s):
+                return f"{unsent} decision record(s) before it not on the broker within {timeout_s:.0f} s"
             command = self.signer.sign(message)
             if problem := deliver(
                 producer, self.settings.topics.control, command.app.encode(), command.to_bytes(), timeout_s
@@ -394,7 +406,7 @@ class AgentService:
             self.metrics.command_published(command)
             return None
         try:
-            producer.produce(
+            background.produce(
                 self.settings.topics.decisions,
                 key=message.app.encode(),
                 value=message.to_bytes(),

@@ -157,9 +157,11 @@ class KafkaClients:
                 log.warning("%d message(s) still unsent when the producer closed", remaining)
 
     def confirmed_producer(self) -> AbstractContextManager[Producer]:
-        """The producer of what must reach the broker exactly once (commands, acks, dead
-        letters), each sent through ``wire.delivery.deliver``: a retry never duplicates a
-        message, and the broker acknowledges one only once every replica has it."""
+        """The producer of what must reach the broker exactly once: a retry never duplicates
+        a message, and the broker acknowledges one only once every replica has it. Each
+        message waited for (commands, acks, dead letters) goes through
+        ``wire.delivery.deliver``, on a producer that carries nothing else; messages not
+        waited for one by one get a producer of their own, whose delivery reports are served."""
         return self.producer(**{"enable.idempotence": True, "acks": "all"})
 
     @contextmanager

@@ -138,8 +138,13 @@ class DeadLetterDecoder:
         on_failure: Callable[[DeadLetter], None] | None = None,
         attempts: int = 3,
         backoff_s: float = 0.5,
+        background: Producer | None = None,
     ):
+        """``background``: the producer of the letters not waited for (``wait=False``), whose
+        delivery reports its owner serves; ``producer`` must carry only messages that are
+        waited for, since ``deliver`` flushes and, on a timeout, purges its whole queue."""
         self.producer = producer
+        self.background = background
         self.topic = deadletter_topic
         self.consumer_name = consumer_name
         self.flush_timeout_s = flush_timeout_s
@@ -203,8 +208,8 @@ class DeadLetterDecoder:
             log.debug("%s[%d]@%d was dead-lettered before: %s", topic, partition, offset, error)
             return True
         letter = dead_letter(topic, partition, offset, key, payload, error, self.consumer_name)
-        if not wait:
-            return self._send_later(letter)
+        if not wait and self.background is not None:
+            return self._send_later(self.background, letter)
         for attempt in range(self.attempts):
             if attempt:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
@@ -234,12 +239,12 @@ class DeadLetterDecoder:
         else:
             self._summary_since = None  # quiet: the next one is logged whole
 
-    def _send_later(self, letter: DeadLetter) -> bool:
+    def _send_later(self, producer: Producer, letter: DeadLetter) -> bool:
         if self.in_flight >= MAX_IN_FLIGHT:
             self._failed(letter, f"dropped: {self.in_flight:,} dead letters already wait for the broker")
             return False
         try:
-            self.producer.produce(
+            producer.produce(
                 self.topic,
                 key=letter.source_topic.encode(),
                 value=letter.to_bytes(),
