@@ -11,7 +11,7 @@ from lastream_stream.agent.state import StabilityStore
 def test_the_latest_state_of_each_app_is_written_and_read_back(tmp_path):
     store = StabilityStore(tmp_path / "stability")
     state = StabilityState()
-    for at in range(100):  # a burst of decisions: the writer keeps the latest only
+    for at in range(100):  # a burst of decisions: the file ends with the latest
         state.needed({"work": at % 7}, at, keep_s=1000)
         store.save("a/../b", state)
     state.applied({"work": 2}, {"work": 3}, 99.0)

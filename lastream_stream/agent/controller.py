@@ -107,6 +107,8 @@ class ControllerSettings(BaseSettings):
     # These settings were LASTREAM_AGENT_* before the agent's and the controller's settings got a prefix each;
     # an old name still set is ignored with a warning.
     renamed_from: ClassVar[str] = "LASTREAM_AGENT_"
+    # Settings added since: they never had an old name.
+    added_since_rename: ClassVar[frozenset[str]] = frozenset({"scale_in_delay_s", "scale_in_utilisation"})
 
     window_s: float = Field(
         default=10.0, gt=0, description="Length of the window of reports a decision is made on, seconds."
@@ -187,7 +189,7 @@ class ControllerSettings(BaseSettings):
         if renamed := [
             f"{self.renamed_from}{name.upper()}"
             for name in type(self).model_fields
-            if f"{self.renamed_from}{name.upper()}" in os.environ
+            if name not in self.added_since_rename and f"{self.renamed_from}{name.upper()}" in os.environ
         ]:
             log.warning("%s ignored: the decision cycle's settings are LASTREAM_CONTROLLER_* now", ", ".join(renamed))
 

@@ -213,7 +213,7 @@ class AgentService:
             # Explicit offsets: every message published after end_offsets is read, none twice.
             control.assign([TopicPartition(topic, partition, end) for (topic, partition), end in history.items()])
             metrics.subscribe(
-                [topics.metrics], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+                [topics.metrics], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
             )
             due: deque[str] = deque()  # apps still to tick in this round
             next_round = next_lag = time.monotonic()
@@ -304,12 +304,14 @@ class AgentService:
         if partitions:
             log.info("assigned metrics partition(s) %s", sorted(tp.partition for tp in partitions))
         timeout = self.clients.settings.timeout_s
-        consumer.incremental_assign(
-            [
-                TopicPartition(tp.topic, tp.partition, consumer.get_watermark_offsets(tp, timeout=timeout)[1])
-                for tp in partitions
-            ]
-        )
+        at_end = [
+            TopicPartition(tp.topic, tp.partition, consumer.get_watermark_offsets(tp, timeout=timeout)[1])
+            for tp in partitions
+        ]
+        consumer.incremental_assign(at_end)
+        if at_end:
+            # Committed at once: a partition that stays quiet must not count its history as lag.
+            consumer.commit(offsets=at_end, asynchronous=True)
         self.ownership.assigned(tp.partition for tp in partitions)
         self.ready.set()
 
@@ -322,9 +324,21 @@ class AgentService:
         for app in apps:
             if (controller := self.controllers.get(app)) is not None:
                 self.stability.save(app, controller.stability)
-        self.stability.flush()
+        if not self.stability.flush():
+            log.warning("the stabilisation state of %s was not all written before the handover", apps)
         if isinstance(self.agent, LaStreamAgent):
             self._save_checkpoint(self.agent)
+        for app in apps:
+            self.controllers.pop(app, None)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions lost without a handover (the session timed out): their apps may be
+        another agent's already, so their state is not saved over the new owner's."""
+        apps = self.ownership.revoked(tp.partition for tp in partitions)
+        if apps:
+            log.warning(
+                "metrics partition(s) %s lost: dropping %s unsaved", sorted(tp.partition for tp in partitions), apps
+            )
         for app in apps:
             self.controllers.pop(app, None)
 
@@ -335,7 +349,7 @@ class AgentService:
         # broker, which a backlog of the agent's does not delay.
         received_at = broker_time(msg) if msg.topic() == topics.metrics else time.time()
 
-        def problem(message: ScalingCommand | CommandAck) -> str | None:
+        def problem(message: CommandAck) -> str | None:
             return untrusted(msg.key(), message, self.signer, self.settings.control_auth)
 
         if msg.topic() == topics.metrics:

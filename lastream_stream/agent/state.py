@@ -19,6 +19,7 @@ scaling goes on without it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -63,6 +64,9 @@ class StabilityStore:
     def save(self, app: str, state: StabilityState) -> None:
         snapshot = {"app": app, "state": state.to_json()}
         with self._changed:
+            if self._closed:
+                log.warning("%s: stabilisation state saved after the store closed: not written", app)
+                return
             self._pending[app] = snapshot
             self._changed.notify()
 
@@ -88,7 +92,10 @@ class StabilityStore:
                 batch, self._pending = self._pending, {}
                 self._writing = len(batch)
             for app, snapshot in batch.items():
-                self._write(self.path(app), snapshot)
+                try:
+                    self._write(self.path(app), snapshot)
+                except Exception:  # a bug must not stop every later save, nor hang the flushes
+                    log.exception("%s: cannot save its stabilisation state", app)
             with self._changed:
                 self._writing = 0
                 self._changed.notify_all()
@@ -104,3 +111,5 @@ class StabilityStore:
             os.replace(partial, path)
         except OSError as exc:
             log.warning("%s: cannot save its stabilisation state to %s (%s)", snapshot["app"], path, exc)
+            with contextlib.suppress(OSError):
+                partial.unlink()

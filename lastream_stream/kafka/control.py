@@ -81,8 +81,9 @@ def usable_command(msg: Message, signer: Signer, auth: ControlAuthSettings) -> S
 
 def current(*commands: ScalingCommand | None) -> ScalingCommand | None:
     """An app's current command among usable ones: the highest generation (the first of
-    equals). The one rule for it: ``latest_commands``, ``ControlClient.follow`` and the
-    agent's control history (``agent/ownership.py``) all keep their apps' current command so."""
+    equals). The one rule for it: ``latest_commands``, ``ControlClient``'s replay (``newest``)
+    and the agent's control history (``agent/ownership.py``) keep their apps' current command
+    so, and ``ControlClient.follow`` answers any command not above it ``stale``."""
     return max((c for c in commands if c is not None), key=lambda c: c.generation, default=None)
 
 
@@ -190,6 +191,7 @@ class ControlClient:
     def poll(self, timeout_s: float) -> ScalingCommand | None:
         """The next new command of this app, or None after ``timeout_s``. A message that
         needs no answer (another app's, a tombstone, a dead letter) is committed at once."""
+        self._decoder.summarise()
         msg = self._consumer.poll(timeout_s)
         if msg is None:
             return None

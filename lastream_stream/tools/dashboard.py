@@ -104,10 +104,10 @@ class AppMonitor:
     def _agent_lag(self, clients: KafkaClients) -> int | None:
         """The agents' group's lag on the metrics topic; None when it committed nothing (no agent yet, or one
         from before agents committed) or the broker does not answer."""
+        topic = self.settings.topics.metrics
         try:
-            if clients.committed_total(self.agent_group, self.settings.topics.metrics) == 0:
-                return None
-            return clients.group_lag(self.agent_group, self.settings.topics.metrics)
+            committed = clients.committed_total(self.agent_group, topic)  # first: the ends, asked after, only grow
+            return None if committed == 0 else sum(clients.end_offsets([topic]).values()) - committed
         except Exception as exc:  # the view goes on without it
             log.debug("cannot read the agents' lag: %s", exc)
             return None

@@ -106,7 +106,7 @@ def rows(cls: type[BaseSettings]) -> list[tuple[str, str, str]]:
                 f"{cls.__module__}.{cls.__name__}.{name} has no description: give it Field(description=...)"
             )
         meaning = " ".join(field.description.split())
-        if renamed_from:
+        if renamed_from and name not in getattr(cls, "added_since_rename", ()):
             meaning += f" Was `{renamed_from}{name.upper()}`."
         found.append((f"{prefix}{name}".upper(), default_text(field), meaning))
     return found
@@ -118,7 +118,9 @@ def table(classes: Iterable[type[BaseSettings]]) -> str:
     for cls in classes:
         heading = summary(cls)
         if renamed_from := getattr(cls, "renamed_from", None):
-            heading += f" These were `{renamed_from}*`: an old name still set is ignored, with a warning."
+            heading += (
+                f" Those with an old name were `{renamed_from}*`: an old name still set is ignored, with a warning."
+            )
         lines.append(f"| **{cls.__name__}**: {cell(heading)} | | |")
         lines.extend(
             f"| `{variable}` | {cell(default)} | {cell(meaning)} |" for variable, default, meaning in rows(cls)

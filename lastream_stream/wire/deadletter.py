@@ -14,7 +14,7 @@ Each bad message is dead-lettered once, by one component:
   replays at every start is not dead-lettered again;
 - control: by the follower of the app the message is keyed by (``ControlClient``: the
   supervisor, or an app that scales itself), which commits its progress, so once. The
-  agent reads them too and only logs the bad ones at debug. One keyed by a name nobody
+  agent reads them too and leaves the bad ones out (``kafka.control.usable_command``). One keyed by a name nobody
   follows (a forged key) is dead-lettered by no one: the agent ignores it. The compacted
   control topic takes no message without a key.
 
@@ -63,6 +63,7 @@ MAX_KEPT_KEY_BYTES = 1024
 M = TypeVar("M", bound=WireMessage)
 MAX_IN_FLIGHT = 10_000  # dead letters sent without waiting and not acknowledged yet; beyond, dropped (counted)
 SUMMARY_EVERY_S = 10.0  # dead letters are logged as one summary per this many seconds
+DROPPED = "dropped"
 
 
 class BadMessage(ValueError):
@@ -166,12 +167,10 @@ class DeadLetterDecoder:
         msg: Message,
         check: Callable[[M], str | None] | None = None,
         *,
-        report: bool = True,
         wait: bool = True,
     ) -> M | None:
         """The decoded message, or None when it went to the dead-letter topic: undecodable, or
-        valid but refused by ``check`` (which returns why, or None). With ``report`` off, a bad
-        message is only logged: another component dead-letters it. With ``wait`` off, its
+        valid but refused by ``check`` (which returns why, or None). With ``wait`` off, its
         dead letter is not waited for (module docstring)."""
         try:
             message = parse(model, msg.value())
@@ -179,12 +178,7 @@ class DeadLetterDecoder:
                 raise BadMessage(problem)
             return message
         except BadMessage as exc:
-            if report:
-                self.send(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), str(exc), wait=wait)
-            else:
-                log.debug(
-                    "not used, left to its follower: %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc
-                )
+            self.send(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), str(exc), wait=wait)
             return None
 
     def held(self, topic: str, partition: int, offset: int) -> int:
@@ -241,7 +235,7 @@ class DeadLetterDecoder:
 
     def _send_later(self, producer: Producer, letter: DeadLetter) -> bool:
         if self.in_flight >= MAX_IN_FLIGHT:
-            self._failed(letter, f"dropped: {self.in_flight:,} dead letters already wait for the broker")
+            self._failed(letter, f"{DROPPED}: {self.in_flight:,} dead letters already wait for the broker")
             return False
         try:
             producer.produce(
@@ -280,11 +274,10 @@ class DeadLetterDecoder:
         self.undelivered.setdefault((letter.source_topic, letter.partition), letter.offset)
         if self.on_failure is not None:
             self.on_failure(letter)
-        if self._summary_since is not None:  # within a flood: in the summary, not a line each
-            self._kinds[f"NOT dead-lettered ({reason_kind(problem)})"] += 1
+        if problem.startswith(DROPPED):  # a flood past the cap: in the summary, not a line each
+            self._kinds[f"NOT dead-lettered ({DROPPED})"] += 1
             self.summarise()
             return
-        self._summary_since = time.monotonic()
         log.error(
             "could not dead-letter %s[%d]@%d to %s (%s); going on, its offset held: %s",
             letter.source_topic,
