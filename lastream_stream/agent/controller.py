@@ -24,9 +24,13 @@ Stability is a property of the cycle, not only of the policy's scores:
   window): a rate that dips and comes back does not cost two restarts;
 * nothing is scaled in while the app still has a backlog to drain (Flink's backlog rule):
   the capacity that drains it would go;
-* all are recorded in the decision record ("held: ...") and the last change and recent
-  needs of each operator are part of the controller's saved state (``StabilityState``), so
-  a restarted agent does not forget what it just did.
+* what the app no longer needs is given back (``trim``): when the policy holds, an
+  operator that ran at one parallelism for ``scale_in_delay_s`` while every decision found
+  fewer instances enough at ``scale_in_utilisation`` is trimmed to the most they needed,
+  which the policy's error margin alone never allows for an app of 3 instances or more;
+* all are recorded in the decision record ("held: ...", "trimmed ...") and the last change,
+  recent needs and running parallelism of each operator are part of the controller's saved
+  state (``StabilityState``), so a restarted agent does not forget what it just did.
 
 "Stable" means every operator's expected instances (the parallelism the supervisor last
 acknowledged, else the median its reports claim; or the instances that report when more

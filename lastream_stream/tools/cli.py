@@ -195,7 +195,8 @@ def agent(
     Timing and guard rails come from LASTREAM_CONTROLLER_WINDOW_S, _WARMUP_S, _COOLDOWN_S,
     _MAX_STEP, _MIN_PARALLELISM / _MAX_PARALLELISM (JSON maps); stability from
     _STABILISATION_S (no reversal, no scale-in below the recent peak need) and
-    _DRAIN_BACKLOG_S (no scale-in while a backlog drains); each app's latency target from
+    _DRAIN_BACKLOG_S (no scale-in while a backlog drains); trims of what the app no longer
+    needs from _SCALE_IN_DELAY_S and _SCALE_IN_UTILISATION; each app's latency target from
     _LATENCY_TARGET_MS (a JSON map, ms); outcomes from _OUTCOME_S, online training from
     _TRAIN_STEPS (0, off, by default); the
     restart assumed until one is measured from LASTREAM_AGENT_RESTART_S. See the README."""
