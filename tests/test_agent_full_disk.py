@@ -49,12 +49,12 @@ def test_a_checkpoint_that_cannot_be_saved_is_logged_and_the_agent_goes_on(setti
         service.clients.producer() as producer,
         caplog.at_level(logging.WARNING, logger="lastream_stream.agent.service"),
     ):
-        service._publish(producer, outcome())  # raised OSError (no space left) before
-        service._publish(producer, outcome())
+        service._publish(producer, producer, outcome())  # raised OSError (no space left) before
+        service._publish(producer, producer, outcome())
         assert checkpoint.read_bytes() == saved, "the previous checkpoint was damaged"
         assert not checkpoint_file.previous(checkpoint).exists()
         failures = [r.getMessage() for r in caplog.records if "cannot save the checkpoint" in r.getMessage()]
         assert len(failures) == 2 and "No space left on device" in failures[0], failures
         (full_disk / "filler").unlink()
-        service._publish(producer, outcome())
+        service._publish(producer, producer, outcome())
     assert checkpoint_file.previous(checkpoint).read_bytes() == saved, "not saved once space came back"
