@@ -22,6 +22,9 @@ Stability is a property of the cycle, not only of the policy's scores:
 * a scale-in goes no lower than the most instances the operator needed (DS2 at 100% busy)
   at any decision of the last ``stabilisation_s`` (Kubernetes' scale-down stabilisation
   window): a rate that dips and comes back does not cost two restarts;
+* nor below the instances that keep it under ``scale_in_utilisation`` busy at the current
+  rate (the Flink autoscaler's target utilisation): a scale-out that drained a backlog is
+  kept while the rate needs it, and a policy that misjudges the rate cannot undo it;
 * nothing is scaled in while the app still has a backlog to drain (Flink's backlog rule):
   the capacity that drains it would go;
 * what the app no longer needs is given back (``trim``): when the policy holds, an
@@ -148,7 +151,8 @@ class ControllerSettings(BaseSettings):
         default=0.7,
         gt=0,
         le=1,
-        description="How busy a trimmed operator may be at the highest load of the scale-in delay: the headroom it keeps.",
+        description="How busy an operator may be after a scale-in: at the current rate for any scale-in, at the highest load "
+        "of the scale-in delay for a trim. The headroom it keeps (the Flink autoscaler's target utilisation).",
     )
     latency_target_ms: dict[str, float] = Field(
         default_factory=dict,
@@ -342,9 +346,9 @@ def stabilise(
     measured = observed(graph, plan)
     behind = falling_behind(graph, plan)
     state.needed(measured.required, now, settings.stabilisation_s)
-    headroom = DS2Settings(target_utilisation=settings.scale_in_utilisation)
+    sized = ds2_plan(graph, DS2Settings(target_utilisation=settings.scale_in_utilisation)).parallelism
     # Kept a little past the delay, so that the evidence of a full delay is there at its end.
-    state.sized_for(ds2_plan(graph, headroom).parallelism, now, settings.scale_in_delay_s + settings.window_s)
+    state.sized_for(sized, now, settings.scale_in_delay_s + settings.window_s)
     state.saw(current, now)
     stable, held, held_in = dict(proposed), [], False
     for name, target in proposed.items():
@@ -378,6 +382,16 @@ def stabilise(
                 Held(
                     "peak_need",
                     f"held {name} at {now_at} (proposed {target}): it needed {peak} instances {now - peak_at:.0f} s ago",
+                )
+            )
+        elif direction < 0 and target < sized[name]:
+            # The trim's headroom holds for every scale-in: a right scale-out is not undone
+            # once the backlog it drained is gone, nor by a policy that misjudges the rate.
+            held.append(
+                Held(
+                    "headroom",
+                    f"held {name} at {now_at} (proposed {target}): {sized[name]} keep it under "
+                    f"{settings.scale_in_utilisation:.0%} busy at this rate",
                 )
             )
         else:

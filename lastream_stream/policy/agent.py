@@ -323,10 +323,21 @@ class LaStreamAgent:
         Ranked in logs: in a hopeless state every predicted reward underflows to 0."""
         with torch.no_grad():
             view = self._view(graph, context)
-            penalty = self._predict(batch_candidates(view, schemes), train=False)
+            batch = batch_candidates(view, schemes)
+            penalty = self._predict(batch, train=False)
+            # A scheme with fewer instances of an operator than DS2 requires cannot keep up: no
+            # learned correction may make it look better than the fluid model's estimate of
+            # the backlog it builds (outside its training states, the network once did).
+            short = torch.tensor([self.short_of(view.required_instances, s) for s in schemes])
+            penalty = torch.where(short, torch.maximum(penalty, batch.u[:, _ESTIMATE]), penalty)
         performance = torch.expm1(penalty.clamp_min(0.0)).double().numpy()
         resources = np.array([resource_penalty(s, view.required_instances, view.reward) for s in schemes])
         return -(performance + resources) / 3.0
+
+    @staticmethod
+    def short_of(required: dict[str, int], scheme: dict[str, int]) -> bool:
+        """Whether ``scheme`` runs fewer instances of some operator than ``required``."""
+        return any(scheme.get(name, n) < n for name, n in required.items())
 
     def score(
         self, graph: AppGraph, schemes: Sequence[dict[str, int]], context: DecisionContext | None = None

@@ -30,6 +30,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 PRIOR_WEIGHT = 2.0  # DS2's linear model counts as this many observed windows
 MIN_EXPONENT = 0.2
 SMOOTHING = 0.5  # weight of a new observation in the running estimate at its parallelism
@@ -87,7 +89,20 @@ class OperatorCapacity:
                 return None
             p0 = max(self.counts, key=lambda p: (self.counts[p], p))
             anchor = (p0, self.seen[p0])
-        return anchor[1] * (parallelism / anchor[0]) ** self.exponent
+        return float(self.capacities(np.array(parallelism, dtype=np.float64), anchor))
+
+    def capacities(self, parallelism: np.ndarray, anchor: tuple[float, float]) -> np.ndarray:
+        """``capacity`` of every parallelism in the array at once, through ``anchor``."""
+        p0, c0 = anchor
+        curve = c0 * (parallelism / p0) ** self.exponent
+        # Fewer instances each doing more than measured at the anchor is the fitted slope's
+        # claim, which a few noisy windows make (ones right after a scale-out once did): below
+        # the anchor, no more than DS2's linear model but what as few instances or fewer
+        # were actually observed to deliver.
+        seen = np.vectorize(
+            lambda p: max((rate for q, rate in self.seen.items() if q <= p), default=0.0), otypes=[np.float64]
+        )(parallelism)
+        return np.where(parallelism >= p0, curve, np.minimum(curve, np.maximum(c0 * parallelism / p0, seen)))
 
     def min_parallelism(
         self, target_rate: float, cap: int, utilisation: float = 1.0, anchor: tuple[int, float] | None = None

@@ -110,7 +110,7 @@ class GraphView:
     cap: np.ndarray  # (n,) partition cap
     is_source: np.ndarray  # (n,) bool
     true_rate: np.ndarray  # (n,) per instance, 0 when unknown
-    exponent: np.ndarray  # (n,) capacity(p) = p * true_rate * (p / current) ** (exponent - 1); 1 is DS2's linear model
+    curves: list[OperatorCapacity | None]  # each operator's learnt capacity curve; None: DS2's linear model
     selectivity: np.ndarray  # (n,) true selectivity where known, observed otherwise
     source_input: np.ndarray  # (n,) records/s arriving at each source
     required: np.ndarray  # (n,) DS2's fractional instances; 0 when unknown
@@ -176,7 +176,7 @@ class GraphView:
             cap=cap,
             is_source=np.array([op.is_source for op in ops]),
             true_rate=true_rate,
-            exponent=np.array([capacity[op.name].exponent if capacity and op.name in capacity else 1.0 for op in ops]),
+            curves=[capacity.get(op.name) if capacity else None for op in ops],
             selectivity=selectivity,
             source_input=np.array([op.observed_input_rate if op.is_source else 0.0 for op in ops]),
             required=required,
@@ -203,8 +203,11 @@ def encode(view: GraphView, schemes: Sequence[dict[str, int]]) -> tuple[np.ndarr
     cand = view.scheme_matrix(schemes)
     n_candidates, n = cand.shape
     known = view.true_rate > 0
-    # OperatorCapacity.capacity through what was measured now, for every candidate at once.
-    capacity = np.where(known, view.current * view.true_rate * (cand / view.current) ** view.exponent, np.inf)
+    # Each operator's capacity curve through what was measured now, for every candidate at once.
+    capacity = np.where(known, cand * view.true_rate, np.inf)
+    for i, curve in enumerate(view.curves):
+        if curve is not None and known[i]:
+            capacity[:, i] = curve.capacities(cand[:, i], (view.current[i], view.current[i] * view.true_rate[i]))
 
     # Fluid flow through the scheme, in topological order (the view's node order).
     inflow = np.zeros_like(cand)

@@ -226,7 +226,9 @@ class ScoredScheme(BaseModel):
 
 DecisionKind = Literal["command", "hold", "recommendation", "outcome"]
 # The rules that keep an operator where it runs against a proposed change (see agent/controller.py).
-HoldReason = Literal["margin", "stabilisation", "peak_need", "draining", "scale_in_together", "bounds", "recovering"]
+HoldReason = Literal[
+    "margin", "stabilisation", "peak_need", "headroom", "draining", "scale_in_together", "bounds", "recovering"
+]
 
 
 class DecisionRecord(WireMessage):
@@ -265,7 +267,7 @@ class DecisionRecord(WireMessage):
     )
     held_by: list[HoldReason] = Field(
         default_factory=list,
-        description="each rule that kept some operator at its parallelism, once: margin (the evaluator's error margin), stabilisation (a reversal too soon), peak_need (a scale-in below the recent peak need), draining (a scale-in while a backlog drains), scale_in_together (a scale-in waiting for another's), bounds (the configured bounds or partitions), recovering (an instance in the window was not ready: waiting for its partitions or replaying its state; no decision and no outcome on such a window)",
+        description="each rule that kept some operator at its parallelism, once: margin (the evaluator's error margin), stabilisation (a reversal too soon), peak_need (a scale-in below the recent peak need), headroom (a scale-in that would leave an operator busier than the controller's scale-in utilisation at the current rate), draining (a scale-in while a backlog drains), scale_in_together (a scale-in waiting for another's), bounds (the configured bounds or partitions), recovering (an instance in the window was not ready: waiting for its partitions or replaying its state; no decision and no outcome on such a window)",
     )
     timings_ms: dict[str, float] = Field(default_factory=dict)
     window_age_s: float | None = Field(
