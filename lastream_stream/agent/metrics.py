@@ -50,6 +50,12 @@ class AgentMetrics:
             "predicted_reward", "Predicted reward (0-1] of the last decision's scheme; NaN when unscored", ["app"]
         )
         self.measured = gauge("measured_reward", "Measured reward (0-1] of the last decision judged", ["app"])
+        self.prediction_error = gauge(
+            "prediction_error",
+            "Mean absolute error of each model's predicted reward over the app's recent outcomes, each measured "
+            "before the online model trained on it",
+            ["app", "model"],
+        )
         self.decisions = Counter(
             "lastream_autoscaler_decisions",
             "Decision records published, by kind",
@@ -97,6 +103,8 @@ class AgentMetrics:
         if record.app not in self.operators:
             self._start_app(record.app)
         self.decisions.labels(record.app, record.kind).inc()
+        for model, error in record.prediction_errors.items():
+            self.prediction_error.labels(record.app, model).set(error)
         if record.kind == "outcome":
             # An outcome's state is the window it closed in, not a decision's: the gauges keep the last decision's.
             if record.measured_reward is not None:

@@ -60,8 +60,6 @@ from lastream_stream.wire.contracts import CommandAck, DecisionRecord, MetricsRe
 
 log = logging.getLogger(__name__)
 
-# What `lastream-online` trains after each outcome (the service's default before it was switched off).
-ONLINE_TRAIN_STEPS = 20
 POLICY_NAMES = ("static", "oracle", "ds2", "flink", "keda", "lastream", "lastream-online")
 # Each learned part of LaStream added in turn (``lastream bench --ablation``), DS2 for reference.
 ABLATION = ("ds2", "fluid-only", "fluid+capacity", "lastream", "lastream-online")
@@ -133,9 +131,13 @@ class EpisodeResult:
     commands_by_source: dict[str, int] = field(default_factory=dict)
     samples: list[Sample] = field(default_factory=list, repr=False)
     parallelism_trace: list[tuple[float, dict[str, int]]] = field(default_factory=list, repr=False)
+    # At each measured outcome of a learning policy: when, which model decided it, and each model's recent error.
+    prediction_errors: list[tuple[float, str | None, dict[str, float]]] = field(default_factory=list, repr=False)
 
     def measures(self) -> dict[str, object]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("samples", "parallelism_trace")}
+        return {
+            k: v for k, v in self.__dict__.items() if k not in ("samples", "parallelism_trace", "prediction_errors")
+        }
 
 
 PolicyFactory = Callable[[Scenario, Simulator], Policy | AppController]
@@ -176,10 +178,6 @@ def lastream_factory(settings: BenchSettings, learn: bool, llm: bool = False, **
     from lastream_stream.policy.llm import LLMGenerator
 
     template = LaStreamAgent.pretrained()
-    # The service trains no steps by default; learning online means some.
-    controller = (
-        settings.controller.model_copy(update={"train_steps": ONLINE_TRAIN_STEPS}) if learn else settings.controller
-    )
     # One LLM client shared by all episodes: it holds connections, not decision state.
     generator = LLMGenerator() if llm else None
     if generator is not None and not generator.enabled:
@@ -193,7 +191,7 @@ def lastream_factory(settings: BenchSettings, learn: bool, llm: bool = False, **
             agent.add_llm(generator)
         agent.config = agent.config.model_copy(update={"restart_s": scenario.downtime_s, **config})
         policy = agent if learn else Frozen(agent)
-        return AppController(scenario.name, policy, controller, settings.reward, since=EPOCH_START)
+        return AppController(scenario.name, policy, settings.controller, settings.reward, since=EPOCH_START)
 
     return build
 
@@ -246,6 +244,8 @@ class AsTheService:
 
     controller: AppController
     sources: Counter[str] = field(default_factory=Counter)  # commands by the provenance of their scheme
+    # The outcome records' model and errors, timed from the start of the run.
+    prediction_errors: list[tuple[float, str | None, dict[str, float]]] = field(default_factory=list)
 
     def step(self, sim: Simulator, reports: list[MetricsReport]) -> float | None:
         for report in reports:
@@ -255,11 +255,11 @@ class AsTheService:
         started = time.perf_counter()
         actions = self.controller.tick(now)
         elapsed_ms = 1000.0 * (time.perf_counter() - started)
-        self.sources.update(
-            a.message.chosen_source
-            for a in actions
-            if isinstance(a.message, DecisionRecord) and a.message.kind == "command"
-        )
+        records = [a.message for a in actions if isinstance(a.message, DecisionRecord)]
+        self.sources.update(r.chosen_source for r in records if r.kind == "command")
+        self.prediction_errors += [
+            (sim.now, r.model, r.prediction_errors) for r in records if r.kind == "outcome" and r.prediction_errors
+        ]
         for command in (a.message for a in actions if isinstance(a.message, ScalingCommand)):
             sim.apply(command.target)
             ack = CommandAck(
@@ -337,6 +337,7 @@ def run_episode(scenario: Scenario, policy_name: str, factory: PolicyFactory, se
         final_lag=sim.total_lag(),
         mean_latency_ms=statistics.fmean(s.latency_ms for s in samples),
         commands_by_source=dict(driver.sources) if isinstance(driver, AsTheService) else {},
+        prediction_errors=driver.prediction_errors if isinstance(driver, AsTheService) else [],
         samples=samples,
         parallelism_trace=trace,
     )

@@ -14,17 +14,27 @@ feature ``log_estimated_penalty``): the estimate already scales with the app's r
 on an app slower or faster than any seen in training the network only has to correct a
 sound guess rather than invent one. Training fits the target and, for candidates measured
 in the same state, their differences: the choice depends only on those.
+
+Online, two models score: the *shipped* one, as loaded, never trained again, and the
+*online* one, trained on every app's measured outcomes. Each outcome first measures how far
+both predicted it (prequentially: the online model has not trained on it yet); an app is
+decided for by the online model only once, over its recent outcomes, that model's error is
+at most ``ONLINE_SWITCH_SHARE`` of the shipped one's. One online model for all apps: a few
+outcomes an hour per app could not train a network each. When it predicts the last
+outcomes of all apps clearly worse than the shipped model, it is dropped: reset to the
+shipped weights, with a log line.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
 import math
 import pickle
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -65,7 +75,7 @@ from lastream_stream.policy.graph import AppGraph
 from lastream_stream.policy.llm import LLMGenerator
 from lastream_stream.policy.measure import observed
 from lastream_stream.policy.reward import RewardParams, resource_penalty
-from lastream_stream.wire.contracts import HoldReason
+from lastream_stream.wire.contracts import HoldReason, Model
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +87,13 @@ DEFAULT_MARGIN = 0.05  # ln reward; until pretraining has measured the evaluator
 MIN_BUSY_OBSERVED = 0.2  # an operator less busy than this adds nothing to its capacity curve
 STATE_KINDS = ("steady", "backlogged")
 STEADY_BACKLOG_S = 1.0  # no more backlog than this many seconds of input (or than queueing explains): a steady state
+MODELS: tuple[Model, ...] = ("shipped", "online")
+RECENT_OUTCOMES = 20  # of each app, and of all apps, that the models' errors are compared over
+ONLINE_MIN_OUTCOMES = 5  # of an app, measured on both models, before the online one may decide for it
+ONLINE_SWITCH_SHARE = 0.8  # the online model decides once its error is at most this share of the shipped one's
+ONLINE_DROP_SHARE = 1.25  # it is dropped once its error on all apps' last outcomes is this many times the shipped one's
+ONLINE_DROP_SLACK = 0.01  # and more than this much higher: a difference in the third decimal is noise, not harm
+ERRORS_KEPT_APPS = 10_000  # apps whose errors are kept; the least recently judged go first
 
 
 def state_kind(graph: AppGraph, plan: DS2Plan | None = None) -> str:
@@ -216,6 +233,10 @@ class LaStreamAgent:
         self.trained_steps = 0
         self.calibrated_margins = {kind: DEFAULT_MARGIN for kind in STATE_KINDS}
         self.capacity = CapacityModels()
+        self.shipped = (copy.deepcopy(self.gcn), copy.deepcopy(self.evaluator))
+        # Per app, and over all apps: (shipped, online) absolute error of the predicted reward of each outcome.
+        self.errors: OrderedDict[str, deque[tuple[float, float]]] = OrderedDict()
+        self.recent_errors: deque[tuple[float, float]] = deque(maxlen=RECENT_OUTCOMES)
 
     def add_llm(self, llm: LLMGenerator) -> None:
         """Add the LLM's candidates to the pool, telling it the reward its schemes are scored
@@ -240,7 +261,8 @@ class LaStreamAgent:
             context, notes = self.learn_capacity(graph, context)
         pool, timings = self.candidates(graph, context)
         t = time.perf_counter()
-        log_scores = self.log_scores(graph, [c.scheme for c in pool], context)
+        model = self.model_for(graph.app)
+        log_scores = self.log_scores(graph, [c.scheme for c in pool], context, model)
         timings["score_ms"] = _ms_since(t)
         best = int(np.argmax(log_scores))
         # The scores already charge a change its restart; the margin covers the evaluator's own
@@ -268,7 +290,23 @@ class LaStreamAgent:
             context=context,
             notes=notes,
             held_by=held_by,
+            model=model,
+            prediction_errors=self.prediction_errors(graph.app),
         )
+
+    def model_for(self, app: str) -> Model:
+        """The model that decides for ``app``: the online one once its error on the app's
+        recent outcomes is clearly below the shipped one's, the shipped one until then."""
+        errors = self.errors.get(app, ())
+        if len(errors) < ONLINE_MIN_OUTCOMES:
+            return "shipped"
+        shipped, online = np.mean(errors, axis=0)
+        return "online" if online <= ONLINE_SWITCH_SHARE * shipped else "shipped"
+
+    def prediction_errors(self, app: str) -> dict[Model, float]:
+        """Each model's mean absolute error of the predicted reward over ``app``'s recent outcomes."""
+        errors = self.errors.get(app)
+        return dict(zip(MODELS, map(float, np.mean(errors, axis=0)), strict=True)) if errors else {}
 
     def learn_capacity(self, graph: AppGraph, context: DecisionContext) -> tuple[DecisionContext, list[str]]:
         """Add this state's measured capacities to the operators' curves; the context with the
@@ -317,14 +355,18 @@ class LaStreamAgent:
         return dedupe(pool), timings
 
     def log_scores(
-        self, graph: AppGraph, schemes: Sequence[dict[str, int]], context: DecisionContext | None = None
+        self,
+        graph: AppGraph,
+        schemes: Sequence[dict[str, int]],
+        context: DecisionContext | None = None,
+        model: Model = "online",
     ) -> np.ndarray:
-        """Predicted ln(reward) of each scheme (complete and clamped) in the graph's current state.
-        Ranked in logs: in a hopeless state every predicted reward underflows to 0."""
+        """Predicted ln(reward) of each scheme (complete and clamped) in the graph's current state,
+        by ``model``. Ranked in logs: in a hopeless state every predicted reward underflows to 0."""
         with torch.no_grad():
             view = self._view(graph, context)
             batch = batch_candidates(view, schemes)
-            penalty = self._predict(batch, train=False)
+            penalty = self._predict(batch, train=False, model=model)
             # A scheme with fewer instances of an operator than DS2 requires cannot keep up: no
             # learned correction may make it look better than the fluid model's estimate of
             # the backlog it builds (outside its training states, the network once did).
@@ -351,16 +393,17 @@ class LaStreamAgent:
         reward = self.config.reward.for_app(context.latency_target_ms)
         return GraphView.of(graph, context.max_parallelism, restart_s, self.config.horizon_s, reward, context.capacity)
 
-    def _predict(self, batch: Batch, train: bool) -> torch.Tensor:
-        """log1p(performance penalty) per candidate in the batch: the fluid estimate plus the
-        network's correction."""
-        self.gcn.train(train)
-        self.evaluator.train(train)
+    def _predict(self, batch: Batch, train: bool, model: Model = "online") -> torch.Tensor:
+        """log1p(performance penalty) per candidate in the batch: the fluid estimate plus
+        ``model``'s correction (only the online model trains)."""
+        gcn, evaluator = (self.gcn, self.evaluator) if model == "online" else self.shipped
+        gcn.train(train)
+        evaluator.train(train)
         if not self.config.use_evaluator and not train:
             return batch.u[:, _ESTIMATE]
         n = self.normaliser
-        embedding = self.gcn((batch.x - n.node_mean) / n.node_std, batch.edge_index, batch.batch)
-        correction = self.evaluator(embedding, (batch.u - n.cand_mean) / n.cand_std)
+        embedding = gcn((batch.x - n.node_mean) / n.node_std, batch.edge_index, batch.batch)
+        correction = evaluator(embedding, (batch.u - n.cand_mean) / n.cand_std)
         return batch.u[:, _ESTIMATE] + correction * n.correction_std + n.correction_mean
 
     def sanitise(
@@ -392,12 +435,48 @@ class LaStreamAgent:
         return Example(data.x, data.edge_index, data.u, target, state_id)
 
     def observe(self, decision: Decision, measured_reward: float) -> None:
-        """Remember what the chosen scheme earned, for ``train`` and for the LLM's prompt."""
+        """Remember what the chosen scheme earned, for ``train`` and for the LLM's prompt; and
+        how far each model predicted it, before the online model learns from it."""
         if decision.graph is None:
             raise ValueError("the decision carries no graph to learn from")
+        errors = tuple(
+            abs(
+                math.exp(self.log_scores(decision.graph, [decision.chosen], decision.context, model)[0])
+                - measured_reward
+            )
+            for model in MODELS
+        )
+        app_errors = self.errors.pop(decision.app, None) or deque(maxlen=RECENT_OUTCOMES)
+        app_errors.append(errors)
+        self.errors[decision.app] = app_errors  # the most recently judged app last
+        while len(self.errors) > ERRORS_KEPT_APPS:
+            self.errors.popitem(last=False)
+        self.recent_errors.append(errors)
+        self._drop_online_if_worse()
         log_reward = math.log(max(measured_reward, _SMALLEST_REWARD))
         self.replay.append(self.example(decision.graph, decision.chosen, log_reward, decision.context))
         self.history.append(PastDecision(dict(decision.chosen), measured_reward))
+
+    def _drop_online_if_worse(self) -> None:
+        """Reset the online model to the shipped one when it predicted the last outcomes of
+        all apps clearly worse; every app is decided for by the shipped model again."""
+        if len(self.recent_errors) < RECENT_OUTCOMES:
+            return
+        shipped, online = np.mean(self.recent_errors, axis=0)
+        if online <= ONLINE_DROP_SHARE * shipped or online - shipped <= ONLINE_DROP_SLACK:
+            return
+        log.warning(
+            "online model dropped: its mean error on the last %d outcomes was %.3f against the shipped model's %.3f;"
+            " learning again from the shipped model",
+            len(self.recent_errors),
+            online,
+            shipped,
+        )
+        self.gcn.load_state_dict(self.shipped[0].state_dict())
+        self.evaluator.load_state_dict(self.shipped[1].state_dict())
+        self.optimizer.state.clear()  # its moments belong to the dropped weights
+        self.errors.clear()
+        self.recent_errors.clear()
 
     def train(self, steps: int) -> float:
         """``steps`` mini-batch updates from the replay buffer; mean loss (0 with nothing to learn from)."""
@@ -449,6 +528,9 @@ class LaStreamAgent:
             "trained_steps": self.trained_steps,
             "calibrated_margins": self.calibrated_margins,
             "capacity": json.dumps(self.capacity.to_json()),
+            "shipped_gcn": self.shipped[0].state_dict(),
+            "shipped_evaluator": self.shipped[1].state_dict(),
+            "errors": json.dumps({"apps": self.errors, "recent": self.recent_errors}, default=list),
             "numpy_rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
         }
@@ -499,6 +581,13 @@ class LaStreamAgent:
         agent.trained_steps = checkpoint["trained_steps"]
         agent.calibrated_margins = dict(checkpoint["calibrated_margins"])
         agent.capacity = CapacityModels.from_json(json.loads(checkpoint["capacity"]))
+        # A checkpoint from before the online model was kept apart: what it holds is the shipped model.
+        agent.shipped[0].load_state_dict(checkpoint.get("shipped_gcn", checkpoint["gcn"]))
+        agent.shipped[1].load_state_dict(checkpoint.get("shipped_evaluator", checkpoint["evaluator"]))
+        errors = json.loads(checkpoint.get("errors", '{"apps": {}, "recent": []}'))
+        for app, pairs in errors["apps"].items():
+            agent.errors[app] = deque(map(tuple, pairs), maxlen=RECENT_OUTCOMES)
+        agent.recent_errors.extend(map(tuple, errors["recent"]))
         agent.rng.bit_generator.state = checkpoint["numpy_rng"]
         torch.set_rng_state(checkpoint["torch_rng"])
         return agent

@@ -12,7 +12,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from lastream_stream.policy.capacity import OperatorCapacity
 from lastream_stream.policy.graph import AppGraph
-from lastream_stream.wire.contracts import MAX_PARALLELISM, HoldReason
+from lastream_stream.wire.contracts import MAX_PARALLELISM, HoldReason, Model
 
 
 class CheckpointMismatch(ValueError):
@@ -80,6 +80,9 @@ class Decision:
     notes: list[str] = field(default_factory=list)
     # Which rules kept an operator where it runs against a proposed change, for the record and its metrics.
     held_by: list[HoldReason] = field(default_factory=list)
+    # Which of a learning policy's models scored the candidates, and each one's recent error on the app.
+    model: Model | None = None
+    prediction_errors: dict[Model, float] = field(default_factory=dict)
 
     @property
     def chosen_candidate(self) -> ScoredCandidate | None:
@@ -122,3 +125,5 @@ class LearningPolicy(Protocol):
     def observe(self, decision: Decision, measured_reward: float) -> None: ...
 
     def train(self, steps: int) -> float: ...
+
+    def prediction_errors(self, app: str) -> dict[Model, float]: ...

@@ -198,7 +198,7 @@ def agent(
     _DRAIN_BACKLOG_S (no scale-in while a backlog drains); trims of what the app no longer
     needs from _SCALE_IN_DELAY_S and _SCALE_IN_UTILISATION; each app's latency target from
     _LATENCY_TARGET_MS (a JSON map, ms); outcomes from _OUTCOME_S, online training from
-    _TRAIN_STEPS (0, off, by default); the
+    _TRAIN_STEPS (2 per outcome; 0: off); the
     restart assumed until one is measured from LASTREAM_AGENT_RESTART_S. See the README."""
     from pathlib import Path
 
@@ -247,7 +247,7 @@ def agent(
     "--policy",
     "policies",
     multiple=True,
-    help="Only these policies (repeatable): lastream, lastream-online (trains after each outcome, as the service does with LASTREAM_CONTROLLER_TRAIN_STEPS), ds2, flink, keda, static, oracle; or the ablation's fluid-only, fluid+capacity.",
+    help="Only these policies (repeatable): lastream (the shipped model, never trained online), lastream-online (as the service runs by default: an online model trained after each outcome, deciding once it predicts the app's outcomes better; LASTREAM_CONTROLLER_TRAIN_STEPS), ds2, flink, keda, static, oracle; or the ablation's fluid-only, fluid+capacity.",
 )
 @click.option("--out", type=click.Path(file_okay=False), default="benchmarks/results/bench", show_default=True)
 @click.option(

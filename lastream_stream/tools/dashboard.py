@@ -168,7 +168,16 @@ class AppMonitor:
                     f"{op.latency_p50_ms:.0f}" if op.latency_p50_ms is not None else "-",
                 )
         history = Table(title="decisions", expand=True)
-        for column in ("time", "kind", "scheme", "candidates", "predicted", "measured", "why held"):
+        for column in (
+            "time",
+            "kind",
+            "scheme",
+            "candidates",
+            "predicted",
+            "measured",
+            "model (recent errors)",
+            "why held",
+        ):
             history.add_column(column)
         for d in decisions:
             history.add_row(
@@ -178,6 +187,7 @@ class AppMonitor:
                 str(len(d.candidates)),
                 f"{d.predicted_reward:.3f}" if d.predicted_reward is not None else "",
                 f"{d.measured_reward:.3f}" if d.measured_reward is not None else "",
+                _model(d),
                 "; ".join(d.notes),
             )
         # What is wrong with the app's reporting, as the latest decision found it: above all else it explains the rest.
@@ -187,3 +197,9 @@ class AppMonitor:
             warnings.add_row(text)
         parts = [self.agent_status(), *([warnings] if warnings.row_count else []), operators, history]
         return Group(*parts)
+
+
+def _model(record: DecisionRecord) -> str:
+    """Which model decided, and how far each one predicted the app's recent outcomes."""
+    errors = " ".join(f"{model} {error:.3f}" for model, error in record.prediction_errors.items())
+    return " ".join(part for part in (record.model or "", f"({errors})" if errors else "") if part)

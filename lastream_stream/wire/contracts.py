@@ -230,6 +230,9 @@ HoldReason = Literal[
     "margin", "stabilisation", "peak_need", "headroom", "draining", "scale_in_together", "bounds", "recovering"
 ]
 
+# The models a learning policy scores with: as shipped (never trained online), and trained on measured outcomes.
+Model = Literal["shipped", "online"]
+
 
 class DecisionRecord(WireMessage):
     """One decision of the agent, readable by anyone from the decisions topic.
@@ -268,6 +271,14 @@ class DecisionRecord(WireMessage):
     held_by: list[HoldReason] = Field(
         default_factory=list,
         description="each rule that kept some operator at its parallelism, once: margin (the evaluator's error margin), stabilisation (a reversal too soon), peak_need (a scale-in below the recent peak need), headroom (a scale-in that would leave an operator busier than the controller's scale-in utilisation at the current rate), draining (a scale-in while a backlog drains), scale_in_together (a scale-in waiting for another's), bounds (the configured bounds or partitions), recovering (an instance in the window was not ready: waiting for its partitions or replaying its state; no decision and no outcome on such a window)",
+    )
+    model: Model | None = Field(
+        default=None,
+        description="which model scored the candidates: shipped (as pretrained) or online (trained on measured outcomes, deciding for this app once it predicts them clearly better); None for a policy without models",
+    )
+    prediction_errors: dict[Model, float] = Field(
+        default_factory=dict,
+        description="each model's mean absolute error of the predicted reward over the app's recent outcomes, each measured before the online model trained on it; empty before the first outcome",
     )
     timings_ms: dict[str, float] = Field(default_factory=dict)
     window_age_s: float | None = Field(

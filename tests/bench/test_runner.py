@@ -289,6 +289,9 @@ class ScriptedLearner:
         self.trained += steps
         return 0.0
 
+    def prediction_errors(self, app):
+        return {}
+
 
 def test_a_learning_policy_learns_from_outcomes_and_a_frozen_one_does_not():
     learner = ScriptedLearner([4])
