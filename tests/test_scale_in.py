@@ -34,15 +34,18 @@ def two_operators(after_drop: float) -> Scenario:
 
 
 def parse_over_time(
-    scenario: Scenario, controller_overrides: dict | None = None, sources: Counter | None = None
+    scenario: Scenario,
+    controller_overrides: dict | None = None,
+    sources: Counter | None = None,
+    policy: str = "lastream",
 ) -> list[tuple[float, int]]:
     """(time, parse's instances) after every change, the shipped model deciding through the
-    controller; ``sources`` counts its commands by the provenance of their scheme."""
+    controller (or ``policy``); ``sources`` counts its commands by the provenance of their scheme."""
     settings = BenchSettings()
     if controller_overrides:
         settings = BenchSettings(controller=settings.controller.model_copy(update=controller_overrides))
     sim = Simulator(scenario, seed=0)
-    driver = AsTheService(policy_factory("lastream", settings)(scenario, sim))
+    driver = AsTheService(policy_factory(policy, settings)(scenario, sim))
     trace = [(0.0, sim.parallelism["parse"])]
     while sim.now < scenario.horizon_s:
         reports = sim.run(scenario.interval_s)
@@ -64,6 +67,17 @@ def test_a_drop_to_a_sixth_of_the_rate_is_given_back_within_five_minutes_and_kep
     assert after and after[0][1] == 1, f"parse was never trimmed: {trace}"
     assert after[0][0] - DROP_AT_S <= 300, f"trimmed {after[0][0] - DROP_AT_S:.0f} s after the drop: {trace}"
     assert len(after) == 1, f"the trim was reversed: {trace}"
+
+
+def test_an_app_predicted_closely_earns_a_small_margin_and_its_policy_scales_in_before_the_trim():
+    """Online learning on: by the drop, the models have predicted the app's outcomes for five
+    minutes, closely enough that the margin shrinks below the one-instance gain."""
+    sources = Counter()
+    trace = parse_over_time(two_operators(after_drop=5.0 / 30.0), sources=sources, policy="lastream-online")
+    after = [(t, n) for t, n in trace if t >= DROP_AT_S]
+    assert after and after[0][1] == 1, f"parse was never scaled in: {trace}"
+    assert after[0][0] - DROP_AT_S < BenchSettings().controller.scale_in_delay_s, trace
+    assert sources["trim"] == 0 and len(after) == 1, (sources, trace)
 
 
 def test_without_the_trim_rule_the_margin_holds_the_surplus_for_good():

@@ -94,6 +94,10 @@ ONLINE_SWITCH_SHARE = 0.8  # the online model decides once its error is at most 
 ONLINE_DROP_SHARE = 1.25  # it is dropped once its error on all apps' last outcomes is this many times the shipped one's
 ONLINE_DROP_SLACK = 0.01  # and more than this much higher: a difference in the third decimal is noise, not harm
 ERRORS_KEPT_APPS = 10_000  # apps whose errors are kept; the least recently judged go first
+# A gain compares two predictions of one app, whose shared error (the app's level) cancels: what is
+# left is taken to be at most the deciding model's recent error on the app.
+MARGIN_PER_ERROR = 1.0
+MARGIN_FLOOR = 0.01  # ln reward: the least margin an app's record of close predictions earns
 
 
 def state_kind(graph: AppGraph, plan: DS2Plan | None = None) -> str:
@@ -111,6 +115,9 @@ class AgentConfig(BaseModel):
     evaluator_hidden: list[int] = Field(default_factory=lambda: [128, 64])
     dropout: float = Field(default=0.0, ge=0, lt=1)
     learning_rate: float = Field(default=1e-3, gt=0)
+    # Online, a tenth of pretraining's: at 1e-3 a few steps per outcome made the network drift
+    # from the pretrained optimum faster than an app's outcomes pulled it anywhere useful.
+    online_learning_rate: float = Field(default=1e-4, gt=0)
     weight_decay: float = Field(default=1e-5, ge=0)
     batch_size: int = Field(default=64, ge=1)
     replay_capacity: int = Field(default=10_000, ge=1)
@@ -269,14 +276,16 @@ class LaStreamAgent:
         # error, so that a change is made only when its gain is larger than that error.
         current = self.sanitise(graph, graph.parallelism, context)
         keep = next((i for i, c in enumerate(pool) if c.scheme == current), None)
-        margin = self.margin(graph)
         held_by: list[HoldReason] = []
-        if keep is not None and best != keep and (gain := log_scores[best] - log_scores[keep]) < margin:
-            notes.append(
-                f"held: best change predicted {gain:+.3f} ln reward, within the evaluator's error margin {margin:.3f}"
-            )
-            held_by.append("margin")
-            best = keep
+        if keep is not None and best != keep:
+            margin, earned = self.margin(graph, model, math.exp(log_scores[keep]))
+            if (gain := log_scores[best] - log_scores[keep]) < margin:
+                notes.append(
+                    f"held: best change predicted {gain:+.3f} ln reward, within the {model} model's error margin "
+                    f"{margin:.3f}{' (earned by its recent predictions of this app)' if earned else ''}"
+                )
+                held_by.append("margin")
+                best = keep
         if self.config.explore_epsilon and self.rng.random() < self.config.explore_epsilon:
             best = int(self.rng.integers(len(pool)))
         timings["total_ms"] = _ms_since(started)
@@ -301,7 +310,7 @@ class LaStreamAgent:
         if len(errors) < ONLINE_MIN_OUTCOMES:
             return "shipped"
         shipped, online = np.mean(errors, axis=0)
-        return "online" if online <= ONLINE_SWITCH_SHARE * shipped else "shipped"
+        return "online" if online < ONLINE_SWITCH_SHARE * shipped else "shipped"
 
     def prediction_errors(self, app: str) -> dict[Model, float]:
         """Each model's mean absolute error of the predicted reward over ``app``'s recent outcomes."""
@@ -322,17 +331,28 @@ class LaStreamAgent:
                 notes.append(f"{name}: {ineffective}")
         return replace(context, capacity=curves), notes
 
-    def margin(self, graph: AppGraph) -> float:
-        """ln reward a change must be predicted to gain in this state: configured, or
-        calibrated in pretraining for states like it; none when the running scheme cannot
-        sustain the rate (DS2 needs more instances of some operator than it runs), since
-        keeping it is then no option worth protecting."""
+    def margin(self, graph: AppGraph, model: Model = "shipped", reward: float = 0.0) -> tuple[float, bool]:
+        """ln reward a change must be predicted to gain in this state, and whether the app
+        earned it: configured, or calibrated in pretraining for states like it; in a steady
+        state, less for an app whose recent outcomes ``model`` predicted closely (its mean
+        error relative to ``reward``, the running scheme's predicted reward; at least
+        ``MARGIN_FLOOR``). None (0) when the running scheme cannot sustain the rate (DS2 needs
+        more instances of some operator than it runs), since keeping it is then no option
+        worth protecting."""
         plan = ds2_plan(graph)
         if falling_behind(graph, plan):
-            return 0.0
+            return 0.0, False
         if self.config.switch_margin is not None:
-            return self.config.switch_margin
-        return self.calibrated_margins[state_kind(graph, plan)]
+            return self.config.switch_margin, False
+        kind = state_kind(graph, plan)
+        calibrated = self.calibrated_margins[kind]
+        errors = self.errors.get(graph.app, ())
+        # Outcomes are measured in steady states mostly: they say nothing of a backlogged one's error.
+        if kind != "steady" or len(errors) < ONLINE_MIN_OUTCOMES or reward <= 0:
+            return calibrated, False
+        error = float(np.mean(errors, axis=0)[MODELS.index(model)])
+        earned = max(MARGIN_FLOOR, MARGIN_PER_ERROR * error / reward)
+        return (earned, True) if earned < calibrated else (calibrated, False)
 
     def candidates(
         self, graph: AppGraph, context: DecisionContext | None = None
@@ -475,11 +495,15 @@ class LaStreamAgent:
         self.gcn.load_state_dict(self.shipped[0].state_dict())
         self.evaluator.load_state_dict(self.shipped[1].state_dict())
         self.optimizer.state.clear()  # its moments belong to the dropped weights
-        self.errors.clear()
-        self.recent_errors.clear()
+        # Reset to the shipped weights, it would have predicted every kept outcome as the shipped model did.
+        for errors in (*self.errors.values(), self.recent_errors):
+            errors.extend([(shipped, shipped) for shipped, _ in [errors.popleft() for _ in range(len(errors))]])
 
     def train(self, steps: int) -> float:
-        """``steps`` mini-batch updates from the replay buffer; mean loss (0 with nothing to learn from)."""
+        """``steps`` mini-batch updates of the online model from the replay buffer, at the
+        online learning rate; mean loss (0 with nothing to learn from)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.online_learning_rate
         return self.fit(list(self.replay), steps)
 
     def fit(self, examples: Sequence[Example], steps: int) -> float:
