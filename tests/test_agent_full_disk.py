@@ -1,5 +1,5 @@
 """The agent on a full disk: a checkpoint that cannot be saved is logged and tried again at
-the next outcome; the agent keeps scaling and the previous checkpoint stays whole.
+the next save due (here: the next outcome); the agent keeps scaling and the previous checkpoint stays whole.
 A real full filesystem (a small tmpfs), the real broker."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def test_a_checkpoint_that_cannot_be_saved_is_logged_and_the_agent_goes_on(setti
     LaStreamAgent.pretrained(None).save(checkpoint)
     saved = checkpoint.read_bytes()
     fill(full_disk)
-    service = AgentService(settings, AgentServiceSettings(checkpoint=checkpoint, llm=False))
+    service = AgentService(settings, AgentServiceSettings(checkpoint=checkpoint, llm=False, checkpoint_every_s=0))
     with (
         service.clients.producer() as producer,
         caplog.at_level(logging.WARNING, logger="lastream_stream.agent.service"),

@@ -108,6 +108,8 @@ class AgentService:
         self.history = ControlHistory(service.max_apps)
         self.metrics = AgentMetrics()
         self.started_at = time.time()
+        self.unsaved = False  # outcomes learnt from since the checkpoint was last saved
+        self.saved_at = float("-inf")  # when a save was last tried, monotonic
         self.ready = threading.Event()  # set from the group joined, history replayed, until the agent stops
         self.stability = StabilityStore(self.stability_dir)
 
@@ -234,6 +236,7 @@ class AgentService:
                 if time.monotonic() >= next_lag:
                     next_lag = time.monotonic() + LAG_EVERY_S
                     self.metrics.agent_lag(metrics_lag(metrics))
+                self._save_if_due()
                 if max_decisions is not None and sum(c.decisions for c in self.controllers.values()) >= max_decisions:
                     log.info("reached %d decision(s): stopping", max_decisions)
                     break
@@ -242,6 +245,7 @@ class AgentService:
             for app, controller in self.controllers.items():
                 self.stability.save(app, controller.stability)
             self.stability.close()
+            self._save_unsaved()
             # Leaving the group as the consumer closes revokes every partition: nothing left to hand over.
             self.ready.clear()
 
@@ -326,8 +330,7 @@ class AgentService:
                 self.stability.save(app, controller.stability)
         if not self.stability.flush():
             log.warning("the stabilisation state of %s was not all written before the handover", apps)
-        if isinstance(self.agent, LaStreamAgent):
-            self._save_checkpoint(self.agent)
+        self._save_unsaved()
         for app in apps:
             self.controllers.pop(app, None)
 
@@ -429,9 +432,19 @@ class AgentService:
         except (KafkaException, BufferError) as exc:  # refused before sending: too large, queue full
             return str(exc)
         self.metrics.observe(message)
-        if message.kind == "outcome" and isinstance(self.agent, LaStreamAgent):
-            self._save_checkpoint(self.agent)
+        if message.kind == "outcome":
+            self.unsaved = True
+            self._save_if_due()
         return None
+
+    def _save_if_due(self) -> None:
+        """Save what outcomes taught the agent, at most once every ``checkpoint_every_s``."""
+        if self.unsaved and time.monotonic() - self.saved_at >= self.service.checkpoint_every_s:
+            self._save_unsaved()
+
+    def _save_unsaved(self) -> None:
+        if self.unsaved and isinstance(self.agent, LaStreamAgent):
+            self._save_checkpoint(self.agent)
 
     @staticmethod
     def _record_delivered(error: KafkaError | None, msg: Message) -> None:
@@ -439,16 +452,20 @@ class AgentService:
             log.error("decision record of %s not published: %s", (msg.key() or b"").decode(errors="replace"), error)
 
     def _save_checkpoint(self, agent: LaStreamAgent) -> None:
-        """Saved after each outcome. A failure (a full disk) is logged, not raised: the
-        previous checkpoint stays whole, scaling goes on, and the next outcome tries again."""
+        """A failure (a full disk) is logged, not raised: the previous checkpoint stays whole,
+        scaling goes on, and the next save that is due tries again."""
+        self.saved_at = time.monotonic()
         try:
             agent.save(self.service.checkpoint)
         except OSError as exc:
             log.warning(
-                "cannot save the checkpoint to %s (%s); the previous one is kept, next try at the next outcome",
+                "cannot save the checkpoint to %s (%s); the previous one is kept, next try in %.0f s",
                 self.service.checkpoint,
                 exc.strerror or exc,
+                self.service.checkpoint_every_s,
             )
+            return
+        self.unsaved = False
 
 
 def _read_json(path: Path, otherwise: str) -> dict:

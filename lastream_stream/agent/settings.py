@@ -22,6 +22,13 @@ class AgentServiceSettings(BaseSettings, MetricsEndpoint):
         default_factory=lambda: lastream_home() / "agent" / "checkpoint.pt",
         description="The agent's own model and replay checkpoint; until it exists, the shipped pretrained model is used.",
     )
+    checkpoint_every_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="Least seconds between two saves of the checkpoint after outcomes (a save takes about 0.2 s, and "
+        "each app has an outcome a window); what is not saved yet is saved on a handover and on stop. 0: after every "
+        "outcome.",
+    )
     apps: list[str] = Field(
         default_factory=list, description='Apps to scale, e.g. `["wordcount"]`; empty means every app that reports.'
     )
