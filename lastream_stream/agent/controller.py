@@ -172,9 +172,9 @@ class ControllerSettings(BaseSettings):
     train_steps: int = Field(
         default=2,
         ge=0,
-        description="Mini-batch updates of the online model on the replay buffer after each measured outcome "
-        "(about 9 ms each on one core; an app's outcomes come one a window); 0: outcomes are recorded and saved, "
-        "nothing is trained online.",
+        description="Mini-batch updates of the online model on the replay buffer after a measured outcome, at most "
+        "once per app every `LASTREAM_CONTROLLER_OUTCOME_S` (about 9 ms each on one core); 0: outcomes are recorded "
+        "and saved, nothing is trained online.",
     )
     # As long as pretraining simulates a scheme before holding its last interval (simulate_s).
     outcome_s: float = Field(
@@ -527,6 +527,7 @@ class AppController:
     commands: int = 0  # published by this controller (the generation also counts other runs')
     rewards: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_KEPT))  # measured outcomes of decisions
     outcomes_measured: int = 0  # every one since the start; `rewards` keeps the recent ones
+    trained_at: float = float("-inf")  # when the online model last trained on this app's outcomes
     window_rewards: deque[float] = field(
         default_factory=lambda: deque(maxlen=RECENT_KEPT)
     )  # every stable window's own reward
@@ -699,7 +700,7 @@ class AppController:
             return []
         replaced, self.replaced_outcomes = self.replaced_outcomes, []
         actions = [
-            Publish(self._outcome(decision, decision.graph, r))
+            Publish(self._outcome(decision, decision.graph, r, now))
             for decision, r in replaced
             if decision.graph is not None
         ]
@@ -737,7 +738,7 @@ class AppController:
         if self.first_window_reward is None:
             self.first_window_reward = self.window_rewards[-1]
         closed = self.outcomes.window(window_log_reward, graph.parallelism)
-        actions += [Publish(self._outcome(decision, graph, r)) for decision, r in closed]
+        actions += [Publish(self._outcome(decision, graph, r, now)) for decision, r in closed]
         if now - self.last_command_at < self.settings.cooldown_s:
             return actions
         return actions + self._decide(graph, now)
@@ -861,14 +862,18 @@ class AppController:
         record = Publish(self._record(decision, graph, decision_id, kind, target, predicted, source=source))
         return [Publish(self.pending), record] if self.pending is not None and kind == "command" else [record]
 
-    def _outcome(self, decision: Decision, graph: AppGraph, measured_log_reward: float) -> DecisionRecord:
+    def _outcome(self, decision: Decision, graph: AppGraph, measured_log_reward: float, now: float) -> DecisionRecord:
         measured = math.exp(measured_log_reward)
         self.rewards.append(measured)
         self.outcomes_measured += 1
         self.history.append(PastDecision(dict(decision.chosen), measured))
         if isinstance(self.policy, LearningPolicy):
             self.policy.observe(decision, measured)
-            self.policy.train(self.settings.train_steps)
+            # One outcome starts every window and each spans outcome_s: training on every one
+            # would cost a thousand-app agent two cores for examples that mostly repeat.
+            if now - self.trained_at >= self.settings.outcome_s:
+                self.trained_at = now
+                self.policy.train(self.settings.train_steps)
             decision = dataclasses.replace(decision, prediction_errors=self.policy.prediction_errors(self.app))
         log.info("%s: measured reward %.3g for %s", self.app, measured, decision.chosen)
         return self._record(decision, graph, uuid.uuid4().hex, "outcome", decision.chosen, None, measured)
