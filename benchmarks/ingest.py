@@ -249,7 +249,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0, help="publishing time per step")
     parser.add_argument(
-        "--steps", default=",".join(map(str, STEPS)), help=f"report rates to run, of {', '.join(map(str, STEPS))}"
+        "--steps",
+        default=",".join(map(str, STEPS)),
+        help=f"report rates to run, of {', '.join(map(str, STEPS))} ('' for none)",
     )
     parser.add_argument(
         "--pair-steps",
@@ -263,7 +265,7 @@ def main() -> None:
     base = LastreamSettings()
     clients = KafkaClients(base.kafka)
     clients.ensure_reachable()
-    steps = [int(s) for s in args.steps.split(",")]
+    steps = [int(s) for s in args.steps.split(",") if s]
     runs = [(rate, 1) for rate in steps] + [(int(rate), 2) for rate in args.pair_steps.split(",") if rate]
     results = []
     for rate, agents in runs:
