@@ -4,7 +4,7 @@ instances would do."""
 
 from __future__ import annotations
 
-from factories import sample_report
+from factories import work_window
 
 from lastream_stream.agent.controller import AppController
 from lastream_stream.bench import BenchSettings
@@ -12,7 +12,7 @@ from lastream_stream.bench.runner import EPOCH_START, AsTheService
 from lastream_stream.policy.agent import LaStreamAgent
 from lastream_stream.policy.base import Decision, DecisionContext
 from lastream_stream.policy.ds2 import ds2_plan, optimal_parallelism, required_instances
-from lastream_stream.policy.graph import AppGraph, build_graph
+from lastream_stream.policy.graph import AppGraph
 from lastream_stream.sim import Scenario, SimOperator, Simulator, Steps
 
 DROP_AT_S = 60.0
@@ -62,46 +62,6 @@ def test_a_scale_out_is_kept_after_stabilisation_while_the_rate_still_needs_it()
 NOW = 1_700_000_000.0
 
 
-def window(parallelism: int, per_instance: float, true_rate: float, at: float) -> AppGraph:
-    """`work` at ``parallelism``, each instance taking ``per_instance`` records/s with a true rate of ``true_rate``."""
-    busy = per_instance / true_rate
-    reports = [
-        sample_report(
-            app="a",
-            operator="src",
-            instance_id="s",
-            interval_end=at,
-            interval_s=10.0,
-            records_in=int(10 * per_instance * parallelism),
-            records_out=int(10 * per_instance * parallelism),
-            useful_time_s=1.0,
-            lag=None,
-            upstreams=[],
-            input_partitions=None,
-            parallelism=1,
-        )
-    ] + [
-        sample_report(
-            app="a",
-            operator="work",
-            instance_id=f"w{i}",
-            interval_end=at,
-            interval_s=10.0,
-            records_in=int(10 * per_instance),
-            records_out=int(10 * per_instance),
-            useful_time_s=10 * busy,
-            lag=0,
-            latency_p50_ms=30.0,
-            latency_p99_ms=90.0,
-            upstreams=["src"],
-            input_partitions=8,
-            parallelism=parallelism,
-        )
-        for i in range(parallelism)
-    ]
-    return build_graph(reports)
-
-
 def test_the_evaluator_never_prefers_fewer_instances_than_ds2_requires_at_a_steady_rate():
     """`work` (46 records/s an instance) ran saturated at 1, then went to 2. The two windows
     right after measured each new instance at a quarter of its rate (partitions moving, caches
@@ -109,10 +69,10 @@ def test_the_evaluator_never_prefers_fewer_instances_than_ds2_requires_at_a_stea
     records/s, which needs 2, that curve claimed 1 would do, and the shipped model scored 1 best."""
     agent = LaStreamAgent.pretrained()
     for k in range(3):
-        agent.decide(window(1, 46.0, 46.0, NOW + 10 * k))
+        agent.decide(work_window(1, 46.0, 46.0, NOW + 10 * k))
     for k in range(2):
-        agent.decide(window(2, 12.0, 12.5, NOW + 30 + 10 * k))
-    steady = window(2, 24.0, 46.0, NOW + 60)
+        agent.decide(work_window(2, 12.0, 12.5, NOW + 30 + 10 * k))
+    steady = work_window(2, 24.0, 46.0, NOW + 60)
     assert required_instances(steady, ds2_plan(steady))["work"] == 2
     decision = agent.decide(steady)
     scores = {c.candidate.scheme["work"]: c.score for c in decision.candidates}
@@ -132,7 +92,7 @@ def test_no_learned_correction_makes_a_scheme_short_of_ds2_look_better_than_the_
     for k, (parallelism, busy, per_instance) in enumerate(
         (p, busy, rate) for p in (2, 3, 4) for busy in (0.55, 0.75, 0.85) for rate in (5.0, 30.0)
     ):
-        graph = window(parallelism, per_instance, per_instance / busy, NOW + 10 * k)
+        graph = work_window(parallelism, per_instance, per_instance / busy, NOW + 10 * k)
         decision = learned.decide(graph)
         fluid.capacity = learned.capacity
         schemes = [c.candidate.scheme for c in decision.candidates]

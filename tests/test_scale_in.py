@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections import Counter
 
-from factories import sample_report
+from factories import work_window
 
 from lastream_stream.agent.controller import ControllerSettings, StabilityState, trim
 from lastream_stream.bench import BenchSettings
 from lastream_stream.bench.runner import AsTheService, policy_factory
-from lastream_stream.policy.graph import AppGraph, build_graph
+from lastream_stream.policy.graph import AppGraph
 from lastream_stream.sim import Scenario, SimOperator, Simulator, Steps
 
 DROP_AT_S = 300.0
@@ -97,39 +97,7 @@ NOW = 1_700_000_000.0
 
 def four_workers(lag: int = 0) -> AppGraph:
     """100 records/s into 4 'work' instances of 100/s each: 25% busy; 2 keep it under 70%."""
-    reports = [
-        sample_report(
-            app="a",
-            operator="src",
-            instance_id="s",
-            interval_end=NOW,
-            interval_s=10.0,
-            records_in=1000,
-            records_out=1000,
-            useful_time_s=1.0,
-            lag=None,
-            upstreams=[],
-            input_partitions=None,
-            parallelism=1,
-        )
-    ] + [
-        sample_report(
-            app="a",
-            operator="work",
-            instance_id=f"w{i}",
-            interval_end=NOW,
-            interval_s=10.0,
-            records_in=250,
-            records_out=250,
-            useful_time_s=2.5,
-            lag=lag,
-            upstreams=["src"],
-            input_partitions=8,
-            parallelism=4,
-        )
-        for i in range(4)
-    ]
-    return build_graph(reports)
+    return work_window(4, 25.0, 100.0, NOW, lag=lag)
 
 
 def evidence(running_since: float = NOW - 300, needs: int = 1) -> StabilityState:

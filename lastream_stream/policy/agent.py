@@ -19,8 +19,8 @@ Online, two models score: the *shipped* one, as loaded, never trained again, and
 *online* one, trained on every app's measured outcomes. Each outcome first measures how far
 both predicted it (prequentially: the online model has not trained on it yet); an app is
 decided for by the online model only once, over its recent outcomes, that model's error is
-at most ``ONLINE_SWITCH_SHARE`` of the shipped one's. One online model for all apps: a few
-outcomes an hour per app could not train a network each. When it predicts the last
+below ``ONLINE_SWITCH_SHARE`` of the shipped one's. One online model for all apps: an app's
+outcomes are too few and too alike to train a network of its own. When it predicts the last
 outcomes of all apps clearly worse than the shipped model, it is dropped: reset to the
 shipped weights, with a log line.
 """
@@ -90,7 +90,7 @@ STEADY_BACKLOG_S = 1.0  # no more backlog than this many seconds of input (or th
 MODELS: tuple[Model, ...] = ("shipped", "online")
 RECENT_OUTCOMES = 20  # of each app, and of all apps, that the models' errors are compared over
 ONLINE_MIN_OUTCOMES = 5  # of an app, measured on both models, before the online one may decide for it
-ONLINE_SWITCH_SHARE = 0.8  # the online model decides once its error is at most this share of the shipped one's
+ONLINE_SWITCH_SHARE = 0.8  # the online model decides once its error is below this share of the shipped one's
 ONLINE_DROP_SHARE = 1.25  # it is dropped once its error on all apps' last outcomes is this many times the shipped one's
 ONLINE_DROP_SLACK = 0.01  # and more than this much higher: a difference in the third decimal is noise, not harm
 ERRORS_KEPT_APPS = 10_000  # apps whose errors are kept; the least recently judged go first
