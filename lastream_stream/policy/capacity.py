@@ -16,7 +16,9 @@ every parallelism seen and shrunk towards DS2's ``b = 1`` by a prior worth
 the windows seen at every parallelism but the most observed one: a hundred windows at 4
 and a single noisy one at 5 say little about the slope. So the curve is monotone (never
 less capacity for more instances), concave, DS2's linear model with one configuration seen,
-and the prior's pull fades as windows at other parallelisms accrue.
+and the prior's pull fades as windows at other parallelisms accrue. Below the anchor it
+claims no more than DS2's linear model, except what as few instances were seen to deliver:
+a scale-in is sized on evidence, never on the slope alone.
 
 A scale-out that delivered less than a quarter of the capacity a linear model promised is
 *ineffective* (Flink's autoscaler detects the same): measured fact overrides the prior, and
