@@ -86,9 +86,10 @@ class Soak:
     fifth never (the ack timeout)."""
 
     def __init__(self) -> None:
-        self.controller = AppController(
-            "soak", DS2(), ControllerSettings(window_s=5, warmup_s=2, outcome_s=5, ack_timeout_s=20), since=T0
-        )
+        # Memory, not headroom, is under test: the scale-in headroom is DS2's own sizing (100%
+        # busy), so that DS2's scale-ins go and the controller goes on commanding all along.
+        settings = ControllerSettings(window_s=5, warmup_s=2, outcome_s=5, ack_timeout_s=20, scale_in_utilisation=1.0)
+        self.controller = AppController("soak", DS2(), settings, since=T0)
         self.parallelism, self.acks, self.commands, self.now = 1, [], 0, 0
 
     def run(self, seconds: int) -> None:
