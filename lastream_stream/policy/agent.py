@@ -496,8 +496,10 @@ class LaStreamAgent:
         self.evaluator.load_state_dict(self.shipped[1].state_dict())
         self.optimizer.state.clear()  # its moments belong to the dropped weights
         # Reset to the shipped weights, it would have predicted every kept outcome as the shipped model did.
-        for errors in (*self.errors.values(), self.recent_errors):
-            errors.extend([(shipped, shipped) for shipped, _ in [errors.popleft() for _ in range(len(errors))]])
+        for kept in (*self.errors.values(), self.recent_errors):
+            as_shipped = [(error, error) for error, _ in kept]
+            kept.clear()
+            kept.extend(as_shipped)
 
     def train(self, steps: int) -> float:
         """``steps`` mini-batch updates of the online model from the replay buffer, at the
