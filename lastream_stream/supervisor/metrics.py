@@ -9,7 +9,6 @@ supervisor itself knows nothing of Prometheus.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -20,9 +19,7 @@ from lastream_stream.exposition import (
     DEAD_LETTERS,
     DEAD_LETTERS_HELP,
 )
-
-if TYPE_CHECKING:
-    from lastream_stream.supervisor.service import SupervisorStatus
+from lastream_stream.supervisor.status import SupervisorStatus
 
 
 class SupervisorCollector(Collector):

@@ -12,11 +12,34 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from lastream_stream.supervisor.spec import AppSpec
 from lastream_stream.wire.contracts import AckStatus, CommandAck, ScalingCommand
 
 Slot = tuple[str, int]
+
+
+class OperatorBounds(Protocol):
+    """What bounds one operator's parallelism, wherever its workers run."""
+
+    @property
+    def partitions(self) -> int: ...  # the cap: more instances than input partitions would idle
+
+    @property
+    def scalable(self) -> bool: ...
+
+    @property
+    def fixed_because(self) -> str: ...  # why it is not scalable, for the ack
+
+
+class AppBounds(Protocol):
+    """An app as the verdicts see it: an ``AppSpec`` locally, the labelled workloads on Kubernetes."""
+
+    @property
+    def app(self) -> str: ...
+
+    @property
+    def operators(self) -> Mapping[str, OperatorBounds]: ...
 
 
 @dataclass(frozen=True)
@@ -49,13 +72,13 @@ class Verdict:
         return self.status in ("applied", "partial")
 
 
-def clamp(spec: AppSpec, operator: str, requested: int, current: int) -> tuple[int, str | None]:
+def clamp(spec: AppBounds, operator: str, requested: int, current: int) -> tuple[int, str | None]:
     """The parallelism an operator can actually have, and why it differs when it does."""
     worker = spec.operators[operator]
     if not worker.scalable:
         if requested == current:
             return current, None
-        return current, f"{operator} is not scalable: stays at {current} (asked {requested})"
+        return current, f"{operator} is not scalable ({worker.fixed_because}): stays at {current} (asked {requested})"
     # ScalingCommand already guarantees requested >= 1; the partitions are the cap.
     allowed = min(requested, worker.partitions)
     if allowed == requested:
@@ -63,7 +86,7 @@ def clamp(spec: AppSpec, operator: str, requested: int, current: int) -> tuple[i
     return allowed, f"{operator}: {requested} clamped to {allowed} ({worker.partitions} input partitions)"
 
 
-def initial_state(spec: AppSpec, initial: Mapping[str, int] | None = None) -> DesiredState:
+def initial_state(spec: AppBounds, initial: Mapping[str, int] | None = None) -> DesiredState:
     """Each operator at ``initial[op]`` (default 1), within its partitions."""
     initial = dict(initial or {})
     unknown = sorted(set(initial) - set(spec.operators))
@@ -75,7 +98,7 @@ def initial_state(spec: AppSpec, initial: Mapping[str, int] | None = None) -> De
     return DesiredState(parallelism)
 
 
-def judge(spec: AppSpec, state: DesiredState, command: ScalingCommand) -> Verdict:
+def judge(spec: AppBounds, state: DesiredState, command: ScalingCommand) -> Verdict:
     """Apply one command of this app to the desired state. Commands of other apps are the
     caller's business: they never reach here."""
     if command.app != spec.app:
@@ -106,7 +129,9 @@ def judge(spec: AppSpec, state: DesiredState, command: ScalingCommand) -> Verdic
     return Verdict(command, "partial" if unknown else "applied", new_state, changes, clamped, notes)
 
 
-def fold(spec: AppSpec, state: DesiredState, commands: Iterable[ScalingCommand]) -> tuple[DesiredState, list[Verdict]]:
+def fold(
+    spec: AppBounds, state: DesiredState, commands: Iterable[ScalingCommand]
+) -> tuple[DesiredState, list[Verdict]]:
     """Replay commands in publication order: the final state and one verdict per command."""
     verdicts = []
     for command in commands:

@@ -30,6 +30,10 @@ class WorkerSpec(BaseModel):
     # Workers get no other variable of the supervisor's environment unless named here.
     pass_env: list[str] = Field(default_factory=list)
 
+    @property
+    def fixed_because(self) -> str:
+        return "scalable: false in the app's spec"
+
 
 class AppSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -246,7 +246,7 @@ def test_worker_logs_are_size_bounded(settings, supervise, sup_config, workers, 
     config = sup_config.model_copy(update={"log_max_bytes": 20_000, "log_backups": 2})
     supervisor = supervise(spec, config)
     wait_for(done.exists, timeout_s=30, what="the worker to write 400 KB")
-    log_file = supervisor.run_dir.log_file("noisy", 0)
+    log_file = supervisor.backend.run_dir.log_file("noisy", 0)
     wait_for(lambda: log_file.stat().st_size <= config.log_max_bytes, what="the last rotation")
     logs = sorted(log_file.parent.glob("noisy-0.log*"))
     assert [p.name for p in logs] == ["noisy-0.log", "noisy-0.log.1", "noisy-0.log.2"]
@@ -271,4 +271,4 @@ def test_a_supervisor_on_a_full_disk_stays_up_and_leaves_no_untracked_worker(
     (full_fs / "filler").unlink()  # space again: the backoff restarts reach the target
     wait_for(lambda: len(workers.live()) == 5, what="the splitters to start")
     assert supervisor.status().running == {"source": 1, "splitter": 3, "counter": 1}
-    assert supervisor.run_dir.read_states()["splitter"] == 3
+    assert supervisor.backend.run_dir.read_states()["splitter"] == 3
