@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from chat_server import ChatServer
 from confluent_kafka import Consumer, Message
+from control_log import AckStream
 from scrape import free_port
 
 from lastream_stream.kafka.broker import LocalBroker, MissingTool
@@ -132,3 +133,9 @@ def consumer_factory(clients: KafkaClients) -> Iterator[Callable[..., Consumer]]
     yield make
     for cm in opened:
         cm.__exit__(None, None, None)
+
+
+@pytest.fixture
+def acks(clients: KafkaClients, settings: LastreamSettings, group_id: str) -> Iterator[AckStream]:
+    with clients.consumer(group_id, **{"enable.auto.commit": False}) as consumer:
+        yield AckStream(consumer, settings.topics.acks)

@@ -1,14 +1,21 @@
-"""What the control plane's topics hold, read back by tests that inject faults: every
-command once, generations consecutive, each acknowledged once."""
+"""The control plane's topics as tests use them: commands published, acks read in order,
+and what the topics hold, read back by tests that inject faults (every command once,
+generations consecutive, each acknowledged once)."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Callable
+
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from lastream_stream.kafka.clients import KafkaClients
-from lastream_stream.settings import TopicSettings
+from lastream_stream.settings import LastreamSettings, TopicSettings
 from lastream_stream.wire.contracts import CommandAck, ScalingCommand
 from lastream_stream.wire.deadletter import parse
+
+APP = "demo"  # the app of the tests that do not name one
 
 
 def read_all(clients: KafkaClients, topic: str, model) -> list:
@@ -26,3 +33,56 @@ def assert_each_command_once(clients: KafkaClients, topics: TopicSettings) -> li
     acked = Counter(a.generation for a in read_all(clients, topics.acks, CommandAck))
     assert acked == Counter(generations), f"acks per generation: {dict(acked)}; commands {generations}"
     return commands
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float = 15.0, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def publish(
+    clients: KafkaClients, settings: LastreamSettings, *messages: ScalingCommand | bytes, key: str = APP
+) -> None:
+    with clients.producer() as producer:
+        for message in messages:
+            value = message if isinstance(message, bytes) else message.to_bytes()
+            msg_key = message.app if isinstance(message, ScalingCommand) else key
+            producer.produce(settings.topics.control, key=msg_key.encode(), value=value)
+
+
+def command(generation: int, app: str = APP, **target: int) -> ScalingCommand:
+    return ScalingCommand(app=app, generation=generation, target=target, reason="test")
+
+
+class AckStream:
+    """Acks in order, read from the start of the acks topic."""
+
+    def __init__(self, consumer, topic: str) -> None:
+        self.consumer = consumer
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        self.seen: list[CommandAck] = []
+
+    def next(self, timeout_s: float = 20.0) -> CommandAck:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            msg = self.consumer.poll(0.1)
+            if msg is not None and msg.error() is None:
+                ack = parse(CommandAck, msg.value())
+                self.seen.append(ack)
+                return ack
+        raise AssertionError(
+            f"no ack within {timeout_s} s (seen so far: {[(a.generation, a.status) for a in self.seen]})"
+        )
+
+    def until(self, generation: int, timeout_s: float = 20.0) -> CommandAck:
+        """Skip to the ack of ``generation`` (the acks read on the way stay in ``seen``)."""
+        while True:
+            ack = self.next(timeout_s)
+            if ack.generation == generation:
+                return ack

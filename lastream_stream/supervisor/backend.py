@@ -11,6 +11,11 @@ from typing import Protocol
 from lastream_stream.supervisor.reconcile import AppBounds, DesiredState
 
 
+class Interrupted(Exception):
+    """The supervisor was stopped while its backend waited: the command is left unanswered
+    for the next supervisor (or the executor that takes the Lease over) to finish and ack."""
+
+
 class Backend(Protocol):
     @property
     def spec(self) -> AppBounds:

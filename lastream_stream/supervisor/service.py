@@ -26,7 +26,7 @@ from lastream_stream.exposition import MetricsPortInUse, serve_metrics
 from lastream_stream.kafka.clients import BrokerUnreachable, KafkaClients
 from lastream_stream.kafka.control import ControlClient, newest
 from lastream_stream.settings import LastreamSettings
-from lastream_stream.supervisor.backend import Backend
+from lastream_stream.supervisor.backend import Backend, Interrupted
 from lastream_stream.supervisor.config import SupervisorSettings
 from lastream_stream.supervisor.local import ProcessBackend
 from lastream_stream.supervisor.metrics import SupervisorCollector
@@ -92,17 +92,24 @@ class Supervisor:
         if not wait_for_broker(self.clients.metadata, stop, config.broker_retry_initial_s, config.broker_retry_max_s):
             return
         with ControlClient(self.app, self.settings, name=self.consumer_name, clients=self.clients) as control:
-            self._start_up(control, stop)
-            while not stop.is_set():
-                command = control.poll(config.tick_s)
-                if command is not None:
-                    verdict = judge(self.backend.spec, self.state, command)
-                    failures = self._apply(verdict)
-                    self._ack(control, ack_for(self.app, verdict, self.backend.running(), failures))
-                self.backend.supervise(self.state)
-                self.dead_letters[self.consumer_name] = control.dead_letters
-                self.dead_letter_failures[self.consumer_name] = control.dead_letter_failures
-                self._status = self._snapshot()
+            try:
+                self._supervise_commands(control, stop)
+            except Interrupted as exc:
+                log.info("%s; its successor answers the command", exc)
+
+    def _supervise_commands(self, control: ControlClient, stop: threading.Event) -> None:
+        config = self.config
+        self._start_up(control, stop)
+        while not stop.is_set():
+            command = control.poll(config.tick_s)
+            if command is not None:
+                verdict = judge(self.backend.spec, self.state, command)
+                failures = self._apply(verdict)
+                self._ack(control, ack_for(self.app, verdict, self.backend.running(), failures))
+            self.backend.supervise(self.state)
+            self.dead_letters[self.consumer_name] = control.dead_letters
+            self.dead_letter_failures[self.consumer_name] = control.dead_letter_failures
+            self._status = self._snapshot()
 
     def _start_up(self, control: ControlClient, stop: threading.Event) -> None:
         """The desired state from the recorded parallelism and the control topic's history,
@@ -218,7 +225,7 @@ def run(
     set; without ``stop``, until SIGINT or SIGTERM (then it must run in the main thread)."""
     supervisor = Supervisor(settings, app_spec, config)
     registry = CollectorRegistry()
-    registry.register(SupervisorCollector(supervisor.status))
+    registry.register(SupervisorCollector(lambda: [supervisor.status()]))
     with ExitStack() as metrics:
         try:
             metrics.enter_context(serve_metrics(registry, supervisor.config, f"{app_spec.app} supervisor"))

@@ -11,22 +11,17 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from control_log import APP, wait_for
 from scrape import free_port
 
 from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.settings import LastreamSettings
 from lastream_stream.supervisor import AppSpec, Supervisor, SupervisorSettings, WorkerSpec
-from lastream_stream.wire.contracts import CommandAck, ScalingCommand
-from lastream_stream.wire.deadletter import parse
-
-APP = "demo"
 
 # Records its start (with the state file it was handed) and a clean SIGTERM as marker files,
 # so tests can tell a graceful stop from a kill. TEST_WORKER_* variables change its manners.
@@ -52,17 +47,6 @@ WORKER = textwrap.dedent(
         time.sleep(3600)
     """
 )
-
-
-def wait_for(predicate: Callable[[], object], timeout_s: float = 15.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Workers:
@@ -159,54 +143,6 @@ def sup_config(tmp_path: Path) -> SupervisorSettings:
     return SupervisorSettings(
         home=tmp_path / "run", settle_s=0.3, backoff_initial_s=0.2, stop_timeout_s=5.0, tick_s=0.05
     )
-
-
-def publish(
-    clients: KafkaClients, settings: LastreamSettings, *messages: ScalingCommand | bytes, key: str = APP
-) -> None:
-    with clients.producer() as producer:
-        for message in messages:
-            value = message if isinstance(message, bytes) else message.to_bytes()
-            msg_key = message.app if isinstance(message, ScalingCommand) else key
-            producer.produce(settings.topics.control, key=msg_key.encode(), value=value)
-
-
-def command(generation: int, app: str = APP, **target: int) -> ScalingCommand:
-    return ScalingCommand(app=app, generation=generation, target=target, reason="test")
-
-
-class AckStream:
-    """Acks in order, read from the start of the acks topic."""
-
-    def __init__(self, consumer, topic: str) -> None:
-        self.consumer = consumer
-        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-        self.seen: list[CommandAck] = []
-
-    def next(self, timeout_s: float = 20.0) -> CommandAck:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            msg = self.consumer.poll(0.1)
-            if msg is not None and msg.error() is None:
-                ack = parse(CommandAck, msg.value())
-                self.seen.append(ack)
-                return ack
-        raise AssertionError(
-            f"no ack within {timeout_s} s (seen so far: {[(a.generation, a.status) for a in self.seen]})"
-        )
-
-    def until(self, generation: int, timeout_s: float = 20.0) -> CommandAck:
-        """Skip to the ack of ``generation`` (the acks read on the way stay in ``seen``)."""
-        while True:
-            ack = self.next(timeout_s)
-            if ack.generation == generation:
-                return ack
-
-
-@pytest.fixture
-def acks(clients: KafkaClients, settings: LastreamSettings, group_id: str) -> Iterator[AckStream]:
-    with clients.consumer(group_id, **{"enable.auto.commit": False}) as consumer:
-        yield AckStream(consumer, settings.topics.acks)
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from collections import Counter
 
 import pytest
 import yaml
-from conftest import APP, Workers, command, publish, supervisor_env, wait_for
-from control_log import assert_each_command_once, read_all
+from conftest import Workers, supervisor_env
+from control_log import APP, assert_each_command_once, command, publish, read_all, wait_for
 from factories import sample_report
 from test_agent_stop import agent_env
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import yaml
 from click.testing import CliRunner
-from conftest import APP, command, publish, start_supervisor, supervisor_env
+from conftest import start_supervisor, supervisor_env
+from control_log import APP, command, publish
 
 from lastream_stream.supervisor.command import supervisor_command
 from lastream_stream.supervisor.spec import AppSpec

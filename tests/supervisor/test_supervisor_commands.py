@@ -7,7 +7,7 @@ import os
 import signal
 
 from confluent_kafka import TopicPartition
-from conftest import APP, command, publish, wait_for
+from control_log import APP, command, publish, wait_for
 
 from lastream_stream.kafka.clients import TopicSpec
 from lastream_stream.supervisor.workers import RunDir

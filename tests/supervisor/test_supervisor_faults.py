@@ -18,7 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from conftest import APP, command, publish, start_supervisor, supervisor_env, wait_for
+from conftest import start_supervisor, supervisor_env
+from control_log import APP, command, publish, wait_for
 from full_disk import fill, small_tmpfs
 from scrape import free_port
 

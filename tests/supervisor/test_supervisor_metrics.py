@@ -9,7 +9,7 @@ import threading
 import urllib.error
 
 import pytest
-from conftest import APP, command, publish, wait_for
+from control_log import APP, command, publish, wait_for
 from scrape import Scrape, free_port
 
 from lastream_stream.supervisor.service import run

@@ -5,7 +5,8 @@ import os
 import signal
 
 import yaml
-from conftest import APP, command, publish, start_supervisor, supervisor_env, wait_for
+from conftest import start_supervisor, supervisor_env
+from control_log import APP, command, publish, wait_for
 
 
 def test_restarted_supervisor_adopts_workers_and_restores_parallelism(

@@ -3,7 +3,7 @@ forged command rescales nothing, the agent's signed command is applied and its s
 learnt from."""
 
 import pytest
-from conftest import wait_for
+from control_log import wait_for
 from test_agent_service import honest_reports, report_until_a_command, running_agent, short_windows
 from test_control_auth import NEW, keyed
 

@@ -5,7 +5,7 @@ import os
 import time
 
 import psutil
-from conftest import wait_for
+from control_log import wait_for
 
 from lastream_stream.supervisor import WorkerSpec
 from lastream_stream.supervisor.workers import RunDir, stop_workers

@@ -6,7 +6,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from conftest import APP, wait_for
+from control_log import APP, wait_for
 
 from lastream_stream.settings import KafkaSettings, LastreamSettings
 from lastream_stream.supervisor import AppSpec, WorkerSpec
