@@ -98,7 +98,9 @@ def kube_namespace(kube_cluster: LocalCluster, tmp_path: Path) -> Callable[..., 
             kube_cluster.kubectl("apply", "-k", str(overlay(tmp_path, name)))
             token = kube_cluster.kubectl("create", "token", "lastream-executor", "-n", name).strip()
             kubeconfig = tmp_path / f"executor-{name}.kubeconfig"
-            kubeconfig.write_text(kubeconfig_yaml(kube_cluster.server, kube_cluster.ca, "lastream-executor", token, name))
+            kubeconfig.write_text(
+                kubeconfig_yaml(kube_cluster.server, kube_cluster.ca, "lastream-executor", token, name)
+            )
         return Namespace(name, kube_cluster, kubeconfig)
 
     return make

@@ -90,7 +90,10 @@ def test_the_shipped_manifests_apply_cleanly(kube_cluster, kube_namespace, tmp_p
     # The executor's Role: it may patch a Deployment's scale, and nothing else of it.
     sa = f"--as=system:serviceaccount:{ns.name}:lastream-executor"
     kube_cluster.kubectl("apply", "-k", shipped)
-    assert kube_cluster.kubectl("auth", "can-i", "patch", "deployments", "--subresource=scale", "-n", ns.name, sa).strip() == "yes"
+    assert (
+        kube_cluster.kubectl("auth", "can-i", "patch", "deployments", "--subresource=scale", "-n", ns.name, sa).strip()
+        == "yes"
+    )
     for verb, resource in (
         ("patch", "deployments"),
         ("delete", "deployments"),
