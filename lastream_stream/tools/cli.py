@@ -147,6 +147,22 @@ def settings_command(target: str | None) -> None:
 main.add_command(supervisor_command)
 
 
+@main.command("keda-scaler")
+@click.option("--port", type=int, default=None, help="gRPC port KEDA calls (default LASTREAM_KEDA_PORT or 9467).")
+@click.option(
+    "--host", default=None, help="Address to listen on (default LASTREAM_KEDA_HOST or 127.0.0.1; 0.0.0.0 in a pod)."
+)
+@click.pass_obj
+def keda_scaler(settings: LastreamSettings, port: int | None, host: str | None) -> None:
+    """Serve KEDA's external-scaler contract from the agent's recommendations (run the agent
+    with --dry-run; README, 'Run on Kubernetes')."""
+    from lastream_stream.keda.service import KedaSettings, run  # grpc loads only for this command
+
+    keda = KedaSettings()
+    update = {k: v for k, v in (("port", port), ("host", host)) if v is not None}
+    run(settings, keda.model_copy(update=update))
+
+
 @main.command("watch")
 @click.option("--app", required=True, help="The app to watch (its name in the metrics reports).")
 @click.pass_obj

@@ -1,0 +1,1 @@
+"""KEDA's external scaler, served from LaStream's recommendations (``service.py``)."""
