@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from chat_server import ChatServer
 from confluent_kafka import Consumer, Message
-from control_log import AckStream
+from control_log import AckStream, Follow
 from scrape import free_port
 
 from lastream_stream.kafka.broker import LocalBroker, MissingTool
@@ -139,3 +139,16 @@ def consumer_factory(clients: KafkaClients) -> Iterator[Callable[..., Consumer]]
 def acks(clients: KafkaClients, settings: LastreamSettings, group_id: str) -> Iterator[AckStream]:
     with clients.consumer(group_id, **{"enable.auto.commit": False}) as consumer:
         yield AckStream(consumer, settings.topics.acks)
+
+
+@pytest.fixture
+def follow(clients):
+    made = []
+
+    def make(topic, model) -> Follow:
+        made.append(Follow(clients, topic, model))
+        return made[-1]
+
+    yield make
+    for f in made:
+        f.close()

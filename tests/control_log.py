@@ -4,7 +4,9 @@ generations consecutive, each acknowledged once)."""
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 
@@ -13,7 +15,7 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.settings import LastreamSettings, TopicSettings
 from lastream_stream.wire.contracts import CommandAck, ScalingCommand
-from lastream_stream.wire.deadletter import parse
+from lastream_stream.wire.deadletter import BadMessage, parse
 
 APP = "demo"  # the app of the tests that do not name one
 
@@ -86,3 +88,38 @@ class AckStream:
             ack = self.next(timeout_s)
             if ack.generation == generation:
                 return ack
+
+
+class Follow:
+    """Reads a topic from its start in a thread, decoding each message with ``model``."""
+
+    def __init__(self, clients: KafkaClients, topic: str, model):
+        self.items: list = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(clients, topic, model), daemon=True)
+        self._thread.start()
+
+    def _run(self, clients, topic, model):
+        with clients.consumer(f"follow-{uuid.uuid4().hex[:8]}", [topic]) as consumer:
+            while not self._stop.is_set():
+                msg = consumer.poll(0.2)
+                if msg is not None and msg.error() is None:
+                    try:
+                        self.items.append(parse(model, msg.value()))
+                    except BadMessage as exc:  # kept for the failure message: the thread must go on
+                        self.errors.append(str(exc))
+
+    def wait(self, condition, timeout_s: float, what: str):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if found := [item for item in list(self.items) if condition(item)]:
+                return found
+            time.sleep(0.2)
+        raise AssertionError(
+            f"no {what} within {timeout_s:.0f} s; last seen: {self.items[-5:]}; undecodable: {self.errors[-3:]}"
+        )
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(10)

@@ -24,8 +24,13 @@ ALLOWED = {
     "sim": {"policy", "wire"},
     "agent": {"policy", "kafka", "wire", "settings", "exposition"},
     "supervisor": {"kafka", "wire", "settings", "logs", "exposition"},
+    "kube": {"supervisor", "kafka", "wire", "settings", "logs", "exposition"},
+    "keda": {"supervisor", "kafka", "wire", "settings"},
     "bench": {"agent", "policy", "sim", "wire"},
-    "tools": {"agent", "bench", "exposition", "kafka", "logs", "policy", "settings", "sim", "supervisor", "wire"},
+    "tools": {
+        *("agent", "bench", "exposition", "kafka", "keda", "kube", "logs", "policy", "settings", "sim", "supervisor"),
+        "wire",
+    },
     "__main__": {"tools"},
     "__init__": set(),
 }

@@ -22,34 +22,17 @@ from contextlib import ExitStack
 
 import grpc
 from confluent_kafka import OFFSET_END, TopicPartition
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.keda import externalscaler_pb2 as pb
 from lastream_stream.keda import externalscaler_pb2_grpc as pb_grpc
+from lastream_stream.keda.settings import KedaSettings
 from lastream_stream.settings import LastreamSettings
 from lastream_stream.supervisor.service import stop_on_signals
 from lastream_stream.wire.contracts import DecisionRecord
 from lastream_stream.wire.deadletter import BadMessage, parse
 
 log = logging.getLogger(__name__)
-
-
-class KedaSettings(BaseSettings):
-    """The KEDA external scaler (`lastream keda-scaler`)."""
-
-    model_config = SettingsConfigDict(env_prefix="LASTREAM_KEDA_", extra="ignore")
-
-    host: str = Field(default="127.0.0.1", description="Address the gRPC server listens on; `0.0.0.0` in a pod.")
-    port: int = Field(
-        default=9467, ge=0, le=65535, description="Port of the gRPC server KEDA calls (0: any free port)."
-    )
-    history_s: float = Field(
-        default=3600.0,
-        gt=0,
-        description="At start, how far back the decisions topic is read for each app's latest recommendation.",
-    )
 
 
 class Recommendations:

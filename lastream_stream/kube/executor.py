@@ -62,7 +62,7 @@ class Executor:
         self.api = api_client(kube)
         self.cluster = Cluster(self.api, kube.namespaces)
         self.clients = KafkaClients(settings.kafka)
-        self.elector = LeaderElector(self.api, kube.lease_home, kube.lease_name, kube.identity, kube.lease_duration_s)
+        self.elector = LeaderElector(self.api, kube.lease_home, kube.lease_name, kube.holder, kube.lease_duration_s)
         self.cycles: dict[str, AppCycle] = {}
         self.leading = False
 
@@ -72,7 +72,7 @@ class Executor:
     def run(self, stop: threading.Event) -> None:
         log.info(
             "Kubernetes executor %s: namespaces %s, Lease %s/%s",
-            self.kube.identity,
+            self.kube.holder,
             ", ".join(self.kube.namespaces),
             self.kube.lease_home,
             self.kube.lease_name,

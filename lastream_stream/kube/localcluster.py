@@ -16,6 +16,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -135,7 +136,10 @@ class LocalCluster:
                 "--leader-elect=false",
                 "--secure-port=0",
                 f"--service-account-private-key-file={sa_key}",
-                "--controllers=*",
+                # kwok renews its node's status about once a minute, which the node lifecycle
+                # controller's grace period (50 s) takes for a dead node: it would mark every
+                # pod not ready. The node is fake and never dies, so that controller is off.
+                "--controllers=*,-node-lifecycle-controller",
             ],
         )
         self._spawn(
@@ -260,3 +264,31 @@ status:
   allocatable: {{cpu: "64", memory: 256Gi, pods: "500"}}
   capacity: {{cpu: "64", memory: 256Gi, pods: "500"}}
 """
+
+
+def main() -> None:
+    """``python -m lastream_stream.kube.localcluster [DIR]``: a control plane to try the
+    executor on, until Ctrl-C; prints the admin kubeconfig's path."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m lastream_stream.kube.localcluster", description=main.__doc__)
+    parser.add_argument("workdir", nargs="?", default=str(lastream_home() / "k8s" / "local"), help="work directory")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cluster = LocalCluster(Path(args.workdir))
+    try:
+        cluster.start()
+    except MissingBinaries as exc:
+        raise SystemExit(str(exc)) from None
+    log.info("Kubernetes %s on %s; kubeconfig: %s (Ctrl-C stops it)", K8S_VERSION, cluster.server, cluster.kubeconfig)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    try:
+        stop.wait()
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()

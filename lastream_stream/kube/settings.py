@@ -13,7 +13,7 @@ from lastream_stream.exposition import MetricsEndpoint
 
 
 class KubeSettings(BaseSettings, MetricsEndpoint):
-    """The Kubernetes executor (`lastream supervisor --backend kubernetes`)."""
+    """The Kubernetes executor (`lastream kube-executor`)."""
 
     model_config = SettingsConfigDict(env_prefix="LASTREAM_KUBE_", extra="ignore")
 
@@ -44,11 +44,15 @@ class KubeSettings(BaseSettings, MetricsEndpoint):
         default=15.0, gt=0, description="A Lease not renewed for this long is taken over by another replica."
     )
     renew_s: float = Field(default=5.0, gt=0, description="How often the leader renews its Lease.")
-    identity: str = Field(
-        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
-        description="This replica's name in the Lease (default: host name and pid).",
+    identity: str | None = Field(
+        default=None,
+        description="This replica's name in the Lease; unset: its host name and pid (in a pod: the pod's name).",
     )
 
     @property
     def lease_home(self) -> str:
         return self.lease_namespace or self.namespaces[0]
+
+    @property
+    def holder(self) -> str:
+        return self.identity or f"{socket.gethostname()}-{os.getpid()}"

@@ -13,8 +13,6 @@ import click
 import yaml
 from pydantic import ValidationError
 
-from lastream_stream.kube import executor
-from lastream_stream.kube.settings import KubeSettings
 from lastream_stream.settings import LastreamSettings
 from lastream_stream.supervisor.config import SupervisorSettings
 from lastream_stream.supervisor.service import run
@@ -22,26 +20,6 @@ from lastream_stream.supervisor.spec import AppSpec
 
 
 @click.command("supervisor")
-@click.option(
-    "--backend",
-    type=click.Choice(["local", "kubernetes"]),
-    default="local",
-    show_default=True,
-    help="Where workers run: local processes of one app (--spec/--app), or the labelled Deployments and "
-    "StatefulSets of every app in the namespaces given (README, 'Run on Kubernetes').",
-)
-@click.option(
-    "--namespace",
-    "namespaces",
-    multiple=True,
-    help="With --backend kubernetes: a namespace to scale in (repeatable; default LASTREAM_KUBE_NAMESPACES or default).",
-)
-@click.option(
-    "--kubeconfig",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="With --backend kubernetes: the kubeconfig (default LASTREAM_KUBE_KUBECONFIG, the pod's service account, or ~/.kube/config).",
-)
 @click.option(
     "--app",
     "app_name",
@@ -62,28 +40,10 @@ from lastream_stream.supervisor.spec import AppSpec
 )
 @click.pass_context
 def supervisor_command(
-    ctx: click.Context,
-    backend: str,
-    namespaces: tuple[str, ...],
-    kubeconfig: str | None,
-    app_name: str | None,
-    spec_file: str | None,
-    stop_workers_on_exit: bool | None,
+    ctx: click.Context, app_name: str | None, spec_file: str | None, stop_workers_on_exit: bool | None
 ) -> None:
-    """Apply the scaling commands on the control topic: start and stop an app's worker processes
-    here, or scale the Deployments and StatefulSets of every labelled app on Kubernetes."""
+    """Start and stop the app's worker processes as the scaling commands on the control topic say."""
     settings = ctx.obj if isinstance(ctx.obj, LastreamSettings) else LastreamSettings()
-    if backend == "kubernetes":
-        if app_name or spec_file:
-            raise click.UsageError("--backend kubernetes finds apps by their labels: no --app or --spec")
-        kube = KubeSettings()
-        update = {"namespaces": list(namespaces)} if namespaces else {}
-        if kubeconfig:
-            update["kubeconfig"] = Path(kubeconfig)
-        executor.run(settings, kube.model_copy(update=update))
-        return
-    if namespaces or kubeconfig:
-        raise click.UsageError("--namespace and --kubeconfig go with --backend kubernetes")
     built_in = {e.name: e for e in entry_points(group="lastream.app_specs")}
     if spec_file:
         try:

@@ -14,6 +14,7 @@ import click
 from lastream_stream.exposition import MetricsPortInUse
 from lastream_stream.kafka.broker import LocalBroker, MissingTool
 from lastream_stream.kafka.clients import BrokerUnreachable, KafkaClients, TopicMisconfigured, project_topics
+from lastream_stream.kube.command import kube_executor_command
 from lastream_stream.logs import console, setup_logging
 from lastream_stream.policy.base import CheckpointMismatch
 from lastream_stream.settings import LastreamSettings
@@ -145,6 +146,7 @@ def settings_command(target: str | None) -> None:
 
 
 main.add_command(supervisor_command)
+main.add_command(kube_executor_command)
 
 
 @main.command("keda-scaler")
@@ -156,7 +158,8 @@ main.add_command(supervisor_command)
 def keda_scaler(settings: LastreamSettings, port: int | None, host: str | None) -> None:
     """Serve KEDA's external-scaler contract from the agent's recommendations (run the agent
     with --dry-run; README, 'Run on Kubernetes')."""
-    from lastream_stream.keda.service import KedaSettings, run  # grpc loads only for this command
+    from lastream_stream.keda.service import run  # grpc loads only for this command
+    from lastream_stream.keda.settings import KedaSettings
 
     keda = KedaSettings()
     update = {k: v for k, v in (("port", port), ("host", host)) if v is not None}

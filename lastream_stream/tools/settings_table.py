@@ -20,6 +20,8 @@ from pydantic_settings import BaseSettings
 from lastream_stream.agent.controller import ControllerSettings
 from lastream_stream.agent.settings import AgentServiceSettings
 from lastream_stream.kafka.reporter import WorkerSettings
+from lastream_stream.keda.settings import KedaSettings
+from lastream_stream.kube.settings import KubeSettings
 from lastream_stream.policy.llm import LLMConfig
 from lastream_stream.settings import (
     BrokerSettings,
@@ -49,6 +51,8 @@ LIBRARY_SETTINGS: tuple[type[BaseSettings], ...] = (
     LLMConfig,
     SupervisorSettings,
     WorkerSettings,
+    KubeSettings,
+    KedaSettings,
 )
 
 

@@ -18,12 +18,10 @@ from scrape import Scrape, free_port
 from lastream_stream.agent.controller import ControllerSettings
 from lastream_stream.agent.service import AgentService
 from lastream_stream.agent.settings import AgentServiceSettings
-from lastream_stream.kafka.clients import KafkaClients
 from lastream_stream.supervisor import service as supervisor
 from lastream_stream.supervisor.config import SupervisorSettings
 from lastream_stream.supervisor.spec import AppSpec
 from lastream_stream.wire.contracts import CommandAck, DecisionRecord, MetricsReport, ScalingCommand
-from lastream_stream.wire.deadletter import BadMessage, parse
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "plain_kafka"
@@ -55,54 +53,6 @@ def start(tmp_path):
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
-
-
-class Follow:
-    """Reads a topic from its start in a thread, decoding each message with ``model``."""
-
-    def __init__(self, clients: KafkaClients, topic: str, model):
-        self.items: list = []
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(clients, topic, model), daemon=True)
-        self._thread.start()
-
-    def _run(self, clients, topic, model):
-        with clients.consumer(f"follow-{uuid.uuid4().hex[:8]}", [topic]) as consumer:
-            while not self._stop.is_set():
-                msg = consumer.poll(0.2)
-                if msg is not None and msg.error() is None:
-                    try:
-                        self.items.append(parse(model, msg.value()))
-                    except BadMessage as exc:  # kept for the failure message: the thread must go on
-                        self.errors.append(str(exc))
-
-    def wait(self, condition, timeout_s: float, what: str):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if found := [item for item in list(self.items) if condition(item)]:
-                return found
-            time.sleep(0.2)
-        raise AssertionError(
-            f"no {what} within {timeout_s:.0f} s; last seen: {self.items[-5:]}; undecodable: {self.errors[-3:]}"
-        )
-
-    def close(self):
-        self._stop.set()
-        self._thread.join(10)
-
-
-@pytest.fixture
-def follow(clients):
-    made = []
-
-    def make(topic, model) -> Follow:
-        made.append(Follow(clients, topic, model))
-        return made[-1]
-
-    yield make
-    for f in made:
-        f.close()
 
 
 def instances(reports: list[MetricsReport], operator: str, since: float) -> set[str]:

@@ -14,7 +14,8 @@ from control_log import wait_for
 
 from lastream_stream.keda import externalscaler_pb2 as pb
 from lastream_stream.keda import externalscaler_pb2_grpc as pb_grpc
-from lastream_stream.keda.service import KedaSettings, serve
+from lastream_stream.keda.service import serve
+from lastream_stream.keda.settings import KedaSettings
 from lastream_stream.wire.contracts import DecisionRecord
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -54,13 +54,24 @@ class Namespace:
         return int(spec), int(ready or 0)
 
 
-def deployment(name: str, app: str, operator: str, replicas: int = 1, node_labels: dict | None = None) -> str:
+def deployment(
+    name: str,
+    app: str,
+    operator: str,
+    replicas: int = 1,
+    node_labels: dict | None = None,
+    annotations: dict | None = None,
+) -> str:
     """A labelled Deployment whose pods kwok runs (on a node carrying ``node_labels`` too)."""
     return yaml.safe_dump(
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": name, "labels": {APP_LABEL: app, OPERATOR_LABEL: operator}},
+            "metadata": {
+                "name": name,
+                "labels": {APP_LABEL: app, OPERATOR_LABEL: operator},
+                "annotations": annotations or {},
+            },
             "spec": {
                 "replicas": replicas,
                 "selector": {"matchLabels": {"pod": name}},

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 
-from conftest import deployment, overlay
+from conftest import MANIFESTS, deployment, overlay
 from control_log import AckStream, command, publish
 
 HPA = """apiVersion: autoscaling/v2
@@ -87,6 +87,8 @@ def test_the_shipped_manifests_apply_cleanly(kube_cluster, kube_namespace, tmp_p
     out = kube_cluster.kubectl("apply", "-k", shipped, "--dry-run=server")
     for kind in ("serviceaccount", "role.rbac", "rolebinding.rbac", "configmap", "secret", "deployment.apps"):
         assert f"{kind}" in out and "(server dry run)" in out, out
+    keda = kube_cluster.kubectl("apply", "-n", ns.name, "-f", str(MANIFESTS / "keda-scaler.yaml"), "--dry-run=server")
+    assert "deployment.apps/lastream-keda-scaler created (server dry run)" in keda, keda
     # The executor's Role: it may patch a Deployment's scale, and nothing else of it.
     sa = f"--as=system:serviceaccount:{ns.name}:lastream-executor"
     kube_cluster.kubectl("apply", "-k", shipped)

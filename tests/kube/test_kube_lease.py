@@ -39,7 +39,7 @@ def test_the_standby_executor_finishes_a_scale_the_killed_leader_began_and_acks_
         "LASTREAM_KUBE_POLL_S": "0.2",
         "LASTREAM_KUBE_METRICS_ENABLED": "false",
     }
-    argv = [sys.executable, "-m", "lastream_stream.supervisor", "--backend", "kubernetes"]
+    argv = [sys.executable, "-m", "lastream_stream.kube"]
     argv += ["--namespace", ns.name, "--kubeconfig", str(ns.kubeconfig)]
     executors = {}
     for name in ("first", "second"):

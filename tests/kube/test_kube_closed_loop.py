@@ -1,0 +1,188 @@
+"""The whole loop with Kubernetes in the middle: metrics -> agent -> command -> Kubernetes
+executor -> Deployment scale -> pods (kwok) -> worker processes -> metrics.
+
+kwok's pods run nothing, so a small stand-in for the kubelet's container runtime
+(``PodWorkers``) starts a real worker process of the plain example app for every Running and
+Ready pod, and stops it when the pod goes. It also keeps each operator's state file
+(``LASTREAM_WORKER_STATE``) at the number of its running workers, as the local supervisor does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import deployment
+from kubernetes import client, config
+from scrape import free_port
+
+from lastream_stream.agent.controller import ControllerSettings
+from lastream_stream.agent.service import AgentService
+from lastream_stream.agent.settings import AgentServiceSettings
+from lastream_stream.kube.workloads import PARTITIONS_ANNOTATION
+from lastream_stream.wire.contracts import CommandAck, DecisionRecord, MetricsReport
+
+REPO = Path(__file__).resolve().parents[2]
+SHOP = REPO / "examples" / "plain_kafka" / "shop.py"
+log = logging.getLogger(__name__)
+
+
+class PodWorkers:
+    """A worker process per Running and Ready pod of the namespace, operator = its Deployment."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, env: dict[str, str], workdir: Path) -> None:
+        self.core = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
+        self.namespace, self.env, self.workdir = namespace, env, workdir
+        self.workers: dict[str, tuple[str, subprocess.Popen]] = {}  # pod name -> (operator, process)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pod-workers", daemon=True)
+
+    def __enter__(self) -> PodWorkers:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        self._stop_workers(list(self.workers))
+
+    def running(self, operator: str) -> int:
+        return sum(1 for op, proc in list(self.workers.values()) if op == operator and proc.poll() is None)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.3):
+            try:
+                pods = [
+                    p for p in self.core.list_namespaced_pod(self.namespace).items if "pod" in (p.metadata.labels or {})
+                ]
+            except Exception:  # the next round asks again; a dead thread would fail the test obscurely
+                log.exception("cannot list the pods of %s", self.namespace)
+                continue
+            # As a kubelet does: a container runs from its pod's start until the pod is deleted,
+            # whether or not the pod counts as ready meanwhile.
+            alive = {p.metadata.name for p in pods if p.metadata.deletion_timestamp is None}
+            started = {
+                p.metadata.name: p.metadata.labels["pod"]
+                for p in pods
+                if p.metadata.name in alive
+                and p.status.phase == "Running"
+                and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+            }
+            self._stop_workers([name for name in self.workers if name not in alive])
+            for name, operator in started.items():
+                if name not in self.workers:
+                    self._write_state(operator, self.running(operator) + 1)
+                    self.workers[name] = (operator, self._start(operator, name))
+            for operator in {op for op, _ in self.workers.values()}:
+                self._write_state(operator, self.running(operator))
+
+    def _start(self, operator: str, pod: str) -> subprocess.Popen:
+        env = os.environ | self.env | {"LASTREAM_WORKER_STATE": str(self._state_file(operator))}
+        log.info("pod %s is running: starting a %s worker", pod, operator)
+        with open(self.workdir / f"{pod}.log", "wb") as out:
+            return subprocess.Popen([sys.executable, str(SHOP), operator], env=env, stdout=out, stderr=out, cwd=REPO)
+
+    def _stop_workers(self, pods: list[str]) -> None:
+        stopping = [self.workers.pop(name) for name in pods]
+        if pods:
+            log.info("pod(s) %s gone: stopping their workers", ", ".join(pods))
+        for _, proc in stopping:
+            proc.send_signal(signal.SIGTERM)
+        for _, proc in stopping:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def _state_file(self, operator: str) -> Path:
+        return self.workdir / f"{operator}.state.json"
+
+    def _write_state(self, operator: str, parallelism: int) -> None:
+        tmp = self._state_file(operator).with_suffix(".tmp")
+        tmp.write_text(json.dumps({"operator": operator, "parallelism": parallelism}))
+        tmp.replace(self._state_file(operator))
+
+
+@pytest.mark.timeout(600)
+def test_through_kubernetes_the_example_scales_out_to_keep_up_then_back_in(
+    kube_namespace, run_executor, settings, follow, tmp_path
+):
+    """30 orders/s at 100 ms each needs 3 parsers or more; after the drop to 3/s, one suffices."""
+    ns = kube_namespace()
+    for operator, partitions in (("orders", 1), ("parser", 8), ("tally", 8)):
+        ns.apply(deployment(operator, "shop", operator, annotations={PARTITIONS_ANNOTATION: str(partitions)}))
+    env = settings.process_env() | {
+        "SHOP_PREFIX": f"shop-{uuid.uuid4().hex[:8]}",
+        "SHOP_REPORT_S": "1",
+        "SHOP_RATE": "0:30,100:3",
+        "SHOP_PARSER_MS": "100",
+    }
+    acks = follow(settings.topics.acks, CommandAck)
+    reports = follow(settings.topics.metrics, MetricsReport)
+    decisions = follow(settings.topics.decisions, DecisionRecord)
+    controller = ControllerSettings(window_s=8.0, warmup_s=5.0, outcome_s=16.0, stabilisation_s=30.0)
+    service = AgentServiceSettings(
+        checkpoint=tmp_path / "agent.pt", llm=False, controller=controller, metrics_port=free_port()
+    )
+    agent = AgentService(settings, service)
+    stop = threading.Event()
+    agent_thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+
+    def explained(what: str) -> str:
+        seen = [f"{d.kind} {d.chosen} held_by={d.held_by} notes={d.notes}" for d in decisions.items]
+        return f"{what} (decisions: {seen[-6:]})"
+
+    started = time.monotonic()
+    with PodWorkers(ns.cluster.kubeconfig, ns.name, env, tmp_path) as workers:
+        run_executor(ns, ready_timeout_s=60)
+        agent_thread.start()
+        try:
+            out = acks.wait(
+                lambda a: a.status == "applied" and a.applied.get("parser", 1) >= 3, 150, explained("a scale-out")
+            )[0]
+            assert ns.replicas("deployment", "parser") == (out.applied["parser"],) * 2
+            out_s = time.monotonic() - started
+            # Keeping up: the parsers' lag falls back under a second of input once they run.
+            kept_up = reports.wait(
+                lambda r: (
+                    r.operator == "parser"
+                    and r.parallelism == out.applied["parser"]
+                    and r.lag is not None
+                    and r.lag < 30
+                ),
+                120,
+                "the parsers catching up",
+            )[0]
+            keep_up_s = time.monotonic() - started
+            assert workers.running("parser") == out.applied["parser"]
+            back = acks.wait(
+                lambda a: a.generation > out.generation and a.status == "applied" and a.applied.get("parser", 9) < 3,
+                300,
+                explained("a scale-in after the rate drop"),
+            )[0]
+            in_s = time.monotonic() - started
+            assert ns.replicas("deployment", "parser") == (back.applied["parser"],) * 2
+            commands = [a for a in acks.items if a.status != "stale"]
+            log.warning(
+                "closed loop through Kubernetes: scale-out acked at %.0f s (parser %d), lag under 30 at %.0f s "
+                "(report of %s), scale-in acked at %.0f s (parser %d; DS2's optimum at 3/s is 1), %d command(s) acked",
+                out_s,
+                out.applied["parser"],
+                keep_up_s,
+                kept_up.instance_id,
+                in_s,
+                back.applied["parser"],
+                len(commands),
+            )
+        finally:
+            stop.set()
+            agent_thread.join(30)
