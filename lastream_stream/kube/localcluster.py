@@ -10,6 +10,7 @@ directory: certificates, the token file, a kubeconfig of the admin, etcd's data,
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -136,10 +137,10 @@ class LocalCluster:
                 "--leader-elect=false",
                 "--secure-port=0",
                 f"--service-account-private-key-file={sa_key}",
-                # kwok renews its node's status about once a minute, which the node lifecycle
-                # controller's grace period (50 s) takes for a dead node: it would mark every
-                # pod not ready. The node is fake and never dies, so that controller is off.
-                "--controllers=*,-node-lifecycle-controller",
+                "--controllers=*",
+                # kwok renews its node's status about once a minute, which the default grace
+                # period (50 s) takes for a dead node: every pod would be marked not ready.
+                "--node-monitor-grace-period=1h",
             ],
         )
         self._spawn(
@@ -161,7 +162,9 @@ class LocalCluster:
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         out = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
-        self.processes[name] = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[name] = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent
+        )
         out.close()
 
     def _wait_ready(self, timeout_s: float) -> None:
@@ -222,6 +225,12 @@ class LocalCluster:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
                 log.warning("%s did not stop on SIGTERM: killed", name)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies, even by kill -9,
+    so that no control plane outlives its test run (Linux's PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def kubeconfig_yaml(server: str, ca: Path, user: str, token: str, namespace: str = "default") -> str:

@@ -123,7 +123,7 @@ def test_through_kubernetes_the_example_scales_out_to_keep_up_then_back_in(
     env = settings.process_env() | {
         "SHOP_PREFIX": f"shop-{uuid.uuid4().hex[:8]}",
         "SHOP_REPORT_S": "1",
-        "SHOP_RATE": "0:30,100:3",
+        "SHOP_RATE": "0:30,60:3",
         "SHOP_PARSER_MS": "100",
     }
     acks = follow(settings.topics.acks, CommandAck)
