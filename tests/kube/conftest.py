@@ -61,12 +61,13 @@ def deployment(
     replicas: int = 1,
     node_labels: dict | None = None,
     annotations: dict | None = None,
+    kind: str = "Deployment",
 ) -> str:
-    """A labelled Deployment whose pods kwok runs (on a node carrying ``node_labels`` too)."""
+    """A labelled Deployment (or StatefulSet) whose pods kwok runs (on a node carrying ``node_labels`` too)."""
     return yaml.safe_dump(
         {
             "apiVersion": "apps/v1",
-            "kind": "Deployment",
+            "kind": kind,
             "metadata": {
                 "name": name,
                 "labels": {APP_LABEL: app, OPERATOR_LABEL: operator},

@@ -26,24 +26,26 @@ def fresh_app() -> str:
     return f"app-{uuid.uuid4().hex[:8]}"
 
 
-def test_a_command_scales_the_labelled_deployments_and_the_ack_waits_for_ready_pods(
+def test_a_command_scales_the_labelled_workloads_and_the_ack_waits_for_ready_pods(
     kube_namespace, run_executor, clients, settings, acks: AckStream
 ):
     ns = kube_namespace()
     app = fresh_app()
-    ns.apply(deployment("parse", app, "parse") + "---\n" + deployment("count", app, "count", replicas=2))
+    ns.apply(deployment("parse", app, "parse") + "---\n" + deployment("count", app, "count", 2, kind="StatefulSet"))
     run_executor(ns)
 
-    publish(clients, settings, command(1, app=app, parse=3, count=2))
+    publish(clients, settings, command(1, app=app, parse=3, count=4))
     ack = acks.until(1, timeout_s=60)
-    assert ack.status == "applied" and ack.applied == {"parse": 3, "count": 2}, ack
+    assert ack.status == "applied" and ack.applied == {"parse": 3, "count": 4}, ack
     # The ack came once the pods were ready, not at the patch.
     assert ns.replicas("deployment", "parse") == (3, 3)
+    assert ns.replicas("statefulset", "count") == (4, 4)
 
     publish(clients, settings, command(2, app=app, parse=1, count=2))
     ack = acks.until(2, timeout_s=60)
     assert ack.status == "applied" and ack.applied == {"parse": 1, "count": 2}, ack
     assert ns.replicas("deployment", "parse") == (1, 1)
+    assert ns.replicas("statefulset", "count") == (2, 2)
 
 
 def test_a_namespace_the_role_is_not_bound_in_is_refused_with_its_reason_and_nothing_else_changes(
