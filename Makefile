@@ -6,7 +6,7 @@ up: install  ## fresh machine -> venv, install, local Kafka, WordCount + agent w
 install:  ## create .venv and install the project
 	scripts/bootstrap.sh
 
-test:  ## fresh machine -> venv, install, lint, local Kafka, full test suite
+test:  ## fresh machine -> venv, install, lint, Kubernetes test binaries (once), local Kafka, full test suite
 	scripts/test.sh
 
 lint:  ## ruff: lint and formatting (line length 120, rules in pyproject.toml)

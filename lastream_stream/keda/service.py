@@ -64,6 +64,22 @@ class Recommendations:
 def follow_decisions(
     clients: KafkaClients, settings: LastreamSettings, keda: KedaSettings, into: Recommendations, stop: threading.Event
 ) -> None:
+    """``read_decisions`` until ``stop``, starting again after any failure (a broker down, the
+    topic missing): KEDA's answers must not freeze silently while the server looks healthy."""
+    attempt = 0
+    while not stop.is_set():
+        try:
+            read_decisions(clients, settings, keda, into, stop)
+        except Exception as exc:  # anything: logged, and read again after a backoff
+            attempt += 1
+            delay = min(2.0**attempt, 30.0)
+            log.error("cannot follow %s (%s); again in %.0f s", settings.topics.decisions, exc, delay)
+            stop.wait(delay)
+
+
+def read_decisions(
+    clients: KafkaClients, settings: LastreamSettings, keda: KedaSettings, into: Recommendations, stop: threading.Event
+) -> None:
     """Read the decisions topic from ``history_s`` ago, then as it grows, into ``into``."""
     topic = settings.topics.decisions
     partitions = sorted(clients.metadata().topics[topic].partitions)
@@ -145,7 +161,9 @@ def serve(
     """Serve until ``stop`` is set; the port actually bound is appended to ``bound``."""
     recommendations = Recommendations()
     clients = KafkaClients(settings.kafka)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    # Each StreamIsActive of an external-push ScaledObject holds a thread for as long as KEDA
+    # keeps it open: room for many of them beside the unary calls.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=keda.threads))
     pb_grpc.add_ExternalScalerServicer_to_server(Scaler(recommendations, stop), server)
     port = server.add_insecure_port(f"{keda.host}:{keda.port}")
     if port == 0:

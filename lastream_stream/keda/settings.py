@@ -20,3 +20,8 @@ class KedaSettings(BaseSettings):
         gt=0,
         description="At start, how far back the decisions topic is read for each app's latest recommendation.",
     )
+    threads: int = Field(
+        default=128,
+        ge=4,
+        description="gRPC server threads: each `external-push` ScaledObject's stream holds one while KEDA keeps it open.",
+    )

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from kubernetes.client.exceptions import ApiException
 
@@ -28,12 +28,21 @@ log = logging.getLogger(__name__)
 
 
 class KubeBackend:
-    def __init__(self, app: str, cluster: Cluster, settings: KubeSettings, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        app: str,
+        cluster: Cluster,
+        settings: KubeSettings,
+        stop: threading.Event,
+        leading: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.app = app
         self.cluster = cluster
         self.settings = settings
         self.stop = stop  # cuts a wait for readiness short when the executor stops or loses its Lease
+        self.leading = leading  # whether the Lease is surely still this executor's: checked before each write
         self.spec = KubeApp(app)
+        self._first = True  # the first reconcile finishes whatever a predecessor began
         self._said: set[str] = set()  # problems logged, each once while it lasts
         self._read_at = float("-inf")
         self.refresh()
@@ -54,9 +63,12 @@ class KubeBackend:
         return {op: w.replicas for op, w in self.spec.operators.items()}
 
     def reconcile(self, state: DesiredState) -> list[str]:
+        """Patch what differs, then wait for the patched operators to be ready; at the first
+        reconcile (a new executor, or one that took the Lease over) for every operator, so
+        that a scale its predecessor began is finished before it is acknowledged."""
         self.refresh()
         failures = list(self.spec.problems)
-        scaling = []
+        waiting = []
         for op, desired in state.parallelism.items():
             workload = self.spec.operators.get(op)
             if workload is None:
@@ -64,17 +76,26 @@ class KubeBackend:
                 continue
             if not workload.scalable:
                 continue  # the verdict already kept it where it is, and says why
-            scaling.append(op)
             if workload.replicas == desired:
+                if self._first:
+                    waiting.append(op)
                 continue
+            self._check_lease()
             try:
                 self.cluster.scale(workload, desired)
             except ApiException as exc:
                 failures.append(f"{op}: cannot scale {workload.ref}: {api_problem(exc)}")
-                scaling.remove(op)
                 continue
+            waiting.append(op)
             log.info("%s: scaled %s %d -> %d", op, workload.ref, workload.replicas, desired)
-        return failures + self._wait_ready(state, scaling)
+        failures += self._wait_ready(state, waiting)
+        self._first = False
+        self._check_lease()  # the ack follows: not from an executor that may have lost the Lease
+        return failures
+
+    def _check_lease(self) -> None:
+        if not self.leading():
+            raise Interrupted(f"{self.app}: the Lease may have passed to another executor")
 
     def _wait_ready(self, state: DesiredState, operators: list[str]) -> list[str]:
         """Wait until each of ``operators`` has exactly its desired pods, all ready."""

@@ -2,17 +2,20 @@
 
 While it holds the Lease it runs the supervisor's cycle (``supervisor.service.Supervisor``,
 the same code as for local processes) for each app it finds labelled, in a thread per app,
-with a ``KubeBackend``; apps are looked for again every ``refresh_s``. A replica without the
-Lease applies nothing and waits to take it over. Losing the Lease (not renewed in time)
-stops every app's cycle at once: the new holder replays the control topic, finishes any scale
-in progress, and acknowledges what its predecessor had not (the consumer group's commits
-say what was acknowledged, so no command is acknowledged twice).
+with a ``KubeBackend``; apps are looked for again at every renewal. A replica without the
+Lease applies nothing and waits to take it over. An app's cycle patches and acks only while
+the last renewal is recent (``holds_lease``); a failed renewal stops every cycle at once.
+The new holder replays the control topic, finishes any scale in progress, and acknowledges
+what its predecessor had not: the consumer group's commits say what was acknowledged (an
+executor killed between an ack and its commit has that command acknowledged again, as a
+local supervisor would: at least once).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -31,6 +34,7 @@ from lastream_stream.settings import LastreamSettings
 from lastream_stream.supervisor.config import SupervisorSettings
 from lastream_stream.supervisor.metrics import SupervisorCollector
 from lastream_stream.supervisor.service import Supervisor, stop_on_signals
+from lastream_stream.supervisor.status import SupervisorStatus
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +69,9 @@ class Executor:
         self.elector = LeaderElector(self.api, kube.lease_home, kube.lease_name, kube.holder, kube.lease_duration_s)
         self.cycles: dict[str, AppCycle] = {}
         self.leading = False
+        self.renewed_at = float("-inf")  # time.monotonic() of the last successful renewal
 
-    def statuses(self) -> list:
+    def statuses(self) -> list[SupervisorStatus]:
         return [cycle.supervisor.status() for cycle in list(self.cycles.values())]
 
     def run(self, stop: threading.Event) -> None:
@@ -89,6 +94,8 @@ class Executor:
     def _step(self) -> None:
         try:
             leading = self.elector.try_acquire_or_renew()
+            if leading:
+                self.renewed_at = time.monotonic()
         except (ApiException, urllib3.exceptions.HTTPError) as exc:
             problem = api_problem(exc) if isinstance(exc, ApiException) else str(exc)
             log.error("cannot renew Lease %s/%s: %s", self.kube.lease_home, self.kube.lease_name, problem)
@@ -105,6 +112,12 @@ class Executor:
         if leading:
             self._follow_apps()
 
+    def holds_lease(self) -> bool:
+        """True while the last renewal is recent enough that no other replica can have taken the
+        Lease over: within two thirds of its duration (client-go's renew deadline), so that a
+        leader cut off from the API server stops applying before a standby may start."""
+        return self.leading and time.monotonic() - self.renewed_at < self.kube.lease_duration_s * 2 / 3
+
     def _follow_apps(self) -> None:
         try:
             apps = self.cluster.apps()
@@ -117,8 +130,12 @@ class Executor:
                 del self.cycles[app]
         for app in sorted(apps - set(self.cycles)):
             stop = threading.Event()
-            backend = KubeBackend(app, self.cluster, self.kube, stop)
-            supervisor = Supervisor(self.settings, backend, self.config, self.clients)
+            try:
+                backend = KubeBackend(app, self.cluster, self.kube, stop, self.holds_lease)
+                supervisor = Supervisor(self.settings, backend, self.config, self.clients)
+            except Exception:  # one app's trouble must not stop the others: tried again next round
+                log.exception("%s: cannot follow its commands yet", app)
+                continue
             thread = threading.Thread(target=supervisor.run, args=(stop,), name=f"executor-{app}", daemon=True)
             self.cycles[app] = AppCycle(supervisor, stop, thread)
             thread.start()

@@ -18,6 +18,8 @@ from kubernetes.client.exceptions import ApiException
 
 log = logging.getLogger(__name__)
 
+TIMEOUT_S = 5.0  # per API call: a hung call must not outlast the Lease it renews
+
 
 class LeaderElector:
     def __init__(self, api: client.ApiClient, namespace: str, name: str, identity: str, duration_s: float) -> None:
@@ -30,8 +32,10 @@ class LeaderElector:
     def try_acquire_or_renew(self) -> bool:
         """True while this replica holds the Lease (acquired or renewed now)."""
         now = datetime.now(UTC)
+        # A MicroTime must carry its fraction: isoformat() leaves it out at microsecond 0.
+        now = now.replace(microsecond=now.microsecond or 1)
         try:
-            lease = self.coordination.read_namespaced_lease(self.name, self.namespace)
+            lease = self.coordination.read_namespaced_lease(self.name, self.namespace, _request_timeout=TIMEOUT_S)
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -51,7 +55,7 @@ class LeaderElector:
         spec.renew_time = now
         spec.lease_duration_seconds = math.ceil(self.duration_s)
         try:
-            self.coordination.replace_namespaced_lease(self.name, self.namespace, lease)
+            self.coordination.replace_namespaced_lease(self.name, self.namespace, lease, _request_timeout=TIMEOUT_S)
         except ApiException as exc:
             if exc.status == 409:  # another replica wrote it since we read it
                 return False
@@ -61,12 +65,12 @@ class LeaderElector:
     def release(self) -> None:
         """Hand the Lease over at once on a clean stop, rather than after its duration."""
         try:
-            lease = self.coordination.read_namespaced_lease(self.name, self.namespace)
+            lease = self.coordination.read_namespaced_lease(self.name, self.namespace, _request_timeout=TIMEOUT_S)
             if lease.spec.holder_identity != self.identity:
                 return
             lease.spec.holder_identity = None
             lease.spec.lease_duration_seconds = 1
-            self.coordination.replace_namespaced_lease(self.name, self.namespace, lease)
+            self.coordination.replace_namespaced_lease(self.name, self.namespace, lease, _request_timeout=TIMEOUT_S)
         except ApiException as exc:
             log.warning("could not release Lease %s/%s: %s", self.namespace, self.name, exc.reason)
 
@@ -82,7 +86,7 @@ class LeaderElector:
             ),
         )
         try:
-            self.coordination.create_namespaced_lease(self.namespace, body)
+            self.coordination.create_namespaced_lease(self.namespace, body, _request_timeout=TIMEOUT_S)
         except ApiException as exc:
             if exc.status == 409:
                 return False

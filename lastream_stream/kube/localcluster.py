@@ -10,7 +10,7 @@ directory: certificates, the token file, a kubeconfig of the admin, etcd's data,
 
 from __future__ import annotations
 
-import ctypes
+import atexit
 import logging
 import os
 import signal
@@ -69,6 +69,7 @@ class LocalCluster:
                 "(once per machine, about 10 minutes; `make test` does it)"
             )
         self.workdir.mkdir(parents=True, exist_ok=True)
+        atexit.register(self.stop)  # its processes run in sessions of their own: not left behind
         try:
             self._start(timeout_s)
         except BaseException:
@@ -162,9 +163,7 @@ class LocalCluster:
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         out = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
-        self.processes[name] = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent
-        )
+        self.processes[name] = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
 
     def _wait_ready(self, timeout_s: float) -> None:
@@ -225,12 +224,6 @@ class LocalCluster:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
                 log.warning("%s did not stop on SIGTERM: killed", name)
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the process that started it dies, even by kill -9,
-    so that no control plane outlives its test run (Linux's PR_SET_PDEATHSIG)."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def kubeconfig_yaml(server: str, ca: Path, user: str, token: str, namespace: str = "default") -> str:

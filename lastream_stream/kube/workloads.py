@@ -24,6 +24,7 @@ OPERATOR_LABEL = "lastream.io/operator"
 PARTITIONS_ANNOTATION = "lastream.io/partitions"
 REPLICAS_MAX = 2**31 - 1  # spec.replicas is an int32: the cap without the annotation
 KINDS = ("Deployment", "StatefulSet")
+TIMEOUT_S = 10.0  # per API call: an executor cut off from the API server must notice, not hang
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ class Workload:
     @property
     def fixed_because(self) -> str:
         return self.fixed_by or ""
+
+    @property
+    def managed(self) -> bool:
+        return self.fixed_by is None  # another autoscaler's replicas are not LaStream's to reach
 
     @property
     def ref(self) -> str:
@@ -110,23 +115,35 @@ class Cluster:
         """Set ``spec.replicas`` through the scale subresource; nothing else of the object."""
         body = {"spec": {"replicas": replicas}}
         if workload.kind == "Deployment":
-            self.apps_v1.patch_namespaced_deployment_scale(workload.name, workload.namespace, body)
+            self.apps_v1.patch_namespaced_deployment_scale(
+                workload.name, workload.namespace, body, _request_timeout=TIMEOUT_S
+            )
         else:
-            self.apps_v1.patch_namespaced_stateful_set_scale(workload.name, workload.namespace, body)
+            self.apps_v1.patch_namespaced_stateful_set_scale(
+                workload.name, workload.namespace, body, _request_timeout=TIMEOUT_S
+            )
 
     def _list(self, kind: str, namespace: str, selector: str) -> list:
         if kind == "Deployment":
-            return self.apps_v1.list_namespaced_deployment(namespace, label_selector=selector).items
-        return self.apps_v1.list_namespaced_stateful_set(namespace, label_selector=selector).items
+            return self.apps_v1.list_namespaced_deployment(
+                namespace, label_selector=selector, _request_timeout=TIMEOUT_S
+            ).items
+        return self.apps_v1.list_namespaced_stateful_set(
+            namespace, label_selector=selector, _request_timeout=TIMEOUT_S
+        ).items
 
     def _autoscaled(self, namespace: str) -> dict[tuple[str, str], str]:
         """(kind, name) -> the autoscaler that targets it, for every HPA and ScaledObject here."""
         taken = {}
-        for hpa in self.autoscaling.list_namespaced_horizontal_pod_autoscaler(namespace).items:
+        for hpa in self.autoscaling.list_namespaced_horizontal_pod_autoscaler(
+            namespace, _request_timeout=TIMEOUT_S
+        ).items:
             target = hpa.spec.scale_target_ref
             taken[(target.kind, target.name)] = f"HorizontalPodAutoscaler {hpa.metadata.name}"
         try:
-            scaled = self.custom.list_namespaced_custom_object("keda.sh", "v1alpha1", namespace, "scaledobjects")
+            scaled = self.custom.list_namespaced_custom_object(
+                "keda.sh", "v1alpha1", namespace, "scaledobjects", _request_timeout=TIMEOUT_S
+            )
         except ApiException as exc:
             if exc.status != 404:  # 404: KEDA is not installed
                 raise
@@ -154,7 +171,8 @@ def _workload(kind: str, item, taken: dict[tuple[str, str], str]) -> tuple[Workl
             return None, f"{ref}: annotation {PARTITIONS_ANNOTATION}={raw!r} is not a positive integer"
     replicas = spec.replicas if spec.replicas is not None else 1
     observed = (status.observed_generation or 0) >= (meta.generation or 0)
-    # A scale-in is done once the surplus pods are gone, not merely not ready.
+    # status.replicas counts the pods the controller keeps: a scale-out's new pods are counted
+    # at once, a scale-in's surplus ones no longer once they are terminating.
     updated = observed and (status.replicas or 0) == replicas
     fixed_by = None
     if autoscaler := taken.get((kind, meta.name)):

@@ -31,6 +31,9 @@ class OperatorBounds(Protocol):
     @property
     def fixed_because(self) -> str: ...  # why it is not scalable, for the ack
 
+    @property
+    def managed(self) -> bool: ...  # its instances are the supervisor's to keep (not another autoscaler's)
+
 
 class AppBounds(Protocol):
     """An app as the verdicts see it: an ``AppSpec`` locally, the labelled workloads on Kubernetes."""
@@ -157,15 +160,25 @@ def backoff_delay(consecutive_failures: int, initial_s: float, max_s: float) -> 
     return min(initial_s * 2 ** max(consecutive_failures - 1, 0), max_s)
 
 
-def ack_for(app: str, verdict: Verdict, running: Mapping[str, int], failures: Iterable[str] = ()) -> CommandAck:
-    """The ack of a command, given the parallelism actually running after reconciling."""
+def ack_for(
+    app: str,
+    verdict: Verdict,
+    running: Mapping[str, int],
+    failures: Iterable[str] = (),
+    unmanaged: Iterable[str] = (),
+) -> CommandAck:
+    """The ack of a command, given the parallelism actually running after reconciling;
+    ``unmanaged`` operators (another autoscaler's) are reported but not held to the state."""
     notes = list(verdict.notes) + list(failures)
     status = verdict.status
-    if verdict.accepted and any(running.get(op, 0) != n for op, n in verdict.state.parallelism.items()):
+    unmanaged = set(unmanaged)
+    short = {
+        op: f"{running.get(op, 0)}/{n}"
+        for op, n in verdict.state.parallelism.items()
+        if running.get(op, 0) != n and op not in unmanaged
+    }
+    if verdict.accepted and short:
         status = "partial"
-        short = {
-            op: f"{running.get(op, 0)}/{n}" for op, n in verdict.state.parallelism.items() if running.get(op, 0) != n
-        }
         notes.append("not reached (running/desired): " + ", ".join(f"{op} {v}" for op, v in short.items()))
     return CommandAck(
         app=app,

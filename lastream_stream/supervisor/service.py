@@ -18,6 +18,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from typing import get_args
 
 from prometheus_client import CollectorRegistry
@@ -103,9 +104,10 @@ class Supervisor:
         while not stop.is_set():
             command = control.poll(config.tick_s)
             if command is not None:
+                self._adopt_new_operators()
                 verdict = judge(self.backend.spec, self.state, command)
                 failures = self._apply(verdict)
-                self._ack(control, ack_for(self.app, verdict, self.backend.running(), failures))
+                self._ack(control, self._ack_of(verdict, failures))
             self.backend.supervise(self.state)
             self.dead_letters[self.consumer_name] = control.dead_letters
             self.dead_letter_failures[self.consumer_name] = control.dead_letter_failures
@@ -137,12 +139,27 @@ class Supervisor:
         self._status = self._snapshot()
         unanswered = [verdict for verdict, replayed in zip(verdicts, history, strict=True) if replayed.new]
         if unanswered:
-            self._ack(control, ack_for(self.app, unanswered[-1], self.backend.running(), failures))
+            self._ack(control, self._ack_of(unanswered[-1], failures))
         control.commit()
         self._ready = True
         self._status = self._snapshot()
 
     # Control messages
+
+    def _adopt_new_operators(self) -> None:
+        """An operator the backend found since (a newly labelled workload) joins the desired
+        state at what it runs as; a local spec never changes, so locally this does nothing."""
+        new = [op for op in self.backend.spec.operators if op not in self.state.parallelism]
+        if not new:
+            return
+        recorded = self.backend.recorded()
+        found = {op: recorded.get(op, 1) for op in new}
+        log.info("%s: new operator(s) %s", self.app, found)
+        self.state = replace(self.state, parallelism=self.state.parallelism | found)
+
+    def _ack_of(self, verdict: Verdict, failures: list[str]) -> CommandAck:
+        unmanaged = [op for op, bounds in self.backend.spec.operators.items() if not bounds.managed]
+        return ack_for(self.app, verdict, self.backend.running(), failures, unmanaged)
 
     def _apply(self, verdict: Verdict) -> list[str]:
         command = verdict.command

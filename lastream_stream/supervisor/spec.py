@@ -34,6 +34,10 @@ class WorkerSpec(BaseModel):
     def fixed_because(self) -> str:
         return "scalable: false in the app's spec"
 
+    @property
+    def managed(self) -> bool:
+        return True  # the supervisor runs every operator's workers, scalable or not
+
 
 class AppSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -65,6 +65,14 @@ def test_a_namespace_the_role_is_not_bound_in_is_refused_with_its_reason_and_not
     assert "unknown operator(s): store" in ack.error and f"namespace {foreign.name}: forbidden" in ack.error, ack.error
     assert foreign.replicas("deployment", "store") == (1, 1)  # untouched
 
+    # The README's remedy: the executor's Role in the app's namespace, bound to its account.
+    rbac = (MANIFESTS / "app-namespace-rbac.yaml").read_text().replace("namespace: lastream", f"namespace: {ns.name}")
+    foreign.apply(rbac)
+    publish(clients, settings, command(2, app=app, parse=2, store=3))
+    ack = acks.until(2, timeout_s=60)
+    assert (ack.status, ack.applied) == ("applied", {"parse": 2, "store": 3}), ack
+    assert foreign.replicas("deployment", "store") == (3, 3)
+
 
 def test_a_deployment_another_autoscaler_targets_is_refused_not_fought(
     kube_namespace, run_executor, clients, settings, acks: AckStream
@@ -77,10 +85,15 @@ def test_a_deployment_another_autoscaler_targets_is_refused_not_fought(
 
     publish(clients, settings, command(1, app=app, parse=4, count=2))
     ack = acks.until(1, timeout_s=60)
-    assert ack.applied == {"parse": 1, "count": 2}, ack
+    assert (ack.status, ack.applied) == ("applied", {"parse": 1, "count": 2}), ack
     assert ack.clamped == {"parse": 4}, ack
     assert "HorizontalPodAutoscaler parse-cpu scales it" in ack.error, ack.error
     assert ns.replicas("deployment", "parse")[0] == 1
+    # The HPA moves it: its replicas are the HPA's business, and no ack holds them against LaStream.
+    ns.cluster.kubectl("scale", "deployment", "parse", "--replicas=3", "-n", ns.name)
+    publish(clients, settings, command(2, app=app, parse=1, count=1))
+    ack = acks.until(2, timeout_s=60)
+    assert ack.status == "applied" and ack.applied["count"] == 1, ack
 
 
 def test_the_shipped_manifests_apply_cleanly(kube_cluster, kube_namespace, tmp_path):

@@ -117,3 +117,11 @@ def test_ack_is_partial_when_the_workers_fall_short():
     assert "splitter-3 exited at start-up" in short.error and "splitter 3/4" in short.error
     stale = ack_for("demo", judge(SPEC, d.state, cmd(1, splitter=1)), {"splitter": 3})
     assert stale.status == "stale"
+
+
+def test_an_operator_another_autoscaler_scales_does_not_make_the_ack_partial():
+    d = judge(SPEC, initial_state(SPEC), cmd(1, splitter=2))
+    running = {"source": 1, "splitter": 2, "counter": 5}  # counter moved by, say, an HPA
+    assert ack_for("demo", d, running).status == "partial"
+    ack = ack_for("demo", d, running, unmanaged=["counter"])
+    assert (ack.status, ack.applied["counter"]) == ("applied", 5)
