@@ -22,6 +22,10 @@ class Backend(Protocol):
         """The app and its operators as they are now, with what bounds each one's parallelism."""
         ...
 
+    def refresh(self) -> None:
+        """Read again what the app is made of, before a command is judged against it."""
+        ...
+
     def session(self) -> AbstractContextManager[None]:
         """Held for the supervisor's whole life: take ownership (a lock), adopt what runs."""
         ...

@@ -38,6 +38,9 @@ class ProcessBackend:
         self._states: dict[str, tuple[int, int, int]] = {}  # as last written to the state files
         self._unwritten: dict[str, tuple[int, int, int]] = {}  # failed to write (a full disk), as logged
 
+    def refresh(self) -> None:
+        pass  # a spec file's app does not change while it runs
+
     @contextmanager
     def session(self) -> Iterator[None]:
         """One supervisor per run directory; it adopts the workers its predecessor left."""

@@ -104,6 +104,7 @@ class Supervisor:
         while not stop.is_set():
             command = control.poll(config.tick_s)
             if command is not None:
+                self.backend.refresh()
                 self._adopt_new_operators()
                 verdict = judge(self.backend.spec, self.state, command)
                 failures = self._apply(verdict)

@@ -1,31 +1,27 @@
-"""Fixtures for the Kubernetes tests: one real control plane for the whole session (etcd,
+"""Fixtures for the Kubernetes tests: a real control plane per test module (etcd,
 kube-apiserver, controller manager, scheduler, kwok as the node), fresh namespaces with the
 shipped manifests applied, and executors that run with the shipped Role's token."""
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 from control_log import wait_for
+from kube_env import Namespace, overlay
 
 from lastream_stream.kube.executor import Executor
 from lastream_stream.kube.localcluster import LocalCluster, MissingBinaries, kubeconfig_yaml
 from lastream_stream.kube.settings import KubeSettings
-from lastream_stream.kube.workloads import APP_LABEL, OPERATOR_LABEL
 from lastream_stream.settings import LastreamSettings
 from lastream_stream.supervisor import SupervisorSettings
 
-MANIFESTS = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
 
-
-@pytest.fixture(scope="session")
+# Per module (about 5 s to start): the control plane is gone before the rest of the suite runs.
+@pytest.fixture(scope="module")
 def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     cluster = LocalCluster(tmp_path_factory.mktemp("kube"))
     try:
@@ -34,67 +30,6 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClus
         pytest.fail(f"cannot start the local Kubernetes control plane: {exc}", pytrace=False)
     yield cluster
     cluster.stop()
-
-
-@dataclass
-class Namespace:
-    name: str
-    cluster: LocalCluster
-    kubeconfig: Path  # the executor's: the shipped ServiceAccount's token, not the admin's
-
-    def apply(self, manifest: str) -> None:
-        self.cluster.kubectl("apply", "-n", self.name, "-f", "-", input=manifest)
-
-    def replicas(self, kind: str, name: str) -> tuple[int, int]:
-        """(spec.replicas, status.readyReplicas) as the admin reads them."""
-        out = self.cluster.kubectl(
-            "get", kind, name, "-n", self.name, "-o", "jsonpath={.spec.replicas} {.status.readyReplicas}"
-        )
-        spec, _, ready = out.partition(" ")
-        return int(spec), int(ready or 0)
-
-
-def deployment(
-    name: str,
-    app: str,
-    operator: str,
-    replicas: int = 1,
-    node_labels: dict | None = None,
-    annotations: dict | None = None,
-    kind: str = "Deployment",
-) -> str:
-    """A labelled Deployment (or StatefulSet) whose pods kwok runs (on a node carrying ``node_labels`` too)."""
-    return yaml.safe_dump(
-        {
-            "apiVersion": "apps/v1",
-            "kind": kind,
-            "metadata": {
-                "name": name,
-                "labels": {APP_LABEL: app, OPERATOR_LABEL: operator},
-                "annotations": annotations or {},
-            },
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": {"pod": name}},
-                "template": {
-                    "metadata": {"labels": {"pod": name}},
-                    "spec": {
-                        "nodeSelector": {"type": "kwok", **(node_labels or {})},
-                        "containers": [{"name": "worker", "image": "example/worker:1"}],
-                    },
-                },
-            },
-        }
-    )
-
-
-def overlay(parent: Path, namespace: str) -> Path:
-    """A kustomize overlay that puts the shipped manifests in ``namespace``, as the README says."""
-    path = parent / f"overlay-{namespace}"
-    path.mkdir()
-    base = os.path.relpath(MANIFESTS, path)  # kustomize takes no absolute base
-    (path / "kustomization.yaml").write_text(f"namespace: {namespace}\nresources:\n  - {base}\n")
-    return path
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import deployment
 from control_log import wait_for
+from kube_env import deployment
 from kubernetes import client, config
 from scrape import free_port
 

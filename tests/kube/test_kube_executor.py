@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import uuid
 
-from conftest import MANIFESTS, deployment, overlay
 from control_log import AckStream, command, publish
+from kube_env import MANIFESTS, deployment, overlay
 
 HPA = """apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler

@@ -9,8 +9,8 @@ import subprocess
 import sys
 import uuid
 
-from conftest import deployment
 from control_log import command, publish, read_all, wait_for
+from kube_env import deployment
 
 from lastream_stream.kube.localcluster import FAKE_NODE
 from lastream_stream.wire.contracts import CommandAck

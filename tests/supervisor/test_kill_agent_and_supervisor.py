@@ -16,9 +16,9 @@ from collections import Counter
 
 import pytest
 import yaml
-from conftest import Workers, supervisor_env
 from control_log import APP, assert_each_command_once, command, publish, read_all, wait_for
 from factories import sample_report
+from supervisor_env import Workers, supervisor_env
 from test_agent_stop import agent_env
 
 from lastream_stream.supervisor import SupervisorSettings

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 from click.testing import CliRunner
-from conftest import start_supervisor, supervisor_env
 from control_log import APP, command, publish
+from supervisor_env import start_supervisor, supervisor_env
 
 from lastream_stream.supervisor.command import supervisor_command
 from lastream_stream.supervisor.spec import AppSpec

@@ -5,8 +5,8 @@ import os
 import signal
 
 import yaml
-from conftest import start_supervisor, supervisor_env
 from control_log import APP, command, publish, wait_for
+from supervisor_env import start_supervisor, supervisor_env
 
 
 def test_restarted_supervisor_adopts_workers_and_restores_parallelism(
