@@ -5,8 +5,10 @@
 # Binaries are cached under $LASTREAM_HOME/k8s/<version>/bin; a second run reuses them.
 # Usage: scripts/k8s-binaries.sh   (prints the bin directory on its last line)
 set -euo pipefail
-K8S_VERSION=${LASTREAM_K8S_VERSION:-v1.34.4}
-KWOK_VERSION=${LASTREAM_KWOK_VERSION:-v0.7.0}
+cd "$(dirname "$0")/.."
+# The version the tests look for (localcluster.K8S_VERSION): one home, read from there.
+K8S_VERSION=$(sed -n 's/^K8S_VERSION = "\(.*\)"$/\1/p' lastream_stream/kube/localcluster.py)
+KWOK_VERSION=v0.7.0
 HOME_DIR=${LASTREAM_HOME:-$HOME/.cache/lastream}
 BIN=$HOME_DIR/k8s/$K8S_VERSION/bin
 mkdir -p "$BIN"

@@ -28,6 +28,7 @@ from lastream_stream.keda import externalscaler_pb2 as pb
 from lastream_stream.keda import externalscaler_pb2_grpc as pb_grpc
 from lastream_stream.keda.settings import KedaSettings
 from lastream_stream.settings import LastreamSettings
+from lastream_stream.supervisor.reconcile import backoff_delay
 from lastream_stream.supervisor.service import stop_on_signals
 from lastream_stream.wire.contracts import DecisionRecord
 from lastream_stream.wire.deadletter import BadMessage, parse
@@ -72,7 +73,7 @@ def follow_decisions(
             read_decisions(clients, settings, keda, into, stop)
         except Exception as exc:  # anything: logged, and read again after a backoff
             attempt += 1
-            delay = min(2.0**attempt, 30.0)
+            delay = backoff_delay(attempt, 2.0, 30.0)
             log.error("cannot follow %s (%s); again in %.0f s", settings.topics.decisions, exc, delay)
             stop.wait(delay)
 

@@ -34,13 +34,13 @@ class KubeBackend:
         cluster: Cluster,
         settings: KubeSettings,
         stop: threading.Event,
-        leading: Callable[[], bool] = lambda: True,
+        holds_lease: Callable[[], bool] = lambda: True,
     ) -> None:
         self.app = app
         self.cluster = cluster
         self.settings = settings
         self.stop = stop  # cuts a wait for readiness short when the executor stops or loses its Lease
-        self.leading = leading  # whether the Lease is surely still this executor's: checked before each write
+        self.holds_lease = holds_lease  # whether the Lease is surely still this executor's: checked before each write
         self.spec = KubeApp(app)
         self._first = True  # the first reconcile finishes whatever a predecessor began
         self._said: set[str] = set()  # problems logged, each once while it lasts
@@ -65,8 +65,8 @@ class KubeBackend:
     def reconcile(self, state: DesiredState) -> list[str]:
         """Patch what differs, then wait for the patched operators to be ready; at the first
         reconcile (a new executor, or one that took the Lease over) for every operator, so
-        that a scale its predecessor began is finished before it is acknowledged."""
-        self.refresh()
+        that a scale its predecessor began is finished before it is acknowledged. The view is
+        the one read just before (``refresh``, called by the supervisor)."""
         failures = list(self.spec.problems)
         waiting = []
         for op, desired in state.parallelism.items():
@@ -94,7 +94,7 @@ class KubeBackend:
         return failures
 
     def _check_lease(self) -> None:
-        if not self.leading():
+        if not self.holds_lease():
             raise Interrupted(f"{self.app}: the Lease may have passed to another executor")
 
     def _wait_ready(self, state: DesiredState, operators: list[str]) -> list[str]:

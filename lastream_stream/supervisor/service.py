@@ -119,6 +119,7 @@ class Supervisor:
         reached once; only the latest of the commands nobody acknowledged yet is answered
         (the others were superseded while the supervisor was down)."""
         history = control.replay(stop)
+        self.backend.refresh()
         spec = self.backend.spec
         recorded = self.backend.recorded()
         # Without a record of its own (a new run directory), the latest command's whole target:
